@@ -1,0 +1,1 @@
+"""Bindings of the sans-IO core to real transports (installed as ``gearman_proto.adapters``)."""

@@ -1,0 +1,51 @@
+"""gearman_proto: the Gearman job-queue protocol as a sans-IO state machine.
+
+Bytes in (``receive_data``), events out (``next_event``), bytes out
+(``send``).  Nothing in this package does I/O; ``gearman_proto.adapters``
+binds it to sockets, asyncio, trio and anyio.
+"""
+
+from __future__ import annotations
+
+from ._connection import NEED_DATA, ConnectionState, NeedData
+from .errors import LocalProtocolError, PacketTooLarge, ProtocolError, RemoteProtocolError
+from .events import *  # noqa: F403
+from .events import __all__ as _events_all
+from .packets import (
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_MAX_PACKET_SIZE,
+    REQ,
+    RES,
+    SPECS,
+    Decoder,
+    Packet,
+    PacketType,
+    Role,
+    TextLine,
+    encode_packet,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "NEED_DATA",
+    "NeedData",
+    "ConnectionState",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "PacketTooLarge",
+    "REQ",
+    "RES",
+    "SPECS",
+    "DEFAULT_MAX_PACKET_SIZE",
+    "DEFAULT_MAX_LINE_LENGTH",
+    "Decoder",
+    "Packet",
+    "PacketType",
+    "Role",
+    "TextLine",
+    "encode_packet",
+    *_events_all,
+]

@@ -1,0 +1,173 @@
+"""What every binary-protocol connection shares: the three verbs and role checks.
+
+A connection owns a :class:`~gearman_proto.packets.Decoder` and nothing else
+that touches bytes.  ``receive_data`` buffers, ``next_event`` decodes one event
+and lets the role's subclass update its state, ``send`` lets the subclass check
+and record an outgoing event and returns the bytes to write.  The subclass
+hooks ``_on_receive`` and ``_on_send`` are where each role's rules live.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from typing import Final
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import AdminCommand, ConnectionClosed, Event, event_to_packet, packet_to_event
+from .packets import (
+    DEFAULT_MAX_PACKET_SIZE,
+    REQ,
+    RES,
+    SPECS,
+    Decoder,
+    PacketType,
+    Role,
+    TextLine,
+    encode_packet,
+)
+
+__all__ = ["NEED_DATA", "NeedData", "ConnectionState", "Connection"]
+
+
+class NeedData:
+    """Type of :data:`NEED_DATA`: ``next_event()`` has nothing until more bytes arrive."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData()
+
+
+class ConnectionState(enum.Enum):
+    """Where a connection is in its life."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    """The peer closed cleanly (at a message boundary)."""
+    ERROR = "error"
+    """A protocol error happened; the connection can no longer be used."""
+
+
+def _name(event: Event) -> str:
+    try:
+        ptype = event.packet_type
+    except AttributeError:
+        return type(event).__name__
+    return f"{type(event).__name__} ({PacketType(ptype).name})"
+
+
+class Connection:
+    """Base of :class:`ClientConnection`, :class:`WorkerConnection` and :class:`ServerConnection`.
+
+    Subclasses set ``role`` and override ``_on_receive`` / ``_on_send``.
+    """
+
+    role: Role
+
+    def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+                 allow_text: bool = False) -> None:
+        self._magic_out = RES if self.role is Role.SERVER else REQ
+        self._decoder = Decoder(RES if self.role is not Role.SERVER else REQ,
+                                allow_text=allow_text, max_packet_size=max_packet_size)
+        self._peer_closed = False
+        self.state = ConnectionState.OPEN
+
+    # -- bytes in ---------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the peer; ``b""`` means the peer closed its side."""
+        if data:
+            if self._peer_closed:
+                raise LocalProtocolError("receive_data() called after the peer closed")
+            self._decoder.feed(data)
+        else:
+            self._peer_closed = True
+
+    def next_event(self) -> Event | NeedData:
+        """Return the next event from the peer, or :data:`NEED_DATA`.
+
+        Raises :class:`RemoteProtocolError` when the peer broke the protocol;
+        the connection is then in the ``ERROR`` state and every later call
+        raises again.
+        """
+        if self.state is ConnectionState.ERROR:
+            raise RemoteProtocolError("connection is in the error state after a protocol error")
+        try:
+            item = self._decoder.next()
+            if item is None:
+                if not self._peer_closed:
+                    return NEED_DATA
+                if self._decoder.buffered:
+                    raise RemoteProtocolError(
+                        f"peer closed the connection in the middle of a message "
+                        f"({self._decoder.buffered} bytes pending)"
+                    )
+                self.state = ConnectionState.CLOSED
+                event: Event = ConnectionClosed()
+                self._on_receive(event)
+                return event
+            if isinstance(item, TextLine):
+                event = AdminCommand(item.line)
+            else:
+                ptype = item.type
+                if self.role not in SPECS[ptype].receivers:
+                    raise RemoteProtocolError(
+                        f"a {self.role.value} may not receive {PacketType(ptype).name}",
+                        error_code=b"INVALID_COMMAND",
+                        error_text=b"Command not expected",
+                    )
+                event = packet_to_event(ptype, item.args)
+            self._on_receive(event)
+            return event
+        except RemoteProtocolError:
+            self.state = ConnectionState.ERROR
+            raise
+
+    def events(self) -> Iterator[Event]:
+        """Yield every event that the buffered bytes hold, then stop."""
+        while True:
+            event = self.next_event()
+            if type(event) is NeedData:
+                return
+            yield event  # type: ignore[misc]
+            if type(event) is ConnectionClosed:
+                return
+
+    # -- bytes out ----------------------------------------------------------------
+
+    def send(self, event: Event) -> bytes:
+        """Return the bytes that put ``event`` on the wire.
+
+        Raises :class:`LocalProtocolError` if this role may not send it now; the
+        connection then moves to the ``ERROR`` state.
+        """
+        if self.state is ConnectionState.ERROR:
+            raise LocalProtocolError("connection is in the error state after a protocol error")
+        try:
+            data = self._encode(event)
+            self._on_send(event)
+        except LocalProtocolError:
+            self.state = ConnectionState.ERROR
+            raise
+        return data
+
+    def _encode(self, event: Event) -> bytes:
+        ptype, args = event_to_packet(event)
+        if self.role not in SPECS[ptype].senders:
+            raise LocalProtocolError(
+                f"a {self.role.value} may not send {_name(event)}"
+            )
+        return encode_packet(self._magic_out, ptype, args)
+
+    # -- role hooks ------------------------------------------------------------------
+
+    def _on_receive(self, event: Event) -> None:
+        """Check and record an event from the peer; raise RemoteProtocolError to refuse it."""
+
+    def _on_send(self, event: Event) -> None:
+        """Check and record an event about to be sent; raise LocalProtocolError to refuse it."""
+

@@ -1,0 +1,420 @@
+"""The Gearman wire format: packet types, the argument table, and framing.
+
+Every binary packet is a 12-byte header -- magic (``\\0REQ`` towards the job
+server, ``\\0RES`` from it), a big-endian u32 type and a big-endian u32 payload
+size -- followed by the payload: the packet's arguments joined by single NUL
+bytes.  Only the last argument may contain NUL, since it runs to the end of the
+payload; opaque job data is therefore always last (PROTOCOL-NOTES §1).
+
+:data:`SPECS` is the one table from which encoding, decoding, argument
+validation and role checks are all driven.  The admin text protocol shares the
+job server's port; a message whose first byte is not NUL is a text line
+(PROTOCOL-NOTES §3.1), which :class:`Decoder` hands out as :class:`TextLine`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .errors import PacketTooLarge, RemoteProtocolError
+
+__all__ = [
+    "REQ",
+    "RES",
+    "HEADER_SIZE",
+    "DEFAULT_MAX_PACKET_SIZE",
+    "DEFAULT_MAX_LINE_LENGTH",
+    "PacketType",
+    "Role",
+    "PacketSpec",
+    "SPECS",
+    "Packet",
+    "TextLine",
+    "encode_packet",
+    "Decoder",
+]
+
+REQ = b"\0REQ"
+"""Magic of every packet sent to the job server."""
+RES = b"\0RES"
+"""Magic of every packet sent by the job server."""
+
+HEADER_SIZE = 12
+DEFAULT_MAX_PACKET_SIZE = 32 * 1024 * 1024
+"""Default limit on one packet's payload: 32 MiB.  Pass 0 for no limit."""
+DEFAULT_MAX_LINE_LENGTH = 64 * 1024
+"""Default limit on one admin text line, newline included."""
+
+_HEADER = struct.Struct(">4sII")
+
+
+class PacketType(enum.IntEnum):
+    """The 42 packet type numbers of the binary protocol (5 is unused)."""
+
+    CAN_DO = 1
+    CANT_DO = 2
+    RESET_ABILITIES = 3
+    PRE_SLEEP = 4
+    UNUSED = 5
+    NOOP = 6
+    SUBMIT_JOB = 7
+    JOB_CREATED = 8
+    GRAB_JOB = 9
+    NO_JOB = 10
+    JOB_ASSIGN = 11
+    WORK_STATUS = 12
+    WORK_COMPLETE = 13
+    WORK_FAIL = 14
+    GET_STATUS = 15
+    ECHO_REQ = 16
+    ECHO_RES = 17
+    SUBMIT_JOB_BG = 18
+    ERROR = 19
+    STATUS_RES = 20
+    SUBMIT_JOB_HIGH = 21
+    SET_CLIENT_ID = 22
+    CAN_DO_TIMEOUT = 23
+    ALL_YOURS = 24
+    WORK_EXCEPTION = 25
+    OPTION_REQ = 26
+    OPTION_RES = 27
+    WORK_DATA = 28
+    WORK_WARNING = 29
+    GRAB_JOB_UNIQ = 30
+    JOB_ASSIGN_UNIQ = 31
+    SUBMIT_JOB_HIGH_BG = 32
+    SUBMIT_JOB_LOW = 33
+    SUBMIT_JOB_LOW_BG = 34
+    SUBMIT_JOB_SCHED = 35
+    SUBMIT_JOB_EPOCH = 36
+    SUBMIT_REDUCE_JOB = 37
+    SUBMIT_REDUCE_JOB_BACKGROUND = 38
+    GRAB_JOB_ALL = 39
+    JOB_ASSIGN_ALL = 40
+    GET_STATUS_UNIQUE = 41
+    STATUS_RES_UNIQUE = 42
+
+
+class Role(enum.Enum):
+    """Who is at one end of a connection."""
+
+    CLIENT = "client"
+    WORKER = "worker"
+    SERVER = "server"
+
+
+@dataclass(frozen=True, slots=True)
+class PacketSpec:
+    """What one packet type carries and who may send it.
+
+    ``args`` names the arguments in wire order.  ``numeric`` holds the indexes of
+    arguments that must be decimal ASCII.  ``senders`` are the roles that may
+    send the packet; the job server is the receiver of every packet a client or
+    worker sends, and ``receivers`` says which of client/worker may receive
+    what the server sends.
+    """
+
+    type: PacketType
+    args: tuple[str, ...]
+    senders: frozenset[Role]
+    receivers: frozenset[Role]
+    numeric: frozenset[int] = frozenset()
+
+    @property
+    def magic(self) -> bytes:
+        """``RES`` for packets the server sends, otherwise ``REQ``."""
+        return RES if Role.SERVER in self.senders else REQ
+
+
+_C, _W, _S = Role.CLIENT, Role.WORKER, Role.SERVER
+_TO_SERVER = frozenset({_S})
+_CW = frozenset({_C, _W})
+
+
+def _spec(
+    t: PacketType,
+    args: str,
+    senders: frozenset[Role],
+    receivers: frozenset[Role],
+    numeric: tuple[int, ...] = (),
+) -> PacketSpec:
+    return PacketSpec(t, tuple(args.split()), senders, receivers, frozenset(numeric))
+
+
+_submit = "function unique data"
+_P = PacketType
+# (type, argument names, senders, receivers): the whole wire grammar.  Packets
+# that both a worker sends (REQ) and the server forwards to clients (RES) are
+# listed with both senders; the connection's role picks the magic.
+SPECS: dict[int, PacketSpec] = {
+    s.type: s
+    for s in (
+        _spec(_P.CAN_DO, "function", frozenset({_W}), _TO_SERVER),
+        _spec(_P.CANT_DO, "function", frozenset({_W}), _TO_SERVER),
+        _spec(_P.RESET_ABILITIES, "", frozenset({_W}), _TO_SERVER),
+        _spec(_P.PRE_SLEEP, "", frozenset({_W}), _TO_SERVER),
+        _spec(_P.NOOP, "", frozenset({_S}), frozenset({_W})),
+        _spec(_P.SUBMIT_JOB, _submit, frozenset({_C}), _TO_SERVER),
+        _spec(_P.JOB_CREATED, "handle", frozenset({_S}), frozenset({_C})),
+        _spec(_P.GRAB_JOB, "", frozenset({_W}), _TO_SERVER),
+        _spec(_P.NO_JOB, "", frozenset({_S}), frozenset({_W})),
+        _spec(_P.JOB_ASSIGN, "handle function data", frozenset({_S}), frozenset({_W})),
+        _spec(_P.WORK_STATUS, "handle numerator denominator", frozenset({_W, _S}),
+              frozenset({_S, _C}), (1, 2)),
+        _spec(_P.WORK_COMPLETE, "handle data", frozenset({_W, _S}), frozenset({_S, _C})),
+        _spec(_P.WORK_FAIL, "handle", frozenset({_W, _S}), frozenset({_S, _C})),
+        _spec(_P.GET_STATUS, "handle", frozenset({_C}), _TO_SERVER),
+        _spec(_P.ECHO_REQ, "data", _CW, _TO_SERVER),
+        _spec(_P.ECHO_RES, "data", frozenset({_S}), _CW),
+        _spec(_P.SUBMIT_JOB_BG, _submit, frozenset({_C}), _TO_SERVER),
+        _spec(_P.ERROR, "code text", frozenset({_S}), _CW),
+        _spec(_P.STATUS_RES, "handle known running numerator denominator",
+              frozenset({_S}), frozenset({_C}), (1, 2, 3, 4)),
+        _spec(_P.SUBMIT_JOB_HIGH, _submit, frozenset({_C}), _TO_SERVER),
+        _spec(_P.SET_CLIENT_ID, "client_id", _CW, _TO_SERVER),
+        _spec(_P.CAN_DO_TIMEOUT, "function timeout", frozenset({_W}), _TO_SERVER, (1,)),
+        _spec(_P.ALL_YOURS, "", frozenset({_W}), _TO_SERVER),
+        _spec(_P.WORK_EXCEPTION, "handle data", frozenset({_W, _S}), frozenset({_S, _C})),
+        _spec(_P.OPTION_REQ, "name", _CW, _TO_SERVER),
+        _spec(_P.OPTION_RES, "name", frozenset({_S}), _CW),
+        _spec(_P.WORK_DATA, "handle data", frozenset({_W, _S}), frozenset({_S, _C})),
+        _spec(_P.WORK_WARNING, "handle data", frozenset({_W, _S}), frozenset({_S, _C})),
+        _spec(_P.GRAB_JOB_UNIQ, "", frozenset({_W}), _TO_SERVER),
+        _spec(_P.JOB_ASSIGN_UNIQ, "handle function unique data", frozenset({_S}),
+              frozenset({_W})),
+        _spec(_P.SUBMIT_JOB_HIGH_BG, _submit, frozenset({_C}), _TO_SERVER),
+        _spec(_P.SUBMIT_JOB_LOW, _submit, frozenset({_C}), _TO_SERVER),
+        _spec(_P.SUBMIT_JOB_LOW_BG, _submit, frozenset({_C}), _TO_SERVER),
+        _spec(_P.SUBMIT_JOB_SCHED, "function unique minute hour day_of_month month "
+              "day_of_week data", frozenset({_C}), _TO_SERVER, (2, 3, 4, 5, 6)),
+        _spec(_P.SUBMIT_JOB_EPOCH, "function unique epoch data", frozenset({_C}),
+              _TO_SERVER, (2,)),
+        # gearmand's real layout: four NUL-terminated fields, the fourth an
+        # "aggregate" the server ignores (PROTOCOL-NOTES §2).
+        _spec(_P.SUBMIT_REDUCE_JOB, "function unique reducer aggregate data",
+              frozenset({_C}), _TO_SERVER),
+        _spec(_P.SUBMIT_REDUCE_JOB_BACKGROUND, "function unique reducer aggregate data",
+              frozenset({_C}), _TO_SERVER),
+        _spec(_P.GRAB_JOB_ALL, "", frozenset({_W}), _TO_SERVER),
+        _spec(_P.JOB_ASSIGN_ALL, "handle function unique reducer data", frozenset({_S}),
+              frozenset({_W})),
+        _spec(_P.GET_STATUS_UNIQUE, "unique", frozenset({_C}), _TO_SERVER),
+        _spec(_P.STATUS_RES_UNIQUE, "unique known running numerator denominator waiting",
+              frozenset({_S}), frozenset({_C}), (1, 2, 3, 4, 5)),
+    )
+}
+
+# Argument counts and numeric positions as flat tuples indexed by type number:
+# the decoder's hot loop reads these instead of attribute lookups.
+_NARGS: tuple[int, ...] = tuple(
+    len(SPECS[t].args) if t in SPECS else -1 for t in range(len(PacketType) + 1)
+)
+
+
+class Packet(NamedTuple):
+    """One decoded binary packet: its magic, type number and raw arguments."""
+
+    magic: bytes
+    type: int
+    args: tuple[bytes, ...]
+
+
+class TextLine(NamedTuple):
+    """One admin text line, without its ``\\n`` or ``\\r\\n``."""
+
+    line: bytes
+
+
+def encode_packet(magic: bytes, ptype: int, args: tuple[bytes, ...] | list[bytes]) -> bytes:
+    """Frame ``args`` as one packet.
+
+    Only the last argument may contain NUL; the caller (the event layer) has
+    already checked that, so this function does no validation of its own.
+    """
+    payload = b"\0".join(args)
+    return _HEADER.pack(magic, ptype, len(payload)) + payload
+
+
+def _is_decimal(value: bytes) -> bool:
+    return value.isdigit() and value.isascii()
+
+
+class Decoder:
+    """Incremental decoder of a Gearman byte stream.
+
+    Feed bytes with :meth:`feed` in any split; :meth:`next` returns the next
+    complete :class:`Packet` or :class:`TextLine`, or ``None`` when more bytes
+    are needed.  Feeding the stream whole or one byte at a time yields the
+    same results.
+
+    ``magic`` is the magic every binary packet must carry (``REQ`` on the
+    server side, ``RES`` on the client/worker side).  ``allow_text`` lets a
+    message whose first byte is not NUL be read as an admin text line; the
+    decision is taken per message, as gearmand does.  A payload larger than
+    ``max_packet_size`` (0 = unlimited) is refused from its header alone.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_pos",
+        "_scan",
+        "allow_text",
+        "magic",
+        "max_line_length",
+        "max_packet_size",
+    )
+
+    def __init__(
+        self,
+        magic: bytes,
+        *,
+        allow_text: bool = False,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    ) -> None:
+        if magic not in (REQ, RES):
+            raise ValueError(f"magic must be REQ or RES, not {magic!r}")
+        if max_packet_size < 0:
+            raise ValueError("max_packet_size must be >= 0 (0 means unlimited)")
+        self._buf = bytearray()
+        self._pos = 0
+        self._scan = 0  # where to resume looking for a newline in a text line
+        self.magic = magic
+        self.allow_text = allow_text
+        self.max_packet_size = max_packet_size
+        self.max_line_length = max_line_length
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes to the buffer."""
+        buf = self._buf
+        pos = self._pos
+        if pos:
+            # Drop consumed bytes before growing, so a stream that always ends
+            # mid-packet cannot make the buffer grow without bound.
+            del buf[:pos]
+            self._scan = max(0, self._scan - pos)
+            self._pos = 0
+        buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a packet or line."""
+        return len(self._buf) - self._pos
+
+    def next(self) -> Packet | TextLine | None:
+        """Return the next complete message, or ``None`` if more bytes are needed.
+
+        Raises :class:`RemoteProtocolError` (with gearmand's ERROR code) on bad
+        magic, an unknown type, a wrong argument count, a non-numeric numeric
+        field, or an oversized packet or line.  After an error the decoder's
+        state is undefined; the connection owning it must stop using it.
+        """
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail <= 0:
+            return None
+        if buf[pos] != 0:
+            return self._next_line(buf, pos)
+        if avail < HEADER_SIZE:
+            # Check the magic we can already see, so a garbage stream fails fast.
+            if buf[pos:pos + min(avail, 4)] != self.magic[:min(avail, 4)]:
+                self._bad_magic(bytes(buf[pos:pos + 4]))
+            return None
+        magic, ptype, size = _HEADER.unpack_from(buf, pos)
+        if magic != self.magic:
+            self._bad_magic(magic)
+        nargs = _NARGS[ptype] if ptype < len(_NARGS) else -1
+        if nargs < 0:
+            raise RemoteProtocolError(
+                f"unknown packet type {ptype}",
+                error_code=b"INVALID_COMMAND",
+                error_text=b"Invalid command expected",
+            )
+        limit = self.max_packet_size
+        if limit and size > limit:
+            raise PacketTooLarge(
+                f"{PacketType(ptype).name} packet of {size} bytes exceeds the "
+                f"maximum packet size of {limit} bytes",
+                error_code=b"ARGUMENT_TOO_LARGE",
+                error_text=b"Packet too large",
+            )
+        end = pos + HEADER_SIZE + size
+        if len(buf) < end:
+            return None
+        self._pos = end
+        if nargs == 0:
+            if size:
+                raise RemoteProtocolError(
+                    f"{PacketType(ptype).name} takes no arguments but carried "
+                    f"{size} payload bytes",
+                    error_code=b"INVALID_ARGUMENTS",
+                )
+            return Packet(magic, ptype, ())
+        payload = bytes(buf[pos + HEADER_SIZE:end])
+        args = tuple(payload.split(b"\0", nargs - 1)) if nargs > 1 else (payload,)
+        if len(args) != nargs:
+            spec = SPECS[ptype]
+            raise RemoteProtocolError(
+                f"{spec.type.name} needs {nargs} arguments "
+                f"({', '.join(spec.args)}) but carried {len(args)}",
+                error_code=b"INVALID_ARGUMENTS",
+            )
+        numeric = SPECS[ptype].numeric
+        if numeric:
+            for i in numeric:
+                if not _is_decimal(args[i]):
+                    spec = SPECS[ptype]
+                    raise RemoteProtocolError(
+                        f"{spec.type.name} argument {spec.args[i]!r} must be decimal "
+                        f"ASCII, got {args[i][:32]!r}",
+                        error_code=b"INVALID_ARGUMENTS",
+                    )
+        return Packet(magic, ptype, args)
+
+    def _bad_magic(self, magic: bytes) -> None:
+        other = RES if self.magic == REQ else REQ
+        if magic == other:
+            raise RemoteProtocolError(
+                f"expected {self.magic!r} magic, got {magic!r}",
+                error_code=b"INVALID_MAGIC",
+                error_text=(b"Request magic expected" if self.magic == REQ
+                            else b"Response magic expected"),
+            )
+        raise RemoteProtocolError(
+            f"bad packet magic {magic!r}",
+            error_code=b"INVALID_MAGIC",
+            error_text=b"Invalid magic",
+        )
+
+    def _next_line(self, buf: bytearray, pos: int) -> TextLine | None:
+        if not self.allow_text:
+            raise RemoteProtocolError(
+                f"expected a binary packet (first byte NUL), got {bytes(buf[pos:pos + 16])!r}",
+                error_code=b"INVALID_MAGIC",
+                error_text=b"Invalid magic",
+            )
+        nl = buf.find(b"\n", max(pos, self._scan))
+        if nl < 0:
+            if self.max_line_length and len(buf) - pos > self.max_line_length:
+                raise PacketTooLarge(
+                    f"admin line longer than {self.max_line_length} bytes without a newline",
+                    error_code=b"ARGUMENT_TOO_LARGE",
+                    error_text=b"Line too long",
+                )
+            self._scan = len(buf)
+            return None
+        if self.max_line_length and nl + 1 - pos > self.max_line_length:
+            raise PacketTooLarge(
+                f"admin line of {nl + 1 - pos} bytes exceeds {self.max_line_length}",
+                error_code=b"ARGUMENT_TOO_LARGE",
+                error_text=b"Line too long",
+            )
+        end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+        line = bytes(buf[pos:end])
+        self._pos = nl + 1
+        self._scan = nl + 1
+        return TextLine(line)
