@@ -121,8 +121,10 @@ class Connection:
                         error_text=b"Command not expected",
                     )
                 event = packet_to_event(ptype, item.args)
-            self._on_receive(event)
-            return event
+            # A subclass may return a replacement: a reply rebuilt with the
+            # ``request`` it answers (events are frozen, so it cannot be set).
+            replaced = self._on_receive(event)
+            return event if replaced is None else replaced
         except RemoteProtocolError:
             self.state = ConnectionState.ERROR
             raise
@@ -165,8 +167,13 @@ class Connection:
 
     # -- role hooks ------------------------------------------------------------------
 
-    def _on_receive(self, event: Event) -> None:
-        """Check and record an event from the peer; raise RemoteProtocolError to refuse it."""
+    def _on_receive(self, event: Event) -> Event | None:
+        """Check and record an event from the peer; raise RemoteProtocolError to refuse it.
+
+        Return ``None`` to hand ``event`` to the caller as it is, or an event to
+        hand out instead (a reply rebuilt with the ``request`` it answers).
+        """
+        return None
 
     def _on_send(self, event: Event) -> None:
         """Check and record an event about to be sent; raise LocalProtocolError to refuse it."""

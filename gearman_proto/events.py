@@ -638,8 +638,9 @@ _DECODERS: dict[int, Callable[[tuple[bytes, ...]], Event]] = {
     PacketType.ECHO_REQ: lambda a: EchoReq(a[0]),
     PacketType.ECHO_RES: lambda a: EchoRes(a[0]),
     PacketType.ERROR: lambda a: Error(a[0], a[1]),
+    # `or 0`: an empty numerator/denominator (Perl Gearman::Server) means 0.
     PacketType.STATUS_RES: lambda a: StatusRes(a[0], a[1] != b"0", a[2] != b"0",
-                                               int(a[3]), int(a[4])),
+                                               int(a[3] or 0), int(a[4] or 0)),
     PacketType.SET_CLIENT_ID: lambda a: SetClientId(a[0]),
     PacketType.CAN_DO_TIMEOUT: lambda a: CanDoTimeout(a[0], int(a[1])),
     PacketType.ALL_YOURS: lambda a: AllYours(),
@@ -661,7 +662,7 @@ _DECODERS: dict[int, Callable[[tuple[bytes, ...]], Event]] = {
     PacketType.JOB_ASSIGN_ALL: lambda a: JobAssign(a[0], a[1], a[4], a[2], a[3]),
     PacketType.GET_STATUS_UNIQUE: lambda a: GetStatusUnique(a[0]),
     PacketType.STATUS_RES_UNIQUE: lambda a: StatusResUnique(
-        a[0], a[1] != b"0", a[2] != b"0", int(a[3]), int(a[4]), int(a[5])),
+        a[0], a[1] != b"0", a[2] != b"0", int(a[3] or 0), int(a[4] or 0), int(a[5])),
 }
 
 

@@ -238,8 +238,19 @@ def encode_packet(magic: bytes, ptype: int, args: tuple[bytes, ...] | list[bytes
     return _HEADER.pack(magic, ptype, len(payload)) + payload
 
 
+_MAX_DIGITS = 20
+"""Longest number accepted: 2**64 - 1 has 20 digits.  Longer cannot be a Gearman
+number, and ``int()`` refuses strings over 4300 digits with ``ValueError``,
+which must never escape the decoder."""
+
+# Perl Gearman::Server sends empty numerator/denominator in STATUS_RES and
+# STATUS_RES_UNIQUE when no WORK_STATUS was ever reported (PROTOCOL-NOTES §2);
+# these (type, argument index) pairs read an empty field as 0.
+_EMPTY_IS_ZERO = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
+
+
 def _is_decimal(value: bytes) -> bool:
-    return value.isdigit() and value.isascii()
+    return value.isdigit() and value.isascii() and len(value) <= _MAX_DIGITS
 
 
 class Decoder:
@@ -366,11 +377,11 @@ class Decoder:
         numeric = SPECS[ptype].numeric
         if numeric:
             for i in numeric:
-                if not _is_decimal(args[i]):
+                if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
                     spec = SPECS[ptype]
                     raise RemoteProtocolError(
                         f"{spec.type.name} argument {spec.args[i]!r} must be decimal "
-                        f"ASCII, got {args[i][:32]!r}",
+                        f"ASCII of at most {_MAX_DIGITS} digits, got {args[i][:32]!r}",
                         error_code=b"INVALID_ARGUMENTS",
                     )
         return Packet(magic, ptype, args)
