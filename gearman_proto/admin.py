@@ -220,97 +220,115 @@ AdminResult = (list[StatusRow] | list[PriorityStatusRow] | list[WorkerRow] | lis
 # -- server side: parsing commands, formatting replies ---------------------------------
 
 
-def _int(word: bytes) -> int:
-    try:
-        return int(word)
-    except ValueError:
-        raise AdminError(b"INVALID_ARGUMENTS", b"Invalid+number+" + word) from None
+def _atoi(word: bytes) -> int:
+    # gearmand reads admin numbers with atoi(): leading digits count, anything
+    # else is 0 (``maxqueue f x`` answers OK and means "unlimited").
+    sign = -1 if word[:1] == b"-" else 1
+    digits = word[1:] if word[:1] in b"+-" and word[:1] else word
+    n = 0
+    for c in digits:
+        if not 48 <= c <= 57:
+            break
+        n = n * 10 + c - 48
+    return sign * n
+
+
+def _incomplete(word: bytes) -> AdminError:
+    return AdminError(b"INVALID_ARGUMENTS",
+                      b"An+incomplete+set+of+arguments+was+sent+to+this+command+" + word)
+
+
+_SIMPLE_COMMANDS: dict[bytes, AdminRequest] = {
+    b"status": Status(),
+    b"prioritystatus": PriorityStatus(),
+    b"workers": Workers(),
+    b"getpid": GetPid(),
+    b"version": Version(),
+    b"verbose": Verbose(),
+}
 
 
 def parse_command(line: bytes, *, allow_shutdown: bool = False) -> AdminRequest:
     """Parse one admin line (without its newline) into a request.
 
-    Raises :class:`AdminError` with the code gearmand would answer:
-    ``UNKNOWN_COMMAND``, ``INVALID_ARGUMENTS`` or ``UNKNOWN_SHOW_ARGUMENTS``.
-    ``shutdown`` is unknown unless ``allow_shutdown`` is set, as in gearmand
-    1.1.15 and later.
+    Follows what gearmand 1.1.20 was seen to answer: extra words after a
+    simple command are ignored; a leading space makes an empty command word;
+    numbers are read like C's ``atoi``.  Raises :class:`AdminError` with
+    gearmand's code (``UNKNOWN_COMMAND``, ``INVALID_ARGUMENTS`` or
+    ``UNKNOWN_SHOW_ARGUMENTS``).  ``shutdown`` is unknown unless
+    ``allow_shutdown`` is set, as in gearmand 1.1.15 and later.
     """
-    words = line.split()
-    if not words:
-        raise AdminError(b"UNKNOWN_COMMAND", b"Unknown+server+command")
-    cmd = words[0].lower()
+    words = line.split(b" ")
+    # gearmand collapses runs of spaces between words, but a leading space
+    # yields an empty command word.
+    words = words[:1] + [w for w in words[1:] if w]
+    first = words[0]
+    cmd = first.lower()
     n = len(words)
-    if cmd == b"status" and n == 1:
-        return Status()
-    if cmd == b"prioritystatus" and n == 1:
-        return PriorityStatus()
-    if cmd == b"workers" and n == 1:
-        return Workers()
-    if cmd == b"getpid" and n == 1:
-        return GetPid()
-    if cmd == b"version" and n == 1:
-        return Version()
-    if cmd == b"verbose" and n == 1:
-        return Verbose()
+    simple = _SIMPLE_COMMANDS.get(cmd)
+    if simple is not None:
+        return simple
     if cmd == b"maxqueue":
         if n == 2:
             return MaxQueue(words[1])
         if n == 3:
-            v = max(0, _int(words[2]))
+            v = max(0, _atoi(words[2]))
             return MaxQueue(words[1], (v, v, v))
         if n in (4, 5):
             # With two numbers the low limit keeps the default, as gearmand does.
-            high, normal = (max(0, _int(w)) for w in words[2:4])
-            low = max(0, _int(words[4])) if n == 5 else 0
+            high, normal = (max(0, _atoi(w)) for w in words[2:4])
+            low = max(0, _atoi(words[4])) if n == 5 else 0
             return MaxQueue(words[1], (high, normal, low))
-        raise AdminError(b"INVALID_ARGUMENTS", b"An+invalid+number+of+arguments+were+given")
-    if cmd == b"show":
+        raise _incomplete(first)
+    if cmd == b"show" and n > 1:
         rest = [w.lower() for w in words[1:]]
         if rest == [b"jobs"]:
             return ShowJobs()
         if rest == [b"unique", b"jobs"]:
             return ShowUniqueJobs()
-        raise AdminError(b"UNKNOWN_SHOW_ARGUMENTS", b"")
-    if cmd == b"cancel" and n >= 2 and words[1].lower() == b"job":
+        raise AdminError(b"UNKNOWN_SHOW_ARGUMENTS")
+    if cmd == b"cancel" and n >= 3 and words[1].lower() == b"job":
         if n != 3:
             raise AdminError(b"INVALID_ARGUMENTS", b"An+invalid+number+of+arguments+were+given")
         return CancelJob(words[2])
     if cmd in (b"create", b"drop") and n >= 2 and words[1].lower() == b"function":
         if n != 3:
-            raise AdminError(b"INVALID_ARGUMENTS", b"An+invalid+number+of+arguments+were+given")
+            raise _incomplete(first)
         return CreateFunction(words[2]) if cmd == b"create" else DropFunction(words[2])
     if cmd == b"shutdown" and allow_shutdown:
         if n == 1:
             return Shutdown()
         if n == 2 and words[1].lower() == b"graceful":
             return Shutdown(graceful=True)
-        raise AdminError(b"INVALID_ARGUMENTS", b"An+invalid+number+of+arguments+were+given")
+        raise _incomplete(first)
     # gearmand glues the command word straight onto its text: a quirk we keep.
-    raise AdminError(b"UNKNOWN_COMMAND", b"Unknown+server+command" + words[0])
+    raise AdminError(b"UNKNOWN_COMMAND", b"Unknown+server+command" + first)
+
+
+def _arg(value: bytes) -> bytes:
+    # The server splits on whitespace, so an argument holding any would be read
+    # as several words (or as a second command after a newline).
+    if not value or any(c in value for c in b" \t\r\n\0"):
+        raise LocalProtocolError(f"admin argument must be one non-empty word, got {value!r}")
+    return value
 
 
 def encode_command(request: AdminRequest) -> bytes:
     """The line a client sends for ``request``, ended with ``\\r\\n`` as gearadmin does."""
     if isinstance(request, MaxQueue):
-        words = [b"maxqueue", request.function]
+        line = b"maxqueue " + _arg(request.function)
         if request.limits is not None:
-            words += [b"%d" % v for v in request.limits]
-        line = b" ".join(words)
+            line += b"".join(b" %d" % v for v in request.limits)
     elif isinstance(request, CancelJob):
-        line = b"cancel job " + request.handle
+        line = b"cancel job " + _arg(request.handle)
     elif isinstance(request, CreateFunction):
-        line = b"create function " + request.function
+        line = b"create function " + _arg(request.function)
     elif isinstance(request, DropFunction):
-        line = b"drop function " + request.function
+        line = b"drop function " + _arg(request.function)
     elif isinstance(request, Shutdown):
         line = b"shutdown graceful" if request.graceful else b"shutdown"
     else:
         line = _SIMPLE_LINES[type(request)]
-    if any(c in line for c in (b"\n", b"\r", b"\0")) or b"  " in line:
-        raise LocalProtocolError(f"admin argument would break the line: {line!r}")
-    for arg in line.split(b" "):
-        if not arg:
-            raise LocalProtocolError(f"empty admin argument in {line!r}")
     return line + b"\r\n"
 
 
@@ -366,6 +384,8 @@ def format_err(error: AdminError) -> bytes:
     """``ERR CODE text\\r\\n`` (or the bare text for gearmand's code-less errors)."""
     if not error.code:
         return b"ERR " + error.text + b"\r\n"
+    if not error.text:
+        return b"ERR " + error.code + b"\r\n"
     return b"ERR " + error.code + b" " + error.text + b"\r\n"
 
 
@@ -406,7 +426,7 @@ def _parse_row(request: AdminRequest, line: bytes) -> object:
 
 
 def _parse_err(line: bytes) -> AdminError:
-    body = line[4:] if line.startswith(b"ERR ") else b""
+    body = line[4:]
     code, _, text = body.partition(b" ")
     if code and code.replace(b"_", b"").isalpha() and code.upper() == code:
         return AdminError(code, text)
