@@ -8,6 +8,7 @@ binds it to sockets, asyncio, trio and anyio.
 from __future__ import annotations
 
 from ._connection import NEED_DATA, ConnectionState, NeedData
+from .client import ClientConnection, ClientJob
 from .errors import LocalProtocolError, PacketTooLarge, ProtocolError, RemoteProtocolError
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
@@ -24,6 +25,8 @@ from .packets import (
     TextLine,
     encode_packet,
 )
+from .server import ServerConnection
+from .worker import WorkerConnection
 
 __version__ = "0.1.0"
 
@@ -32,6 +35,10 @@ __all__ = [
     "NEED_DATA",
     "NeedData",
     "ConnectionState",
+    "ClientConnection",
+    "ClientJob",
+    "WorkerConnection",
+    "ServerConnection",
     "ProtocolError",
     "LocalProtocolError",
     "RemoteProtocolError",

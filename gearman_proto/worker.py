@@ -1,0 +1,267 @@
+"""The worker's side of a connection to a job server.
+
+A worker registers what it can do (CAN_DO, CAN_DO_TIMEOUT, CANT_DO,
+RESET_ABILITIES), then loops (PROTOCOL-NOTES §4.5, §4.6)::
+
+    GRAB_JOB*  ──▶  JOB_ASSIGN*  run it, WORK_* ..., WORK_COMPLETE/FAIL/EXCEPTION
+               └─▶  NO_JOB       PRE_SLEEP, wait for NOOP, GRAB again
+
+The job server answers grabs in the order they were sent, so outstanding grabs
+are a FIFO and each JOB_ASSIGN / NO_JOB answers the oldest; the kind of
+JOB_ASSIGN must fit the kind of grab.  NOOP carries no job and may arrive at
+any time; it only ends the sleep.  Jobs in hand are kept by handle, several at
+once if the worker grabs again before finishing, and only they may be reported
+on.
+
+**PRE_SLEEP with a grab outstanding is allowed.**  gearmand handles one
+connection's packets in order, so a pipelined ``GRAB_JOB, PRE_SLEEP`` has the
+grab answered first, and PRE_SLEEP then NOOPs at once if more work is queued,
+or marks the worker asleep until work arrives (checked by hand against gearmand
+1.1.20: GRAB_JOB_ALL + PRE_SLEEP with two jobs queued gave JOB_ASSIGN_UNIQ then
+NOOP; with one job, JOB_ASSIGN_UNIQ, and a NOOP as soon as another job was
+submitted).  Nothing is lost either way, and it saves a round trip.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from ._connection import Connection
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    CanDo,
+    CanDoTimeout,
+    CantDo,
+    EchoReq,
+    EchoRes,
+    Error,
+    Event,
+    GrabJob,
+    GrabJobAll,
+    GrabJobUniq,
+    JobAssign,
+    NoJob,
+    Noop,
+    OptionReq,
+    OptionRes,
+    PreSleep,
+    ResetAbilities,
+    WorkComplete,
+    WorkData,
+    WorkException,
+    WorkFail,
+    WorkStatus,
+    WorkWarning,
+)
+from .packets import DEFAULT_MAX_PACKET_SIZE, Role
+
+__all__ = ["WorkerConnection"]
+
+_Grab = type[GrabJob] | type[GrabJobUniq] | type[GrabJobAll]
+
+# What each grab may be answered with, for the error message.
+_EXPECTED = {
+    GrabJob: "JOB_ASSIGN",
+    GrabJobUniq: "JOB_ASSIGN_UNIQ",
+    GrabJobAll: "JOB_ASSIGN_UNIQ or JOB_ASSIGN_ALL",
+}
+
+
+class WorkerConnection(Connection):
+    """A connection seen from a worker: abilities, the grab/sleep cycle and jobs in hand.
+
+    ``abilities`` maps each registered function to its CAN_DO_TIMEOUT in
+    milliseconds (``None`` for plain CAN_DO); it changes as CAN_DO,
+    CAN_DO_TIMEOUT, CANT_DO and RESET_ABILITIES are sent.  ``jobs`` maps the
+    handle of every job in hand to its :class:`JobAssign`; WORK_* may only be
+    sent for those, and the final WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION
+    takes the job out of hand.
+
+    ERROR packets never break the connection: UNKNOWN_OPTION answers the oldest
+    OPTION_REQ, and every other ERROR (say JOB_NOT_FOUND after a WORK_* for a
+    job the server dropped or requeued) is handed out with ``request=None`` for
+    the worker to log and carry on.
+    """
+
+    role = Role.WORKER
+
+    def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        super().__init__(max_packet_size=max_packet_size)
+        self.abilities: dict[bytes, int | None] = {}
+        self.jobs: dict[bytes, JobAssign] = {}
+        self.options: set[bytes] = set()
+        self._grabs: deque[_Grab] = deque()
+        self._requests: deque[EchoReq | OptionReq] = deque()
+        self._sleeping = False
+
+    @property
+    def sleeping(self) -> bool:
+        """True from sending PRE_SLEEP until a NOOP arrives or a grab is sent.
+
+        This is also what the server believes: any GRAB_JOB* ends the sleep
+        there too, and only a sleeping worker is sent NOOP.
+        """
+        return self._sleeping
+
+    @property
+    def outstanding_grabs(self) -> int:
+        """Grabs sent and not yet answered by JOB_ASSIGN* or NO_JOB."""
+        return len(self._grabs)
+
+    @property
+    def outstanding(self) -> int:
+        """How many replies the server still owes: grabs plus ECHO_REQ / OPTION_REQ."""
+        return len(self._grabs) + len(self._requests)
+
+    # -- bytes out ------------------------------------------------------------
+
+    def _on_send(self, event: Event) -> None:
+        handler = _SEND.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _in_hand(self, event: WorkStatus | WorkData | WorkWarning) -> None:
+        if event.handle not in self.jobs:
+            raise LocalProtocolError(
+                f"cannot send {event.packet_type.name} for job handle {event.handle!r}: "
+                f"no such job in hand"
+            )
+
+    def _finish(self, event: WorkComplete | WorkFail | WorkException) -> None:
+        if self.jobs.pop(event.handle, None) is None:
+            raise LocalProtocolError(
+                f"cannot send {event.packet_type.name} for job handle {event.handle!r}: "
+                f"no such job in hand"
+            )
+
+    def _grab(self, event: GrabJob | GrabJobUniq | GrabJobAll) -> None:
+        self._grabs.append(type(event))
+        self._sleeping = False
+
+    def _pre_sleep(self, event: PreSleep) -> None:
+        self._sleeping = True
+
+    def _can_do(self, event: CanDo) -> None:
+        self.abilities[event.function] = None
+
+    def _can_do_timeout(self, event: CanDoTimeout) -> None:
+        self.abilities[event.function] = event.timeout
+
+    def _cant_do(self, event: CantDo) -> None:
+        self.abilities.pop(event.function, None)
+        # The server requeues any job this worker runs for a removed function
+        # (PROTOCOL-NOTES §4.7; checked with gearmand 1.1.20: GET_STATUS shows
+        # it known and no longer running), so it is no longer ours to report on.
+        jobs = self.jobs
+        for handle in [h for h, job in jobs.items() if job.function == event.function]:
+            del jobs[handle]
+
+    def _reset_abilities(self, event: ResetAbilities) -> None:
+        # Every function is removed, so every job in hand is requeued (§4.7).
+        self.abilities.clear()
+        self.jobs.clear()
+
+    def _request(self, event: EchoReq | OptionReq) -> None:
+        self._requests.append(event)
+
+    # -- bytes in -------------------------------------------------------------
+
+    def _on_receive(self, event: Event) -> Event | None:
+        handler = _RECEIVE.get(type(event))
+        return None if handler is None else handler(self, event)
+
+    def _job_assign(self, event: JobAssign) -> None:
+        if not self._grabs:
+            raise RemoteProtocolError(
+                f"{event.packet_type.name} for job handle {event.handle!r} without an "
+                f"outstanding GRAB_JOB"
+            )
+        grab = self._grabs.popleft()
+        if grab is GrabJob:
+            fits = event.unique is None
+        elif grab is GrabJobUniq:
+            fits = event.unique is not None and event.reducer is None
+        else:
+            # GRAB_JOB_ALL: JOB_ASSIGN_ALL only for jobs with a reducer,
+            # JOB_ASSIGN_UNIQ otherwise (§4.6).
+            fits = event.unique is not None
+        if not fits:
+            raise RemoteProtocolError(
+                f"{event.packet_type.name} does not answer {grab.packet_type.name} "
+                f"(expected {_EXPECTED[grab]})"
+            )
+        # Put in hand even if the function was given up since the grab was
+        # sent (CANT_DO crossing JOB_ASSIGN): the server has requeued that job,
+        # and a WORK_* for it only draws a harmless ERROR JOB_NOT_FOUND, where
+        # refusing it here would break a worker that simply answers every job.
+        # A handle already in hand is replaced: after a CAN_DO_TIMEOUT requeue
+        # the same worker may be given the same job again (§4.7).
+        self.jobs[event.handle] = event
+
+    def _no_job(self, event: NoJob) -> None:
+        if not self._grabs:
+            raise RemoteProtocolError("NO_JOB without an outstanding GRAB_JOB")
+        self._grabs.popleft()
+
+    def _noop(self, event: Noop) -> None:
+        # Harmless at any time: it only says "there may be work, grab again".
+        self._sleeping = False
+
+    def _echo_res(self, event: EchoRes) -> Event:
+        requests = self._requests
+        if not requests or type(requests[0]) is not EchoReq:
+            raise RemoteProtocolError(
+                f"ECHO_RES does not answer the oldest outstanding request "
+                f"({type(requests[0]).__name__ if requests else 'nothing'})"
+            )
+        return EchoRes(event.data, request=requests.popleft())  # type: ignore[arg-type]
+
+    def _option_res(self, event: OptionRes) -> Event:
+        requests = self._requests
+        if not requests or type(requests[0]) is not OptionReq:
+            raise RemoteProtocolError(
+                f"OPTION_RES does not answer the oldest outstanding request "
+                f"({type(requests[0]).__name__ if requests else 'nothing'})"
+            )
+        self.options.add(event.name.lower())
+        return OptionRes(event.name, request=requests.popleft())  # type: ignore[arg-type]
+
+    def _error(self, event: Error) -> Event | None:
+        if event.code != b"UNKNOWN_OPTION":
+            return None
+        for request in self._requests:
+            if type(request) is OptionReq:
+                self._requests.remove(request)
+                return Error(event.code, event.text, request=request)
+        return None
+
+
+# Dispatch on the exact event class: one dict lookup per event.
+_SEND: dict[type, Callable[[WorkerConnection, Event], None]] = {
+    WorkData: WorkerConnection._in_hand,  # type: ignore[dict-item]
+    WorkWarning: WorkerConnection._in_hand,  # type: ignore[dict-item]
+    WorkStatus: WorkerConnection._in_hand,  # type: ignore[dict-item]
+    WorkComplete: WorkerConnection._finish,  # type: ignore[dict-item]
+    WorkFail: WorkerConnection._finish,  # type: ignore[dict-item]
+    WorkException: WorkerConnection._finish,  # type: ignore[dict-item]
+    GrabJob: WorkerConnection._grab,  # type: ignore[dict-item]
+    GrabJobUniq: WorkerConnection._grab,  # type: ignore[dict-item]
+    GrabJobAll: WorkerConnection._grab,  # type: ignore[dict-item]
+    PreSleep: WorkerConnection._pre_sleep,  # type: ignore[dict-item]
+    CanDo: WorkerConnection._can_do,  # type: ignore[dict-item]
+    CanDoTimeout: WorkerConnection._can_do_timeout,  # type: ignore[dict-item]
+    CantDo: WorkerConnection._cant_do,  # type: ignore[dict-item]
+    ResetAbilities: WorkerConnection._reset_abilities,  # type: ignore[dict-item]
+    EchoReq: WorkerConnection._request,  # type: ignore[dict-item]
+    OptionReq: WorkerConnection._request,  # type: ignore[dict-item]
+}
+
+_RECEIVE: dict[type, Callable[[WorkerConnection, Event], Event | None]] = {
+    JobAssign: WorkerConnection._job_assign,  # type: ignore[dict-item]
+    NoJob: WorkerConnection._no_job,  # type: ignore[dict-item]
+    Noop: WorkerConnection._noop,  # type: ignore[dict-item]
+    EchoRes: WorkerConnection._echo_res,  # type: ignore[dict-item]
+    OptionRes: WorkerConnection._option_res,  # type: ignore[dict-item]
+    Error: WorkerConnection._error,  # type: ignore[dict-item]
+}
