@@ -1,0 +1,130 @@
+"""The job server at the level of bytes: many connections, one :class:`JobServer`.
+
+A server adapter owns sockets; everything else is here.  It tells the hub that
+a connection opened, hands it the bytes it read, tells it when a peer went
+away and what time it is, and writes out what :meth:`ServerHub.flush` returns.
+Decoding, role checks, protocol-error answers, the broker's decisions and the
+group commit of durable jobs all happen in this module, with no I/O, so the
+asyncio, trio and anyio servers share one implementation of the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .broker import JobServer, Output
+from .errors import RemoteProtocolError
+from .events import ConnectionClosed
+from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
+from .server import ServerConnection
+
+__all__ = ["ServerHub", "Flush"]
+
+
+@dataclass(slots=True)
+class Flush:
+    """What to do after a batch: bytes to write per connection, and connections to close.
+
+    Close a connection only after writing its bytes: a protocol error's ERROR
+    answer is in them.
+    """
+
+    writes: dict[int, bytes] = field(default_factory=dict)
+    close: list[int] = field(default_factory=list)
+
+
+class ServerHub:
+    """Bytes in and bytes out for every connection of one job server.
+
+    Connection ids are small integers chosen by the hub; the admin ``workers``
+    command shows them where gearmand shows a file descriptor.
+    """
+
+    def __init__(
+        self,
+        broker: JobServer | None = None,
+        *,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    ) -> None:
+        self.broker = broker if broker is not None else JobServer()
+        self.max_packet_size = max_packet_size
+        self.max_line_length = max_line_length
+        self._conns: dict[int, ServerConnection] = {}
+        self._out: dict[int, list[bytes]] = {}
+        self._close: list[int] = []
+        self._next_id = 1
+        self.protocol_errors = 0
+        """How many connections were closed for breaking the protocol."""
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def open(self, address: bytes = b"-") -> int:
+        """Register a new connection from ``address`` and return its id."""
+        cid = self._next_id
+        self._next_id += 1
+        self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
+                                            max_line_length=self.max_line_length)
+        self.broker.connect(cid, address)
+        return cid
+
+    def receive(self, cid: int, data: bytes) -> None:
+        """Process bytes read from connection ``cid`` (``b""`` when the peer closed)."""
+        conn = self._conns.get(cid)
+        if conn is None:
+            return
+        broker = self.broker
+        conn.receive_data(data)
+        try:
+            for event in conn.events():
+                if type(event) is ConnectionClosed:
+                    self._drop(cid)
+                    return
+                self._route(broker.receive(cid, event))
+        except RemoteProtocolError as exc:
+            # Answer the offender (gearmand's ERROR code, or an ERR line for a
+            # text command), close it, and requeue whatever it held; every other
+            # connection carries on.
+            self.protocol_errors += 1
+            self._out.setdefault(cid, []).append(conn.error_reply(exc))
+            self._close.append(cid)
+            self._drop(cid)
+
+    def closed(self, cid: int) -> None:
+        """The transport of ``cid`` is gone (reset, timeout, or closed by us)."""
+        if cid in self._conns:
+            self._drop(cid)
+
+    def advance(self, now: float) -> None:
+        """Let time-driven work happen (CAN_DO_TIMEOUT expiry, epoch jobs falling due)."""
+        self._route(self.broker.advance(now))
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`advance` must next be called, or ``None``."""
+        return self.broker.next_deadline()
+
+    def flush(self) -> Flush:
+        """Commit durable jobs once for the whole batch, then hand out what to write."""
+        self._route(self.broker.commit())
+        out = Flush({cid: b"".join(chunks) for cid, chunks in self._out.items() if chunks},
+                    self._close)
+        self._out = {}
+        self._close = []
+        return out
+
+    def _drop(self, cid: int) -> None:
+        del self._conns[cid]
+        self._route(self.broker.disconnect(cid))
+
+    def _route(self, outputs: list[Output]) -> None:
+        conns = self._conns
+        out = self._out
+        for cid, event in outputs:
+            conn = conns.get(cid)
+            if conn is None:
+                continue
+            buf = out.get(cid)
+            if buf is None:
+                buf = out[cid] = []
+            buf.append(conn.send(event))

@@ -1,0 +1,436 @@
+"""What a client program and a worker program decide, over one or more job servers.
+
+The connection classes know one conversation each.  A program usually talks
+to several job servers at once and has policies on top: which server a job
+goes to, what becomes of jobs on a server that went away, when a worker may
+grab (never beyond its free slots), when it sleeps.  Those decisions are
+protocol behaviour too, so they live here, free of I/O, and every adapter
+shares them.  Connections are named by any hashable key the adapter picks.
+
+:class:`ClientSession` turns submissions and replies into :class:`Job` and
+:class:`Reply` records that an adapter only has to wake its waiters for.
+:class:`WorkerSession` turns bytes from the servers into bytes to write and
+jobs to run.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .client import ClientConnection
+from .errors import LocalProtocolError
+from .events import (
+    CanDo,
+    CanDoTimeout,
+    EchoReq,
+    EchoRes,
+    Error,
+    Event,
+    GetStatus,
+    GetStatusUnique,
+    GrabJob,
+    GrabJobAll,
+    GrabJobUniq,
+    JobAssign,
+    JobCreated,
+    NoJob,
+    Noop,
+    OptionReq,
+    OptionRes,
+    PreSleep,
+    SetClientId,
+    StatusRes,
+    StatusResUnique,
+    Submission,
+    WorkComplete,
+    WorkData,
+    WorkException,
+    WorkFail,
+    WorkStatus,
+    WorkUpdate,
+    WorkWarning,
+)
+from .packets import DEFAULT_MAX_PACKET_SIZE
+from .worker import WorkerConnection
+
+__all__ = [
+    "JobState",
+    "Job",
+    "Reply",
+    "ClientSession",
+    "WorkerStep",
+    "WorkerSession",
+]
+
+K = TypeVar("K", bound=Hashable)
+
+
+class JobState(enum.Enum):
+    """Where a submitted job is, as its submitter sees it."""
+
+    PENDING = "pending"
+    """Sent; JOB_CREATED not yet received."""
+    QUEUED = "queued"
+    """Accepted (it has a handle); a foreground job now waits for its result."""
+    COMPLETE = "complete"
+    FAILED = "failed"
+    EXCEPTION = "exception"
+    REFUSED = "refused"
+    """The server answered ERROR instead of JOB_CREATED (a full queue, say)."""
+    LOST = "lost"
+    """The connection to its server closed before the job finished."""
+
+
+_FINAL = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.EXCEPTION, JobState.REFUSED,
+                    JobState.LOST})
+
+
+@dataclass(eq=False, slots=True)
+class Job(Generic[K]):
+    """One submission and everything that came back for it.
+
+    A background job is done once accepted: the server sends its submitter
+    nothing more.  ``updates`` collects WORK_DATA, WORK_WARNING and
+    WORK_STATUS in arrival order; an adapter may pop from it as it streams
+    them.  ``on_change``, if set, is called after every change.
+    """
+
+    request: Submission
+    server: K
+    handle: bytes | None = None
+    state: JobState = JobState.PENDING
+    result: bytes | None = None
+    """WORK_COMPLETE's data."""
+    exception: bytes | None = None
+    """WORK_EXCEPTION's data."""
+    error: Error | None = None
+    """The ERROR that refused the submission."""
+    numerator: int = 0
+    denominator: int = 0
+    updates: deque[WorkData | WorkWarning | WorkStatus] = field(default_factory=deque)
+    on_change: Callable[[Job[K]], None] | None = None
+
+    @property
+    def background(self) -> bool:
+        """True if the submitter gets nothing after JOB_CREATED."""
+        return bool(self.request.background)
+
+    @property
+    def done(self) -> bool:
+        """True when nothing more will happen to this job as far as its submitter can see."""
+        return self.state in _FINAL or (self.state is JobState.QUEUED and self.background)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+
+@dataclass(eq=False, slots=True)
+class Reply(Generic[K]):
+    """A GET_STATUS, GET_STATUS_UNIQUE, ECHO_REQ or OPTION_REQ and its answer."""
+
+    request: GetStatus | GetStatusUnique | EchoReq | OptionReq
+    server: K
+    answer: StatusRes | StatusResUnique | EchoRes | OptionRes | Error | None = None
+    lost: bool = False
+    """The connection closed before the answer came."""
+    on_change: Callable[[Reply[K]], None] | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once answered or lost."""
+        return self.answer is not None or self.lost
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+
+_REPLIES = (StatusRes, StatusResUnique, EchoRes, OptionRes)
+_FINAL_STATES: dict[type, JobState] = {
+    WorkComplete: JobState.COMPLETE,
+    WorkFail: JobState.FAILED,
+    WorkException: JobState.EXCEPTION,
+}
+
+
+class ClientSession(Generic[K]):
+    """A client program's jobs over any number of job-server connections.
+
+    ``exceptions`` (on by default) asks each server for the ``exceptions``
+    option as soon as the connection opens, so failed jobs report their
+    message.  A connection's jobs and questions are lost with it: each such
+    :class:`Job` ends in :attr:`JobState.LOST`, which the adapter reports as an
+    error, since the job may or may not still run on that server.
+    """
+
+    def __init__(self, *, exceptions: bool = True,
+                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        self.exceptions = exceptions
+        self.max_packet_size = max_packet_size
+        self.connections: dict[K, ClientConnection] = {}
+        # Submissions and questions sent, awaiting their reply, by request identity.
+        self._waiting: dict[K, dict[int, deque[Job[K] | Reply[K]]]] = {}
+        # Foreground jobs with a handle, awaiting their result.
+        self._running: dict[K, dict[bytes, list[Job[K]]]] = {}
+
+    def connect(self, key: K) -> bytes:
+        """Start a conversation on a new connection; returns the bytes to send first."""
+        if key in self.connections:
+            raise LocalProtocolError(f"connection {key!r} is already open")
+        self.connections[key] = ClientConnection(max_packet_size=self.max_packet_size)
+        self._waiting[key] = {}
+        self._running[key] = {}
+        if self.exceptions:
+            return self.ask(key, OptionReq(b"exceptions"))[1]
+        return b""
+
+    def disconnect(self, key: K) -> list[Job[K] | Reply[K]]:
+        """The connection closed: every job and question still open on it is lost."""
+        self.connections.pop(key, None)
+        changed: list[Job[K] | Reply[K]] = []
+        for queue in self._waiting.pop(key, {}).values():
+            changed.extend(queue)
+        for jobs in self._running.pop(key, {}).values():
+            changed.extend(jobs)
+        for item in changed:
+            if isinstance(item, Job):
+                item.state = JobState.LOST
+            else:
+                item.lost = True
+            item._changed()
+        return changed
+
+    def submit(self, key: K, request: Submission) -> tuple[Job[K], bytes]:
+        """Send a submission on connection ``key``; returns its :class:`Job` and the bytes."""
+        data = self.connections[key].send(request)
+        job: Job[K] = Job(request, key)
+        self._waiting[key].setdefault(id(request), deque()).append(job)
+        return job, data
+
+    def ask(self, key: K, request: GetStatus | GetStatusUnique | EchoReq | OptionReq
+            ) -> tuple[Reply[K], bytes]:
+        """Send a question on connection ``key``; returns its :class:`Reply` and the bytes."""
+        data = self.connections[key].send(request)
+        reply: Reply[K] = Reply(request, key)
+        self._waiting[key].setdefault(id(request), deque()).append(reply)
+        return reply, data
+
+    def set_client_id(self, key: K, client_id: bytes) -> bytes:
+        """The bytes of SET_CLIENT_ID (no reply comes)."""
+        return self.connections[key].send(SetClientId(client_id))
+
+    def _take(self, key: K, request: Event | None) -> Job[K] | Reply[K] | None:
+        if request is None:
+            return None
+        waiting = self._waiting[key]
+        queue = waiting.get(id(request))
+        if not queue:
+            return None
+        item = queue.popleft()
+        if not queue:
+            del waiting[id(request)]
+        return item
+
+    def receive_data(self, key: K, data: bytes) -> list[Job[K] | Reply[K]]:
+        """Feed bytes from connection ``key``; returns the jobs and replies that changed.
+
+        Raises :class:`~gearman_proto.RemoteProtocolError` if the server broke
+        the protocol; the adapter should then close and :meth:`disconnect`.
+        An ERROR that answers nothing is dropped here (the connection goes on).
+        """
+        conn = self.connections[key]
+        conn.receive_data(data)
+        changed: list[Job[K] | Reply[K]] = []
+        running = self._running[key]
+        for event in conn.events():
+            kind = type(event)
+            if kind is JobCreated:
+                job = self._take(key, event.request)  # type: ignore[attr-defined]
+                if isinstance(job, Job):
+                    job.handle = event.handle  # type: ignore[attr-defined]
+                    job.state = JobState.QUEUED
+                    if not job.background:
+                        running.setdefault(job.handle, []).append(job)
+                    job._changed()
+                    changed.append(job)
+            elif kind in _FINAL_STATES or kind in (WorkData, WorkWarning, WorkStatus):
+                handle: bytes = event.handle  # type: ignore[attr-defined]
+                jobs = running.get(handle, ())
+                final = _FINAL_STATES.get(kind)
+                for job in jobs:
+                    if final is None:
+                        if kind is WorkStatus:
+                            job.numerator = event.numerator  # type: ignore[attr-defined]
+                            job.denominator = event.denominator  # type: ignore[attr-defined]
+                        job.updates.append(event)  # type: ignore[arg-type]
+                    else:
+                        job.state = final
+                        if kind is WorkComplete:
+                            job.result = event.data  # type: ignore[attr-defined]
+                        elif kind is WorkException:
+                            job.exception = event.data  # type: ignore[attr-defined]
+                    job._changed()
+                    changed.append(job)
+                if final is not None and jobs:
+                    # Every attachment is resolved by the first final packet; the
+                    # connection counts the duplicates gearmand still sends.
+                    del running[handle]
+            elif kind in _REPLIES or kind is Error:
+                item = self._take(key, event.request)  # type: ignore[attr-defined]
+                if isinstance(item, Reply):
+                    item.answer = event  # type: ignore[assignment]
+                    item._changed()
+                    changed.append(item)
+                elif isinstance(item, Job):
+                    item.state = JobState.REFUSED
+                    item.error = event  # type: ignore[assignment]
+                    item._changed()
+                    changed.append(item)
+        return changed
+
+
+# -- workers ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WorkerStep(Generic[K]):
+    """What a worker must do next: bytes to write per connection, jobs to start, errors to log."""
+
+    writes: dict[K, bytes] = field(default_factory=dict)
+    jobs: list[tuple[K, JobAssign]] = field(default_factory=list)
+    errors: list[tuple[K, Error]] = field(default_factory=list)
+
+
+class WorkerSession(Generic[K]):
+    """A worker program's decisions over any number of job-server connections.
+
+    It registers ``abilities`` (function → CAN_DO_TIMEOUT in ms, or ``None``)
+    on every connection, then keeps ``max_jobs`` slots busy: a grab is only
+    sent for a free slot, so the worker never holds more jobs than it can run.
+    A connection that answered NO_JOB is put to sleep (PRE_SLEEP) until the
+    server's NOOP; the others are asked in turn.  :meth:`drain` stops all
+    grabbing while the jobs in hand finish.
+    """
+
+    def __init__(
+        self,
+        abilities: dict[bytes, int | None],
+        *,
+        max_jobs: int = 1,
+        client_id: bytes | None = None,
+        grab: type[GrabJob] | type[GrabJobUniq] | type[GrabJobAll] = GrabJobUniq,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+    ) -> None:
+        if max_jobs < 1:
+            raise ValueError("max_jobs must be at least 1")
+        self.abilities = dict(abilities)
+        self.max_jobs = max_jobs
+        self.client_id = client_id
+        self.grab = grab
+        self.max_packet_size = max_packet_size
+        self.connections: dict[K, WorkerConnection] = {}
+        self.draining = False
+        # Connections that may have work for us (new, woken, or just gave a job).
+        self._hungry: deque[K] = deque()
+
+    @property
+    def running(self) -> int:
+        """Jobs in hand over all connections."""
+        return sum(len(c.jobs) for c in self.connections.values())
+
+    @property
+    def free_slots(self) -> int:
+        """Slots neither running a job nor reserved by an unanswered grab."""
+        used = sum(len(c.jobs) + c.outstanding_grabs for c in self.connections.values())
+        return self.max_jobs - used
+
+    @property
+    def idle(self) -> bool:
+        """True when no job is in hand (a draining worker may stop)."""
+        return self.running == 0
+
+    def connect(self, key: K) -> WorkerStep[K]:
+        """Register on a new connection and start grabbing there."""
+        conn = self.connections[key] = WorkerConnection(max_packet_size=self.max_packet_size)
+        out = []
+        for function, timeout in self.abilities.items():
+            out.append(conn.send(CanDo(function) if timeout is None
+                                 else CanDoTimeout(function, timeout)))
+        if self.client_id is not None:
+            out.append(conn.send(SetClientId(self.client_id)))
+        step: WorkerStep[K] = WorkerStep({key: b"".join(out)})
+        self._hungry.append(key)
+        self._pump(step)
+        return step
+
+    def disconnect(self, key: K) -> list[JobAssign]:
+        """The connection closed; returns the jobs that were in hand on it.
+
+        The server requeues those jobs; results for them can no longer be sent.
+        """
+        conn = self.connections.pop(key, None)
+        if key in self._hungry:
+            self._hungry.remove(key)
+        return list(conn.jobs.values()) if conn is not None else []
+
+    def drain(self) -> None:
+        """Stop grabbing; the jobs in hand may still be finished."""
+        self.draining = True
+
+    def receive_data(self, key: K, data: bytes) -> WorkerStep[K]:
+        """Feed bytes from connection ``key``; returns what to write and what to run."""
+        conn = self.connections[key]
+        conn.receive_data(data)
+        step: WorkerStep[K] = WorkerStep()
+        out = []
+        for event in conn.events():
+            kind = type(event)
+            if kind is JobAssign:
+                step.jobs.append((key, event))  # type: ignore[arg-type]
+                self._want(key)
+            elif kind is NoJob:
+                if not conn.sleeping and not conn.outstanding_grabs:
+                    out.append(conn.send(PreSleep()))
+            elif kind is Noop:
+                self._want(key)
+            elif kind is Error:
+                step.errors.append((key, event))  # type: ignore[arg-type]
+        if out:
+            step.writes[key] = b"".join(out)
+        self._pump(step)
+        return step
+
+    def send(self, key: K, event: WorkUpdate) -> WorkerStep[K]:
+        """Report on a job in hand; a final report frees its slot and may grab again."""
+        step: WorkerStep[K] = WorkerStep({key: self.connections[key].send(event)})
+        if type(event) in _FINAL_STATES:
+            self._pump(step)
+        return step
+
+    def _want(self, key: K) -> None:
+        if key not in self._hungry:
+            self._hungry.append(key)
+
+    def _pump(self, step: WorkerStep[K]) -> None:
+        """Send grabs for free slots, one outstanding grab per connection, in turn."""
+        if self.draining:
+            return
+        free = self.free_slots
+        hungry = self._hungry
+        for _ in range(len(hungry)):
+            if free <= 0:
+                break
+            key = hungry.popleft()
+            conn = self.connections.get(key)
+            if conn is None:
+                continue
+            if conn.outstanding_grabs:
+                hungry.append(key)
+                continue
+            step.writes[key] = step.writes.get(key, b"") + conn.send(self.grab())
+            free -= 1
