@@ -57,6 +57,7 @@ _SUBMISSIONS = (SubmitJob, SubmitJobEpoch, SubmitJobSched, SubmitReduceJob)
 _EXPECTS_REPLY = frozenset({*_SUBMISSIONS, GetStatus, GetStatusUnique, EchoReq, OptionReq})
 
 
+# Mutable and compared by identity: it is the live record of one job.
 @dataclass(slots=True, eq=False)
 class ClientJob:
     """One foreground job this connection is waiting on, from JOB_CREATED to its result.
