@@ -1,0 +1,1056 @@
+"""JobServer: the job server's logic (queues, workers, results), with no I/O.
+
+A :class:`JobServer` takes ``(connection id, event)`` pairs -- the events a
+:class:`~gearman_proto.server.ServerConnection` decodes -- and returns the
+``(connection id, event)`` pairs to send, in send order.  It never reads a
+clock: time-driven work (CAN_DO_TIMEOUT expiry, SUBMIT_JOB_EPOCH jobs coming
+due) happens in :meth:`JobServer.advance`, and :meth:`JobServer.next_deadline`
+says when that must next be called.  An adapter is therefore a loop::
+
+    server.advance(time.time())          # before each batch: timers count from here
+    for conn_id, event in events_read:   # one batch of reads
+        send(server.receive(conn_id, event))
+    send(server.commit())                # group commit of the durable store
+
+Behaviour follows gearmand 1.1.20 (PROTOCOL-NOTES §4, admin §3), checked by
+hand against the real server where the notes left doubt; comments marked
+"gearmand 1.1.20:" record what was observed.
+
+Semantics worth knowing
+-----------------------
+* Retries (``job_retries``): a job is *lost* when its worker disconnects, drops
+  the function (CANT_DO / RESET_ABILITIES) or overruns its CAN_DO_TIMEOUT.  A
+  lost job is requeued at the end of its priority queue with its status reset,
+  unless the limit is reached: ``None`` = requeue forever, ``0`` = never (the
+  first loss fails the job), ``N`` = at most N requeues (N+1 runs).  A dropped
+  job sends WORK_FAIL to its clients and leaves the store.  gearmand 1.1.20's
+  ``--job-retries=N`` counts *runs* instead: 0 is unlimited, N>0 fails the job
+  at its Nth loss (checked by hand: ``-j 1`` fails on the first loss, ``-j 2``
+  on the second).  So gearmand's ``-j N`` (N>0) is our ``job_retries=N-1``.
+  A WORK_FAIL from a worker is final and never retried (as gearmand).
+* A lost foreground job whose clients have all gone is discarded, not requeued.
+
+Deliberate differences from gearmand 1.1.20
+-------------------------------------------
+* Priority is global across a worker's functions: every HIGH job of any of its
+  functions before any NORMAL one, oldest first among equals (PROTOCOL-NOTES
+  §4.1; gearmand HEAD does this).  gearmand 1.1.20 walks the worker's functions
+  newest registration first and takes the first with any job, so a LOW job can
+  beat a HIGH one of another function (checked by hand).
+* SUBMIT_JOB_EPOCH jobs are woken on time: sleeping workers get NOOP when the
+  job comes due (via :meth:`~JobServer.advance`), and a not-yet-due job neither
+  counts as work for PRE_SLEEP nor can be grabbed.  gearmand 1.1.20 has no
+  timer (issue #101) and answers PRE_SLEEP with NOOP at once for a future job.
+* One CAN_DO_TIMEOUT timer per job, started when it is assigned, not one per
+  connection; PRE_SLEEP does not cancel it (a worker may sleep while it runs
+  jobs asynchronously).
+* A queued foreground job whose clients all left, and a cancelled job, leave
+  the server at once: ``status`` stops counting them, ``show jobs`` never shows
+  the IGNORE flag, and a new submission with the same unique id creates a new
+  job.  gearmand 1.1.20 keeps them flagged until a worker reaches them, and
+  attaches such a new submitter to the doomed job, which then never answers
+  (checked by hand).
+* ``cancel job`` on a running job detaches it from its worker, whose later
+  WORK_* get JOB_NOT_FOUND; gearmand 1.1.20 silently swallows them.
+* ``drop function`` on a function with queued jobs fails those jobs (WORK_FAIL
+  to their clients, removed from the store).  gearmand 1.1.20 answers OK and
+  orphans them: still in ``show jobs``, never assigned, clients waiting forever.
+* CAN_DO is idempotent (a repeat only updates the timeout).  gearmand 1.1.20
+  registers the function twice: ``workers`` lists it twice and ``status``
+  counts the worker twice.
+* CAN_DO for a function with waiting work from a worker that sleeps wakes it
+  with NOOP; gearmand 1.1.20 leaves it asleep beside the job.
+* A 64-byte unique id is kept whole.  gearmand 1.1.20 accepts it but truncates
+  it to 63 bytes on storage, sends it in JOB_ASSIGN_UNIQ as 64 bytes with a NUL
+  inside, and never coalesces it.  65 bytes or more is refused, as gearmand.
+* ``GET_STATUS_UNIQUE -`` does not find jobs submitted with unique ``-`` (they
+  are keyed by their data); in gearmand 1.1.20 it finds one only when its data
+  hashes like ``-``.
+* Store rows are keyed by a store-assigned key, never by (unique, function),
+  so two background jobs cannot overwrite each other (gearmand issue #80).
+* Job handle counters do not wrap at 2**32; ``workers``, ``status`` and
+  ``show jobs`` list in creation order rather than hash order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import admin
+from .events import (
+    AdminCommand,
+    AdminReply,
+    AllYours,
+    CanDo,
+    CanDoTimeout,
+    CantDo,
+    ConnectionClosed,
+    EchoReq,
+    EchoRes,
+    Error,
+    Event,
+    GetStatus,
+    GetStatusUnique,
+    GrabJob,
+    GrabJobAll,
+    GrabJobUniq,
+    JobAssign,
+    JobCreated,
+    NoJob,
+    Noop,
+    OptionReq,
+    OptionRes,
+    PreSleep,
+    Priority,
+    ResetAbilities,
+    SetClientId,
+    StatusRes,
+    StatusResUnique,
+    SubmitJob,
+    SubmitJobEpoch,
+    SubmitJobSched,
+    SubmitReduceJob,
+    WorkComplete,
+    WorkData,
+    WorkException,
+    WorkFail,
+    WorkStatus,
+    WorkWarning,
+)
+from .store import JobStore, StoredJob, StoreError, StoreKey
+
+__all__ = ["Output", "JobInfo", "JobServer", "UNIQUE_MAX", "CLIENT_ID_MAX"]
+
+Output = tuple[int, Event]
+"""``(connection id, event to send to it)``."""
+
+UNIQUE_MAX = 64
+"""Longest unique id (and reducer name) accepted; gearmand 1.1.20 refuses 65 bytes."""
+CLIENT_ID_MAX = 127
+"""SET_CLIENT_ID is cut to this many bytes, as gearmand 1.1.20 does (checked by hand)."""
+
+ShutdownMode = Literal["immediate", "graceful"]
+JobState = Literal["queued", "scheduled", "running"]
+
+# Job states.  A job is in exactly one place: a function's ready deque
+# (_QUEUED), the epoch heap (_SCHEDULED), a worker (_RUNNING), or gone (_DONE).
+# Deques and heaps are cleaned lazily: an entry whose job changed state is
+# skipped when reached, so cancelling or abandoning a job is O(1).
+_QUEUED, _SCHEDULED, _RUNNING, _DONE = 0, 1, 2, 3
+_STATE_NAMES: dict[int, JobState] = {
+    _QUEUED: "queued", _SCHEDULED: "scheduled", _RUNNING: "running"}
+# Index kinds: how a job can be found by a later submission.
+_NOT_INDEXED, _BY_UNIQUE, _BY_DATA = 0, 1, 2
+# Rebuild a deque once this many (and more than half) of its entries are dead.
+_COMPACT_MIN = 64
+
+_NOOP = Noop()
+_NO_JOB = NoJob()
+_HIGH, _NORMAL, _LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
+_PRIORITIES = (_HIGH, _NORMAL, _LOW)
+
+# gearmand 1.1.20's texts for WORK_* about a job the worker does not hold
+# (checked by hand; they differ by packet).
+_NOT_FOUND_RESULT = b"Job given in work result not found"
+_NOT_FOUND_DATA = b"Job does not exist on server"
+_NOT_FOUND_EXCEPTION = b"An exception was received for a job that does not exist"
+_NOT_EXPECTED = Error(b"INVALID_COMMAND", b"Command not expected")
+_ADMIN_NO_FUNCTION = admin.AdminError(b"", b"function not found")
+_ADMIN_FUNCTION_BUSY = admin.AdminError(
+    b"", b"there are still connected workers or executing clients")
+
+
+class _Function:
+    """Everything kept per function name: its queues, counts, workers and sleepers."""
+
+    __slots__ = ("dead", "max_queue", "name", "queues", "ready", "running", "scheduled",
+                 "sleepers", "workers")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        # One FIFO per priority.  `ready` counts the live entries, `dead` the
+        # entries whose job left the queue some other way (cancel, abandon).
+        self.queues: list[deque[_Job]] = [deque(), deque(), deque()]
+        self.ready = [0, 0, 0]
+        self.dead = [0, 0, 0]
+        self.running = 0
+        self.scheduled: set[_Job] = set()
+        # Registered workers and, of those, the ones asleep and not yet NOOPed,
+        # both as insertion-ordered dicts: the wake-up order rotates because a
+        # woken worker re-enters at the end when it sleeps again.
+        self.workers: dict[int, None] = {}
+        self.sleepers: dict[int, None] = {}
+        self.max_queue = (0, 0, 0)
+
+    def total(self) -> int:
+        """Jobs of this function in the server: waiting, scheduled and running."""
+        ready = self.ready
+        return ready[0] + ready[1] + ready[2] + len(self.scheduled) + self.running
+
+
+class _Job:
+    """One job in the server; identity matters (it is the key of sets and heaps)."""
+
+    __slots__ = ("assign_no", "background", "clients", "data", "denominator", "epoch",
+                 "function", "handle", "indexed", "numerator", "priority", "reducer",
+                 "retries", "seq", "state", "store_key", "unique", "worker")
+
+    def __init__(self, handle: bytes, function: _Function, unique: bytes, data: bytes,
+                 priority: Priority, background: bool) -> None:
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self.priority = priority
+        self.background = background
+        self.epoch: int | None = None
+        self.reducer: bytes | None = None
+        self.store_key: StoreKey | None = None
+        # Attached foreground connections; one attached twice appears twice.
+        # A tuple: most jobs have none, and a shared () costs nothing.
+        self.clients: tuple[int, ...] = ()
+        self.worker = -1  # connection running it, or -1
+        self.state = _QUEUED
+        self.seq = 0  # position in the global arrival order of queued jobs
+        self.retries = 0
+        self.numerator = 0
+        self.denominator = 0
+        self.assign_no = 0  # tells a stale CAN_DO_TIMEOUT timer from the current one
+        self.indexed = _NOT_INDEXED
+
+
+class _Conn:
+    """One connection: as a worker (abilities, jobs held, sleep) and as a client."""
+
+    __slots__ = ("abilities", "address", "asleep", "attached", "client_id", "exceptions",
+                 "id", "jobs")
+
+    def __init__(self, conn_id: int, address: bytes, exceptions: bool) -> None:
+        self.id = conn_id
+        self.address = address
+        self.client_id = b"-"
+        self.exceptions = exceptions
+        # function name -> (function, CAN_DO_TIMEOUT in ms, 0 = none), in
+        # registration order.  A function with registered workers is never
+        # dropped, so the _Function reference stays the live one.
+        self.abilities: dict[bytes, tuple[_Function, int]] = {}
+        self.jobs: dict[bytes, _Job] = {}  # running on this worker, by handle
+        self.attached: dict[bytes, _Job] = {}  # foreground jobs it waits for
+        # Asleep after PRE_SLEEP and not yet sent a NOOP: the only state in
+        # which it may be NOOPed (PROTOCOL-NOTES §4.5).
+        self.asleep = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A snapshot of one job, for tests, admin tools and adapters."""
+
+    handle: bytes
+    function: bytes
+    unique: bytes
+    data: bytes
+    priority: Priority
+    background: bool
+    state: JobState
+    worker: int | None
+    """The connection running it, if it is running."""
+    clients: tuple[int, ...]
+    """Attached foreground connections; one attached twice appears twice."""
+    retries: int
+    numerator: int
+    denominator: int
+    epoch: int | None
+    reducer: bytes | None
+    stored: bool
+    """True if the job has a row in the store."""
+
+
+class JobServer:
+    """The job server's state machine: events in, ``(connection id, event)`` out.
+
+    ``handle_prefix`` starts every job handle (``prefix:1``, ``prefix:2``, ...).
+    ``job_retries`` limits requeues of lost jobs (see the module docstring);
+    ``worker_wakeup`` is how many sleeping workers one new job wakes (0 = all).
+    ``exceptions=True`` treats every connection as having asked for the
+    ``exceptions`` option, like gearmand's ``--exceptions``.  ``store`` keeps
+    background jobs (replayed now, on construction).  ``allow_shutdown`` enables
+    the admin ``shutdown [graceful]`` command, which only sets
+    :attr:`shutdown_requested`.  ``pid``, ``version`` and ``verbose`` are what
+    the admin ``getpid``, ``version`` and ``verbose`` commands report.  ``now``
+    is the current Unix time.
+    """
+
+    def __init__(self, *, handle_prefix: bytes = b"H:gearman-proto",
+                 job_retries: int | None = None, worker_wakeup: int = 0,
+                 exceptions: bool = False, store: JobStore | None = None,
+                 allow_shutdown: bool = False, pid: int = 0,
+                 version: bytes = b"gearman-proto 0.1.0", verbose: bytes = b"ERROR",
+                 now: float = 0.0) -> None:
+        if job_retries is not None and job_retries < 0:
+            raise ValueError("job_retries must be None (unlimited) or >= 0")
+        if worker_wakeup < 0:
+            raise ValueError("worker_wakeup must be >= 0 (0 wakes every sleeping worker)")
+        self.handle_prefix = handle_prefix
+        self.job_retries = job_retries
+        self.worker_wakeup = worker_wakeup
+        self.exceptions = exceptions
+        self.allow_shutdown = allow_shutdown
+        self.pid = pid
+        self.version = version
+        self.verbose = verbose
+        self.shutdown_requested: ShutdownMode | None = None
+        """Set by the admin ``shutdown`` command (only with ``allow_shutdown``)."""
+
+        self._now = now
+        self._prefix = handle_prefix + b":"
+        self._next_handle = 1
+        self._seq = itertools.count(1)
+        self._conns: dict[int, _Conn] = {}
+        self._functions: dict[bytes, _Function] = {}
+        self._jobs: dict[bytes, _Job] = {}  # every live job, by handle, in creation order
+        # Coalescing indexes (PROTOCOL-NOTES §4.3): unique -> function -> job,
+        # which also serves GET_STATUS_UNIQUE (a lookup by unique alone); and
+        # (function, data) -> job for the special unique "-".  gearmand 1.1.20
+        # keeps the two apart: "-" with data X never meets an explicit unique X
+        # (checked by hand).
+        self._by_unique: dict[bytes, dict[bytes, _Job]] = {}
+        self._by_data: dict[tuple[bytes, bytes], _Job] = {}
+        # Heaps of (time, tie-break, job, ...) entries, cleaned lazily.
+        self._epochs: list[tuple[float, int, _Job]] = []
+        self._timers: list[tuple[float, int, _Job, int]] = []
+
+        self._store = store
+        self._durable = store is not None and store.durable
+        self._dirty = False  # store written since the last commit
+        # Durability: connections whose output waits for commit(), and that output.
+        self._holding: set[int] = set()
+        self._held: list[Output] = []
+
+        self._handlers: dict[type[Event], Callable[[_Conn, Any, list[Output]], None]] = {
+            SubmitJob: self._on_submit,
+            GrabJob: self._on_grab_job,
+            GrabJobUniq: self._on_grab_job_uniq,
+            GrabJobAll: self._on_grab_job_all,
+            WorkComplete: self._on_work_complete,
+            WorkFail: self._on_work_fail,
+            WorkException: self._on_work_exception,
+            WorkStatus: self._on_work_status,
+            WorkData: self._on_work_data,
+            WorkWarning: self._on_work_data,
+            PreSleep: self._on_pre_sleep,
+            CanDo: self._on_can_do,
+            CanDoTimeout: self._on_can_do,
+            CantDo: self._on_cant_do,
+            ResetAbilities: self._on_reset_abilities,
+            SubmitJobEpoch: self._on_submit_epoch,
+            SubmitReduceJob: self._on_submit_reduce,
+            SubmitJobSched: self._on_not_expected,
+            AllYours: self._on_not_expected,
+            GetStatus: self._on_get_status,
+            GetStatusUnique: self._on_get_status_unique,
+            EchoReq: self._on_echo,
+            OptionReq: self._on_option,
+            SetClientId: self._on_set_client_id,
+            AdminCommand: self._on_admin,
+            ConnectionClosed: self._on_connection_closed,
+        }
+        if store is not None:
+            self._replay(store)
+
+    # -- the public verbs ------------------------------------------------------------
+
+    def connect(self, conn_id: int, address: bytes = b"-") -> None:
+        """A peer connected: ``workers`` shows ``conn_id`` as its FD and ``address`` as its IP."""
+        if conn_id in self._conns:
+            raise ValueError(f"connection {conn_id} is already connected")
+        self._conns[conn_id] = _Conn(conn_id, address, self.exceptions)
+
+    def receive(self, conn_id: int, event: Event) -> list[Output]:
+        """Handle one event from connection ``conn_id``; return what to send, in order.
+
+        Events for a connection that is not connected raise ``KeyError``, except
+        :class:`ConnectionClosed`, which like :meth:`disconnect` may be repeated.
+        """
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            if type(event) is ConnectionClosed:
+                return []
+            raise KeyError(f"connection {conn_id} is not connected")
+        out: list[Output] = []
+        # Anything without a handler is a server-to-peer message (JOB_CREATED,
+        # NOOP, ...) sent to the server: gearmand answers all of them alike.
+        self._handlers.get(type(event), self._on_not_expected)(conn, event, out)
+        if self._holding:
+            return self._hold(out)
+        return out
+
+    def disconnect(self, conn_id: int) -> list[Output]:
+        """The peer is gone: requeue the jobs it ran, detach it from the jobs it waited for."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return []
+        out: list[Output] = []
+        self._detach_client(conn)
+        # Leave every function's worker and sleeper lists first, so the
+        # requeues below cannot NOOP the departing connection.
+        if conn.asleep:
+            self._unsleep(conn)
+        for function, _timeout in conn.abilities.values():
+            del function.workers[conn_id]
+        conn.abilities.clear()
+        for job in list(conn.jobs.values()):
+            self._lose(job, out)
+        del self._conns[conn_id]
+        if conn_id in self._holding:
+            self._holding.discard(conn_id)
+            self._held = [item for item in self._held if item[0] != conn_id]
+        return self._hold(out) if self._holding else out
+
+    def advance(self, now: float) -> list[Output]:
+        """Tell the server the time is ``now`` (Unix seconds); run what came due.
+
+        Epoch jobs that came due are queued (waking sleeping workers) and
+        CAN_DO_TIMEOUT timers that expired requeue their jobs.  Call it before
+        each batch of :meth:`receive` calls -- a timer started while handling
+        an event counts from the last time given here -- and whenever
+        :meth:`next_deadline` has passed.
+        """
+        self._now = now
+        out: list[Output] = []
+        epochs = self._epochs
+        while epochs and epochs[0][0] <= now:
+            job = heapq.heappop(epochs)[2]
+            if job.state == _SCHEDULED:
+                job.function.scheduled.discard(job)
+                self._enqueue(job, out)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _deadline, _tie, job, assign_no = heapq.heappop(timers)
+            if job.state == _RUNNING and job.assign_no == assign_no:
+                self._lose(job, out)
+        return self._hold(out) if self._holding else out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`advance` must next be called, or ``None`` if nothing is timed."""
+        epochs, timers = self._epochs, self._timers
+        while epochs and epochs[0][2].state != _SCHEDULED:
+            heapq.heappop(epochs)
+        while timers and (timers[0][2].state != _RUNNING
+                          or timers[0][2].assign_no != timers[0][3]):
+            heapq.heappop(timers)
+        deadlines = [heap[0][0] for heap in (epochs, timers) if heap]
+        return min(deadlines) if deadlines else None
+
+    def commit(self) -> list[Output]:
+        """Commit the store and release the output held for it, in order.
+
+        With a durable store, JOB_CREATED for a stored job -- and everything
+        after it to the same connection, to keep order -- waits here.  Call it
+        once per batch of reads: the store commits once for the whole batch.
+        ``store.commit()`` is called only if the store was written since the
+        last commit; if it raises, the output stays held.
+        """
+        if self._dirty and self._store is not None:
+            self._store.commit()
+            self._dirty = False
+        held, self._held = self._held, []
+        self._holding.clear()
+        return held
+
+    # -- introspection ------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """The time last given to :meth:`advance` (or the constructor)."""
+        return self._now
+
+    @property
+    def job_count(self) -> int:
+        """Jobs in the server: queued, scheduled or running."""
+        return len(self._jobs)
+
+    @property
+    def connection_ids(self) -> list[int]:
+        """Live connections, in the order they connected."""
+        return list(self._conns)
+
+    @property
+    def held_count(self) -> int:
+        """Outputs waiting for :meth:`commit`."""
+        return len(self._held)
+
+    def job(self, handle: bytes) -> JobInfo | None:
+        """A snapshot of the job ``handle``, or ``None`` if the server does not have it."""
+        job = self._jobs.get(handle)
+        return None if job is None else self._info(job)
+
+    def jobs(self) -> list[JobInfo]:
+        """Snapshots of every job, oldest first."""
+        return [self._info(job) for job in self._jobs.values()]
+
+    def status_rows(self) -> list[admin.StatusRow]:
+        """What ``status`` reports: per function, total (queued + running), running, workers."""
+        return [admin.StatusRow(f.name, f.total(), f.running, len(f.workers))
+                for f in self._functions.values()]
+
+    def priority_status_rows(self) -> list[admin.PriorityStatusRow]:
+        """What ``prioritystatus`` reports: per function, jobs not running, per priority.
+
+        Scheduled epoch jobs count as waiting NORMAL jobs, as in gearmand.
+        """
+        return [admin.PriorityStatusRow(f.name, f.ready[0], f.ready[1] + len(f.scheduled),
+                                        f.ready[2], len(f.workers))
+                for f in self._functions.values()]
+
+    def worker_rows(self) -> list[admin.WorkerRow]:
+        """What ``workers`` reports: every connection, clients included."""
+        return [admin.WorkerRow(c.id, c.address, c.client_id, tuple(c.abilities))
+                for c in self._conns.values()]
+
+    def _info(self, job: _Job) -> JobInfo:
+        return JobInfo(
+            handle=job.handle, function=job.function.name, unique=job.unique, data=job.data,
+            priority=job.priority, background=job.background, state=_STATE_NAMES[job.state],
+            worker=job.worker if job.state == _RUNNING else None,
+            clients=job.clients, retries=job.retries, numerator=job.numerator,
+            denominator=job.denominator, epoch=job.epoch, reducer=job.reducer,
+            stored=job.store_key is not None)
+
+    # -- output held for durability ---------------------------------------------------
+
+    def _hold(self, out: list[Output]) -> list[Output]:
+        """Move output for connections waiting on a commit to the held list."""
+        holding, held = self._holding, self._held
+        send: list[Output] = []
+        for item in out:
+            (held if item[0] in holding else send).append(item)
+        return send
+
+    # -- submissions -------------------------------------------------------------------
+
+    def _on_submit(self, conn: _Conn, event: SubmitJob, out: list[Output]) -> None:
+        self._submit(conn, event, event.function, event.unique, event.data, event.priority,
+                     event.background, None, None, out)
+
+    def _on_submit_epoch(self, conn: _Conn, event: SubmitJobEpoch, out: list[Output]) -> None:
+        self._submit(conn, event, event.function, event.unique, event.data, _NORMAL, True,
+                     event.epoch, None, out)
+
+    def _on_submit_reduce(self, conn: _Conn, event: SubmitReduceJob,
+                          out: list[Output]) -> None:
+        # Reduce jobs are always NORMAL (PROTOCOL-NOTES §2); `aggregate` is ignored.
+        self._submit(conn, event, event.function, event.unique, event.data, _NORMAL,
+                     event.background, None, event.reducer, out)
+
+    def _submit(self, conn: _Conn, event: Event, name: bytes, unique: bytes, data: bytes,
+                priority: Priority, background: bool, epoch: int | None,
+                reducer: bytes | None, out: list[Output]) -> None:
+        """Accept (or coalesce, or refuse) one submission (PROTOCOL-NOTES §4.2-4.3, §4.14)."""
+        cid = conn.id
+        # gearmand 1.1.20 refuses 65 bytes and more, for the reducer too
+        # (checked by hand); see the module docstring about 64.
+        if len(unique) > UNIQUE_MAX or (reducer is not None and len(reducer) > UNIQUE_MAX):
+            out.append((cid, Error(b"ARGUMENT_TOO_LARGE", b"Unique value too large",
+                                   request=event)))
+            return
+        job: _Job | None = None
+        if unique:
+            if unique == b"-":
+                if data:  # "-" with empty data never coalesces
+                    job = self._by_data.get((name, data))
+            else:
+                by_function = self._by_unique.get(unique)
+                if by_function is not None:
+                    job = by_function.get(name)
+        if job is not None:
+            # Coalesced: the existing handle, no maxqueue check; a foreground
+            # submitter is attached even to a background job (§4.3).
+            if not background:
+                job.clients += (cid,)
+                conn.attached[job.handle] = job
+            if self._durable and job.store_key is not None:
+                self._holding.add(cid)
+            out.append((cid, JobCreated(job.handle)))
+            return
+
+        function = self._functions.get(name)
+        if function is None:
+            function = self._functions[name] = _Function(name)
+        limit = function.max_queue[priority]
+        if limit and function.total() >= limit:
+            out.append((cid, Error(b"QUEUE_ERROR", b"Job queue is full", request=event)))
+            return
+        store_key: StoreKey | None = None
+        if background and self._store is not None:
+            try:
+                store_key = self._store.add(
+                    StoredJob(name, unique, data, priority, epoch, reducer))
+            except StoreError as exc:
+                out.append((cid, Error(b"QUEUE_ERROR", str(exc).encode("utf-8", "replace"),
+                                       request=event)))
+                return
+            self._dirty = True
+        job = self._new_job(function, unique, data, priority, background, epoch, reducer,
+                            store_key)
+        if not background:
+            job.clients = (cid,)
+            conn.attached[job.handle] = job
+        if self._durable and store_key is not None:
+            self._holding.add(cid)
+        out.append((cid, JobCreated(job.handle)))
+        if epoch is not None and epoch > self._now:
+            self._schedule(job)
+        else:
+            self._enqueue(job, out)
+
+    def _new_job(self, function: _Function, unique: bytes, data: bytes, priority: Priority,
+                 background: bool, epoch: int | None, reducer: bytes | None,
+                 store_key: StoreKey | None) -> _Job:
+        """Create a job with the next handle and make it findable; the caller queues it."""
+        handle = self._prefix + b"%d" % self._next_handle
+        self._next_handle += 1
+        job = _Job(handle, function, unique, data, priority, background)
+        if epoch is not None:
+            job.epoch = epoch
+        if reducer is not None:
+            job.reducer = reducer
+        if store_key is not None:
+            job.store_key = store_key
+        self._jobs[handle] = job
+        if unique:
+            if unique == b"-":
+                if data:
+                    key = (function.name, data)
+                    if key not in self._by_data:
+                        self._by_data[key] = job
+                        job.indexed = _BY_DATA
+            else:
+                by_function = self._by_unique.setdefault(unique, {})
+                if function.name not in by_function:
+                    by_function[function.name] = job
+                    job.indexed = _BY_UNIQUE
+        return job
+
+    def _replay(self, store: JobStore) -> None:
+        """Re-create every stored background job, with new handles (§4.16)."""
+        for key, row in store.load():
+            function = self._functions.get(row.function)
+            if function is None:
+                function = self._functions[row.function] = _Function(row.function)
+            # A duplicate unique (possible only if rows were written outside
+            # this server) still runs: it is just not findable by its unique.
+            job = self._new_job(function, row.unique, row.data, Priority(row.priority), True,
+                                row.epoch, row.reducer, key)
+            if row.epoch is not None and row.epoch > self._now:
+                self._schedule(job)
+            else:
+                self._enqueue(job, [])  # nobody is connected yet to be woken
+
+    def _schedule(self, job: _Job) -> None:
+        """Park an epoch job until it comes due (§4.13)."""
+        job.state = _SCHEDULED
+        job.function.scheduled.add(job)
+        heapq.heappush(self._epochs, (float(job.epoch or 0), next(self._seq), job))
+
+    def _enqueue(self, job: _Job, out: list[Output]) -> None:
+        """Put a job at the end of its priority queue and wake sleeping workers (§4.5)."""
+        function = job.function
+        priority = job.priority
+        job.state = _QUEUED
+        job.seq = next(self._seq)
+        function.queues[priority].append(job)
+        function.ready[priority] += 1
+        if function.sleepers:
+            self._wake(function, out)
+
+    # -- waking workers ------------------------------------------------------------------
+
+    def _wake(self, function: _Function, out: list[Output]) -> None:
+        """NOOP the workers of ``function`` asleep since their last NOOP, at most worker_wakeup."""
+        sleepers = list(function.sleepers)
+        if self.worker_wakeup:
+            sleepers = sleepers[:self.worker_wakeup]
+        for cid in sleepers:
+            self._unsleep(self._conns[cid])
+            out.append((cid, _NOOP))
+
+    def _unsleep(self, conn: _Conn) -> None:
+        """The connection is no longer NOOP-able: it was NOOPed or it grabbed."""
+        conn.asleep = False
+        cid = conn.id
+        for function, _timeout in conn.abilities.values():
+            function.sleepers.pop(cid, None)
+
+    def _on_pre_sleep(self, conn: _Conn, event: PreSleep, out: list[Output]) -> None:
+        # Work already waiting: NOOP at once, closing the race between a
+        # NO_JOB and the PRE_SLEEP that follows it (§4.5).
+        for function, _timeout in conn.abilities.values():
+            ready = function.ready
+            if ready[0] or ready[1] or ready[2]:
+                out.append((conn.id, _NOOP))
+                return
+        if not conn.asleep:
+            conn.asleep = True
+            for function, _timeout in conn.abilities.values():
+                function.sleepers[conn.id] = None
+
+    # -- abilities -------------------------------------------------------------------------
+
+    def _on_can_do(self, conn: _Conn, event: CanDo | CanDoTimeout, out: list[Output]) -> None:
+        name = event.function
+        timeout = event.timeout if type(event) is CanDoTimeout else 0
+        function = self._functions.get(name)
+        if function is None:
+            function = self._functions[name] = _Function(name)
+        conn.abilities[name] = (function, max(timeout, 0))
+        function.workers[conn.id] = None
+        if conn.asleep:
+            ready = function.ready
+            if ready[0] or ready[1] or ready[2]:
+                self._unsleep(conn)
+                out.append((conn.id, _NOOP))
+            else:
+                function.sleepers[conn.id] = None
+
+    def _on_cant_do(self, conn: _Conn, event: CantDo, out: list[Output]) -> None:
+        self._forget_ability(conn, event.function, out)
+
+    def _on_reset_abilities(self, conn: _Conn, event: ResetAbilities,
+                            out: list[Output]) -> None:
+        for name in list(conn.abilities):
+            self._forget_ability(conn, name, out)
+
+    def _forget_ability(self, conn: _Conn, name: bytes, out: list[Output]) -> None:
+        """Unregister ``name``; jobs the worker runs for it are lost, hence requeued (§4.7)."""
+        entry = conn.abilities.pop(name, None)
+        if entry is None:
+            return
+        function = entry[0]
+        del function.workers[conn.id]
+        function.sleepers.pop(conn.id, None)
+        for job in [job for job in conn.jobs.values() if job.function is function]:
+            self._lose(job, out)
+
+    # -- grabbing ---------------------------------------------------------------------------
+
+    def _on_grab_job(self, conn: _Conn, event: GrabJob, out: list[Output]) -> None:
+        job = self._take(conn)
+        out.append((conn.id, _NO_JOB if job is None
+                    else JobAssign(job.handle, job.function.name, job.data)))
+
+    def _on_grab_job_uniq(self, conn: _Conn, event: GrabJobUniq, out: list[Output]) -> None:
+        job = self._take(conn)
+        out.append((conn.id, _NO_JOB if job is None
+                    else JobAssign(job.handle, job.function.name, job.data, job.unique)))
+
+    def _on_grab_job_all(self, conn: _Conn, event: GrabJobAll, out: list[Output]) -> None:
+        # JOB_ASSIGN_ALL only for a job with a (non-empty) reducer, else the
+        # _UNIQ form, as gearmand (§4.6).
+        job = self._take(conn)
+        out.append((conn.id, _NO_JOB if job is None
+                    else JobAssign(job.handle, job.function.name, job.data, job.unique,
+                                   job.reducer or None)))
+
+    def _take(self, conn: _Conn) -> _Job | None:
+        """Assign the worker its next job, or return None (§4.1, §4.6).
+
+        Global priority: the oldest HIGH job of any of its functions, else the
+        oldest NORMAL one, else LOW.  Only the head of each (function,
+        priority) deque is looked at, so a grab costs O(functions of the
+        worker), however many jobs wait.
+        """
+        if conn.asleep:
+            self._unsleep(conn)
+        abilities = conn.abilities
+        best: _Job | None = None
+        for priority in _PRIORITIES:
+            for function, _timeout in abilities.values():
+                if function.ready[priority]:
+                    queue = function.queues[priority]
+                    job = queue[0]
+                    if job.state != _QUEUED:
+                        job = self._drop_dead_heads(function, priority)
+                    if best is None or job.seq < best.seq:
+                        best = job
+            if best is not None:
+                break
+        else:
+            return None
+        job = best
+        function = job.function
+        priority = job.priority
+        function.queues[priority].popleft()
+        function.ready[priority] -= 1
+        function.running += 1
+        job.state = _RUNNING
+        job.worker = conn.id
+        conn.jobs[job.handle] = job
+        timeout = abilities[function.name][1]
+        if timeout:
+            # CAN_DO_TIMEOUT is in milliseconds since gearmand 1.1.19 (§4.7).
+            job.assign_no += 1
+            heapq.heappush(self._timers, (self._now + timeout / 1000.0, next(self._seq), job,
+                                          job.assign_no))
+        return job
+
+    def _drop_dead_heads(self, function: _Function, priority: int) -> _Job:
+        """Pop entries of jobs that left the queue; return the live head (one must exist)."""
+        queue = function.queues[priority]
+        while queue[0].state != _QUEUED:
+            queue.popleft()
+            function.dead[priority] -= 1
+        return queue[0]
+
+    # -- work results -----------------------------------------------------------------------
+
+    def _held_job(self, conn: _Conn, handle: bytes, text: bytes,
+                  out: list[Output]) -> _Job | None:
+        """The job ``handle`` if this worker runs it, else answer JOB_NOT_FOUND (§4.8)."""
+        job = conn.jobs.get(handle)
+        if job is None:
+            out.append((conn.id, Error(b"JOB_NOT_FOUND", text)))
+        return job
+
+    def _on_work_data(self, conn: _Conn, event: WorkData | WorkWarning,
+                      out: list[Output]) -> None:
+        job = self._held_job(conn, event.handle, _NOT_FOUND_DATA, out)
+        if job is not None:
+            for cid in job.clients:
+                out.append((cid, event))
+
+    def _on_work_status(self, conn: _Conn, event: WorkStatus, out: list[Output]) -> None:
+        job = self._held_job(conn, event.handle, _NOT_FOUND_RESULT, out)
+        if job is not None:
+            job.numerator = event.numerator
+            job.denominator = event.denominator
+            for cid in job.clients:
+                out.append((cid, event))
+
+    def _on_work_complete(self, conn: _Conn, event: WorkComplete, out: list[Output]) -> None:
+        job = conn.jobs.get(event.handle)
+        if job is None:
+            out.append((conn.id, Error(b"JOB_NOT_FOUND", _NOT_FOUND_RESULT)))
+            return
+        for cid in job.clients:
+            out.append((cid, event))
+        self._finish(job)
+
+    def _on_work_fail(self, conn: _Conn, event: WorkFail, out: list[Output]) -> None:
+        job = self._held_job(conn, event.handle, _NOT_FOUND_RESULT, out)
+        if job is not None:
+            for cid in job.clients:
+                out.append((cid, event))
+            self._finish(job)
+
+    def _on_work_exception(self, conn: _Conn, event: WorkException, out: list[Output]) -> None:
+        job = self._held_job(conn, event.handle, _NOT_FOUND_EXCEPTION, out)
+        if job is None:
+            return
+        # Per receiving client: WORK_EXCEPTION if it asked for the option (or
+        # the server was built with exceptions=True), else WORK_FAIL (§4.9).
+        fail: WorkFail | None = None
+        conns = self._conns
+        for cid in job.clients:
+            if conns[cid].exceptions:
+                out.append((cid, event))
+            else:
+                if fail is None:
+                    fail = WorkFail(event.handle)
+                out.append((cid, fail))
+        self._finish(job)
+
+    # -- a job's end ------------------------------------------------------------------------
+
+    def _finish(self, job: _Job) -> None:
+        """Remove a job from the server for good (done, failed, cancelled, dropped, abandoned)."""
+        state = job.state
+        job.state = _DONE
+        function = job.function
+        handle = job.handle
+        if state == _RUNNING:
+            function.running -= 1
+            del self._conns[job.worker].jobs[handle]
+        elif state == _QUEUED:
+            # Its deque entry stays behind, dead, until reached or compacted;
+            # compacting only when most entries are dead keeps this O(1) amortised.
+            priority = job.priority
+            function.ready[priority] -= 1
+            function.dead[priority] += 1
+            if (function.dead[priority] >= _COMPACT_MIN
+                    and function.dead[priority] > function.ready[priority]):
+                function.queues[priority] = deque(
+                    j for j in function.queues[priority] if j.state == _QUEUED)
+                function.dead[priority] = 0
+        elif state == _SCHEDULED:
+            function.scheduled.discard(job)
+        del self._jobs[handle]
+        if job.indexed == _BY_UNIQUE:
+            by_function = self._by_unique[job.unique]
+            del by_function[function.name]
+            if not by_function:
+                del self._by_unique[job.unique]
+        elif job.indexed == _BY_DATA:
+            del self._by_data[(function.name, job.data)]
+        if job.clients:
+            conns = self._conns
+            for cid in job.clients:
+                conns[cid].attached.pop(handle, None)
+        if job.store_key is not None and self._store is not None:
+            self._store.remove(job.store_key)
+            self._dirty = True
+
+    def _fail(self, job: _Job, out: list[Output]) -> None:
+        """End a job with WORK_FAIL to every attached client."""
+        if job.clients:
+            fail = WorkFail(job.handle)
+            for cid in job.clients:
+                out.append((cid, fail))
+        self._finish(job)
+
+    def _lose(self, job: _Job, out: list[Output]) -> None:
+        """The running job's worker let it go without a result: requeue or drop it (§4.8)."""
+        if not job.background and not job.clients:
+            self._finish(job)  # nobody waits for it any more
+            return
+        if self.job_retries is not None and job.retries >= self.job_retries:
+            self._fail(job, out)
+            return
+        del self._conns[job.worker].jobs[job.handle]
+        job.function.running -= 1
+        job.worker = -1
+        job.retries += 1
+        job.numerator = job.denominator = 0
+        self._enqueue(job, out)
+
+    def _detach_client(self, conn: _Conn) -> None:
+        """A client left: it stops waiting; a queued foreground job nobody waits for goes (§4.8)."""
+        cid = conn.id
+        attached = list(conn.attached.values())
+        conn.attached.clear()
+        for job in attached:
+            job.clients = tuple(c for c in job.clients if c != cid)
+            if not job.clients and not job.background and job.state == _QUEUED:
+                self._finish(job)
+            # A running one finishes into the void; a background one is unaffected.
+
+    # -- status, echo, options ----------------------------------------------------------------
+
+    def _on_get_status(self, conn: _Conn, event: GetStatus, out: list[Output]) -> None:
+        job = self._jobs.get(event.handle)
+        if job is None:
+            out.append((conn.id, StatusRes(event.handle, False, False)))
+        else:
+            out.append((conn.id, StatusRes(event.handle, True, job.state == _RUNNING,
+                                           job.numerator, job.denominator)))
+
+    def _on_get_status_unique(self, conn: _Conn, event: GetStatusUnique,
+                              out: list[Output]) -> None:
+        # By unique alone (§4.11); if several functions share the unique, the
+        # oldest job answers.  The unique asked about is echoed.
+        by_function = self._by_unique.get(event.unique)
+        if not by_function:
+            out.append((conn.id, StatusResUnique(event.unique, False, False)))
+            return
+        job = next(iter(by_function.values()))
+        out.append((conn.id, StatusResUnique(event.unique, True, job.state == _RUNNING,
+                                             job.numerator, job.denominator,
+                                             len(job.clients))))
+
+    def _on_echo(self, conn: _Conn, event: EchoReq, out: list[Output]) -> None:
+        out.append((conn.id, EchoRes(event.data)))
+
+    def _on_option(self, conn: _Conn, event: OptionReq, out: list[Output]) -> None:
+        if event.name.lower() == b"exceptions":
+            conn.exceptions = True
+            out.append((conn.id, OptionRes(event.name)))  # echoed as sent, as gearmand
+        else:
+            out.append((conn.id, Error(b"UNKNOWN_OPTION",
+                                       b"Server does not recognize given option",
+                                       request=event)))
+
+    def _on_set_client_id(self, conn: _Conn, event: SetClientId, out: list[Output]) -> None:
+        conn.client_id = event.client_id[:CLIENT_ID_MAX]
+
+    def _on_not_expected(self, conn: _Conn, event: Event, out: list[Output]) -> None:
+        # SUBMIT_JOB_SCHED and ALL_YOURS: gearmand 1.1.20 answers both so
+        # (checked by hand).
+        out.append((conn.id, _NOT_EXPECTED))
+
+    def _on_connection_closed(self, conn: _Conn, event: ConnectionClosed,
+                              out: list[Output]) -> None:
+        out.extend(self.disconnect(conn.id))
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def _on_admin(self, conn: _Conn, event: AdminCommand, out: list[Output]) -> None:
+        try:
+            request = admin.parse_command(event.line, allow_shutdown=self.allow_shutdown)
+            text = self._run_admin(request, out)
+        except admin.AdminError as exc:
+            text = admin.format_err(exc)
+        out.append((conn.id, AdminReply(text)))
+
+    def _run_admin(self, request: admin.AdminRequest, out: list[Output]) -> bytes:
+        """Carry out one admin command; return its reply (§3.2).  Raises AdminError."""
+        if isinstance(request, admin.Status):
+            return admin.format_status(self.status_rows())
+        if isinstance(request, admin.PriorityStatus):
+            return admin.format_priority_status(self.priority_status_rows())
+        if isinstance(request, admin.Workers):
+            return admin.format_workers(self.worker_rows())
+        if isinstance(request, admin.ShowJobs):
+            # IGNORE is always 0: abandoned and cancelled jobs leave at once.
+            # QUEUED is 1 for background jobs, which gearmand 1.1.20 shows even
+            # with its non-persistent builtin queue (checked by hand).
+            return admin.format_jobs([admin.JobRow(j.handle, j.retries, False, j.background)
+                                      for j in self._jobs.values()])
+        if isinstance(request, admin.ShowUniqueJobs):
+            # Every job's unique, empty ones included, as gearmand lists them.
+            return admin.format_unique_jobs([j.unique for j in self._jobs.values()])
+        if isinstance(request, admin.MaxQueue):
+            function = self._functions.get(request.function)
+            # An unknown function is silently ignored, as gearmand does (§3.2).
+            if function is not None:
+                function.max_queue = request.limits or (0, 0, 0)
+            return admin.format_ok()
+        if isinstance(request, admin.CancelJob):
+            job = self._jobs.get(request.handle)
+            if job is None:
+                raise admin.AdminError(b"UNKNOWN_JOB")
+            self._fail(job, out)
+            return admin.format_ok()
+        if isinstance(request, admin.CreateFunction):
+            if request.function not in self._functions:
+                self._functions[request.function] = _Function(request.function)
+            return admin.format_ok()
+        if isinstance(request, admin.DropFunction):
+            self._drop_function(request.function, out)
+            return admin.format_ok()
+        if isinstance(request, admin.GetPid):
+            return admin.format_ok(b"%d" % self.pid)
+        if isinstance(request, admin.Version):
+            return admin.format_ok(self.version)
+        if isinstance(request, admin.Verbose):
+            return admin.format_ok(self.verbose)
+        # admin.Shutdown: only parsed when allow_shutdown.  An immediate request
+        # is not weakened by a later graceful one.
+        if self.shutdown_requested != "immediate":
+            self.shutdown_requested = "graceful" if request.graceful else "immediate"
+        return admin.format_ok()
+
+    def _drop_function(self, name: bytes, out: list[Output]) -> None:
+        """``drop function``: refused while workers or running jobs; fails its queued jobs."""
+        function = self._functions.get(name)
+        if function is None:
+            raise _ADMIN_NO_FUNCTION
+        if function.workers or function.running:
+            raise _ADMIN_FUNCTION_BUSY
+        # An admin command may walk every job; oldest first keeps the order plain.
+        for job in [job for job in self._jobs.values() if job.function is function]:
+            self._fail(job, out)
+        del self._functions[name]
