@@ -633,7 +633,10 @@ _DECODERS: dict[int, Callable[[tuple[bytes, ...]], Event]] = {
     PacketType.JOB_ASSIGN: lambda a: JobAssign(a[0], a[1], a[2]),
     PacketType.WORK_STATUS: lambda a: WorkStatus(a[0], int(a[1]), int(a[2])),
     PacketType.WORK_COMPLETE: lambda a: WorkComplete(a[0], a[1]),
-    PacketType.WORK_FAIL: lambda a: WorkFail(a[0]),
+    # gearmand 1.1.20 turns WORK_EXCEPTION into WORK_FAIL for a client without
+    # the exceptions option by forwarding the handle argument with its NUL
+    # terminator ("H:host:2\0"); a handle never holds NUL, so drop it.
+    PacketType.WORK_FAIL: lambda a: WorkFail(a[0][:-1] if a[0][-1:] == b"\0" else a[0]),
     PacketType.GET_STATUS: lambda a: GetStatus(a[0]),
     PacketType.ECHO_REQ: lambda a: EchoReq(a[0]),
     PacketType.ECHO_RES: lambda a: EchoRes(a[0]),

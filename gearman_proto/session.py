@@ -337,6 +337,10 @@ class WorkerSession(Generic[K]):
         self.draining = False
         # Connections that may have work for us (new, woken, or just gave a job).
         self._hungry: deque[K] = deque()
+        # Jobs whose connection closed while the program still runs them
+        # (disconnect(keep_slots=True)): each holds a slot until its final
+        # report, which goes nowhere, arrives.
+        self._orphans: set[tuple[K, bytes]] = set()
 
     @property
     def running(self) -> int:
@@ -345,14 +349,14 @@ class WorkerSession(Generic[K]):
 
     @property
     def free_slots(self) -> int:
-        """Slots neither running a job nor reserved by an unanswered grab."""
+        """Slots neither running a job (orphans included) nor reserved by an unanswered grab."""
         used = sum(len(c.jobs) + c.outstanding_grabs for c in self.connections.values())
-        return self.max_jobs - used
+        return self.max_jobs - used - len(self._orphans)
 
     @property
     def idle(self) -> bool:
-        """True when no job is in hand (a draining worker may stop)."""
-        return self.running == 0
+        """True when no job is in hand or still running (a draining worker may stop)."""
+        return self.running == 0 and not self._orphans
 
     def connect(self, key: K) -> WorkerStep[K]:
         """Register on a new connection and start grabbing there."""
@@ -368,15 +372,25 @@ class WorkerSession(Generic[K]):
         self._pump(step)
         return step
 
-    def disconnect(self, key: K) -> list[JobAssign]:
+    def disconnect(self, key: K, *, keep_slots: bool = False) -> list[JobAssign]:
         """The connection closed; returns the jobs that were in hand on it.
 
         The server requeues those jobs; results for them can no longer be sent.
+        Their slots are free at once, unless ``keep_slots``: an adapter whose
+        handlers cannot be stopped passes it, so that each job keeps its slot
+        until the program reports its end through :meth:`send` as usual (which
+        then writes nothing), and the worker never runs more than ``max_jobs``
+        at once, lost connections or not.  Such an adapter must report the end
+        of every job it started.
         """
         conn = self.connections.pop(key, None)
         if key in self._hungry:
             self._hungry.remove(key)
-        return list(conn.jobs.values()) if conn is not None else []
+        if conn is None:
+            return []
+        if keep_slots:
+            self._orphans.update((key, handle) for handle in conn.jobs)
+        return list(conn.jobs.values())
 
     def drain(self) -> None:
         """Stop grabbing; the jobs in hand may still be finished."""
@@ -406,9 +420,21 @@ class WorkerSession(Generic[K]):
         return step
 
     def send(self, key: K, event: WorkUpdate) -> WorkerStep[K]:
-        """Report on a job in hand; a final report frees its slot and may grab again."""
-        step: WorkerStep[K] = WorkerStep({key: self.connections[key].send(event)})
-        if type(event) in _FINAL_STATES:
+        """Report on a job in hand; a final report frees its slot and may grab again.
+
+        A report on a job whose connection closed writes nothing; if the job
+        kept its slot (``disconnect(keep_slots=True)``), its final report frees it.
+        """
+        final = type(event) in _FINAL_STATES
+        orphan = (key, event.handle)
+        if orphan in self._orphans or key not in self.connections:
+            step: WorkerStep[K] = WorkerStep()
+            if final and orphan in self._orphans:
+                self._orphans.discard(orphan)
+                self._pump(step)
+            return step
+        step = WorkerStep({key: self.connections[key].send(event)})
+        if final:
             self._pump(step)
         return step
 
