@@ -1,0 +1,191 @@
+"""What every adapter shares that is not protocol: errors, addresses, argument coercion.
+
+Protocol rules live in the core (:mod:`gearman_proto.session` and below); this
+module only turns the core's records into the exceptions and values an
+application sees, the same way for blocking sockets, asyncio, trio and anyio.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+
+from gearman_proto.events import (
+    Priority,
+    Submission,
+    SubmitJob,
+    SubmitJobEpoch,
+    SubmitReduceJob,
+)
+from gearman_proto.session import Job, JobState
+
+__all__ = [
+    "DEFAULT_PORT",
+    "GearmanError",
+    "ConnectionLost",
+    "NoServerAvailable",
+    "ServerError",
+    "JobFailed",
+    "JobException",
+    "JobTimeout",
+    "Address",
+    "ServersArg",
+    "parse_servers",
+    "to_bytes",
+    "make_submission",
+    "job_outcome",
+    "set_keepalive",
+]
+
+DEFAULT_PORT = 4730
+
+
+class GearmanError(Exception):
+    """Base of every error the adapters raise."""
+
+
+class ConnectionLost(GearmanError):
+    """The connection to the job server closed while a job or question was in flight.
+
+    The job may still run on that server; its result cannot reach us.
+    """
+
+
+class NoServerAvailable(GearmanError):
+    """None of the configured job servers accepted a connection."""
+
+
+class ServerError(GearmanError):
+    """The job server answered ERROR (``code`` is gearmand's name, e.g. ``QUEUE_ERROR``)."""
+
+    def __init__(self, code: bytes, text: bytes) -> None:
+        super().__init__(f"{code.decode('ascii', 'replace')}: {text.decode('utf-8', 'replace')}")
+        self.code = code
+        self.text = text
+
+
+class JobFailed(GearmanError):
+    """The job ended with WORK_FAIL."""
+
+    def __init__(self, handle: bytes | None, message: str = "job failed") -> None:
+        super().__init__(message)
+        self.handle = handle
+
+
+class JobException(JobFailed):
+    """The job ended with WORK_EXCEPTION; ``data`` is the worker's message."""
+
+    def __init__(self, handle: bytes | None, data: bytes) -> None:
+        super().__init__(handle, f"job raised an exception: {data.decode('utf-8', 'replace')}")
+        self.data = data
+
+
+class JobTimeout(GearmanError, TimeoutError):
+    """A timeout expired: connecting, waiting for JOB_CREATED, or waiting for the result."""
+
+
+Address = tuple[str, int]
+ServersArg = str | Address | Iterable[str | Address] | None
+
+
+def parse_servers(servers: ServersArg, default_port: int = DEFAULT_PORT) -> list[Address]:
+    """Turn ``"host"``, ``"host:port"``, ``"[v6]:port"``, ``(host, port)`` or a list of those
+    into ``[(host, port), ...]``; ``None`` means the local default server."""
+    if servers is None:
+        return [("127.0.0.1", default_port)]
+    if isinstance(servers, str) or (isinstance(servers, tuple) and len(servers) == 2
+                                    and isinstance(servers[1], int)):
+        items: Sequence[str | Address] = [servers]  # type: ignore[list-item]
+    else:
+        items = list(servers)  # type: ignore[arg-type]
+    out: list[Address] = []
+    for item in items:
+        if isinstance(item, tuple):
+            out.append((item[0], int(item[1])))
+            continue
+        text = item.strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+        elif text.count(":") == 1:
+            host, _, p = text.partition(":")
+            port = int(p)
+        else:
+            host, port = text, default_port
+        out.append((host or "127.0.0.1", port))
+    if not out:
+        raise ValueError("no job server given")
+    return out
+
+
+def to_bytes(value: bytes | bytearray | memoryview | str) -> bytes:
+    """Payloads and names are bytes; ``str`` is accepted and encoded as UTF-8 at the edge."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
+
+
+def make_submission(
+    function: bytes | str,
+    data: bytes | str = b"",
+    *,
+    unique: bytes | str | None = None,
+    priority: Priority = Priority.NORMAL,
+    background: bool = False,
+    epoch: int | None = None,
+    reducer: bytes | str | None = None,
+) -> Submission:
+    """Build the submission event for the adapters' ``submit()``.
+
+    ``unique=None`` gives a random id (as libgearman does), so jobs never
+    coalesce by accident; pass ``b""`` for no unique id at all, or your own key
+    (or ``"-"``: the data is the key) to coalesce on purpose.
+    """
+    f = to_bytes(function)
+    d = to_bytes(data)
+    u = uuid.uuid4().hex.encode() if unique is None else to_bytes(unique)
+    if epoch is not None:
+        if not background or priority is not Priority.NORMAL or reducer is not None:
+            raise ValueError("epoch jobs are background, NORMAL priority, without a reducer")
+        return SubmitJobEpoch(f, int(epoch), d, u)
+    if reducer is not None:
+        if priority is not Priority.NORMAL:
+            raise ValueError("reduce jobs always run at NORMAL priority")
+        return SubmitReduceJob(f, to_bytes(reducer), d, u, background)
+    return SubmitJob(f, d, u, Priority(priority), background)
+
+
+def job_outcome(job: Job[object]) -> bytes | None:
+    """The value a finished job gives its waiter, or the exception it raises.
+
+    A completed foreground job gives its result; an accepted background job
+    gives ``None``.
+    """
+    state = job.state
+    if state is JobState.COMPLETE:
+        return job.result if job.result is not None else b""
+    if state is JobState.QUEUED and job.background:
+        return None
+    if state is JobState.FAILED:
+        raise JobFailed(job.handle)
+    if state is JobState.EXCEPTION:
+        raise JobException(job.handle, job.exception or b"")
+    if state is JobState.REFUSED:
+        assert job.error is not None
+        raise ServerError(job.error.code, job.error.text)
+    if state is JobState.LOST:
+        raise ConnectionLost(f"connection to job server {job.server!r} lost before job "
+                             f"{(job.handle or b'?').decode('utf-8', 'replace')} finished")
+    raise RuntimeError(f"job is not finished (state {state.value})")
+
+
+def set_keepalive(sock: socket.socket, idle: int | None = None, interval: int | None = None,
+                  count: int | None = None) -> None:
+    """Turn on TCP keepalive, so a peer that vanished without a FIN is noticed."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                        ("TCP_KEEPCNT", count)):
+        opt = getattr(socket, name, None)
+        if opt is not None and value is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
