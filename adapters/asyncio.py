@@ -1,0 +1,884 @@
+"""The asyncio adapter: Client, Worker, AdminClient and a job server.
+
+Every decision comes from the core: :class:`~gearman_proto.session.ClientSession`
+and :class:`~gearman_proto.session.WorkerSession` for the client and worker,
+:class:`~gearman_proto.hub.ServerHub` for the server.  This module reads,
+feeds bytes in, wakes waiters, and writes what the core returns.  uvloop is
+used when installed and asked for (``serve(..., loop="uvloop")`` or
+``gearman-proto server --loop uvloop``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import ssl as _ssl
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any
+
+from gearman_proto.broker import JobServer
+
+from gearman_proto import admin
+from gearman_proto.errors import RemoteProtocolError
+from gearman_proto.events import (
+    EchoReq,
+    Error,
+    GetStatus,
+    GetStatusUnique,
+    JobAssign,
+    Priority,
+    StatusRes,
+    StatusResUnique,
+    WorkComplete,
+    WorkData,
+    WorkException,
+    WorkFail,
+    WorkStatus,
+    WorkUpdate,
+    WorkWarning,
+)
+from gearman_proto.hub import ServerHub
+from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
+from gearman_proto.session import ClientSession, Job, Reply, WorkerSession, WorkerStep
+
+from ._common import (
+    Address,
+    ConnectionLost,
+    JobTimeout,
+    NoServerAvailable,
+    ServerError,
+    ServersArg,
+    job_outcome,
+    make_submission,
+    parse_servers,
+    set_keepalive,
+    to_bytes,
+)
+
+__all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve"]
+
+log = logging.getLogger("gearman_proto")
+_READ = 256 * 1024
+
+
+async def _open(addr: Address, ssl: _ssl.SSLContext | None, server_hostname: str | None,
+                timeout: float | None, keepalive: bool
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = addr
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ssl,
+                                    server_hostname=(server_hostname or host) if ssl else None,
+                                    limit=_READ),
+            timeout)
+    except asyncio.TimeoutError:
+        raise JobTimeout(f"connecting to {host}:{port} timed out") from None
+    sock = writer.get_extra_info("socket")
+    if sock is not None and keepalive:
+        set_keepalive(sock)
+    return reader, writer
+
+
+# -- client ---------------------------------------------------------------------------
+
+
+class ClientJob:
+    """A submitted job: ``await job`` gives its result (``None`` for a background job).
+
+    ``async for update in job.updates()`` streams WORK_DATA, WORK_WARNING and
+    WORK_STATUS as they arrive.  Awaiting raises JobFailed, JobException,
+    JobTimeout (after ``result_timeout``) or ConnectionLost.
+    """
+
+    def __init__(self, job: Job[int], timeout: float | None) -> None:
+        self._job = job
+        self._timeout = timeout
+        self._changed = asyncio.Event()
+        job.on_change = lambda _: self._changed.set()
+
+    @property
+    def handle(self) -> bytes | None:
+        """The job handle the server gave."""
+        return self._job.handle
+
+    @property
+    def state(self) -> str:
+        """pending, queued, complete, failed, exception, refused or lost."""
+        return self._job.state.value
+
+    @property
+    def status(self) -> tuple[int, int]:
+        """The last WORK_STATUS (numerator, denominator)."""
+        return self._job.numerator, self._job.denominator
+
+    async def _wait_change(self, deadline: float | None) -> None:
+        self._changed.clear()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise JobTimeout(f"no result for job {self.handle!r} in time") from None
+
+    async def result(self, timeout: float | None = None) -> bytes | None:
+        """Wait for the job to end; ``timeout`` overrides the client's ``result_timeout``."""
+        t = timeout if timeout is not None else self._timeout
+        deadline = None if t is None else time.monotonic() + t
+        while not self._job.done:
+            await self._wait_change(deadline)
+        return job_outcome(self._job)  # type: ignore[arg-type]
+
+    def __await__(self) -> Generator[Any, None, bytes | None]:
+        return self.result().__await__()
+
+    async def updates(self, timeout: float | None = None
+                      ) -> AsyncIterator[WorkData | WorkWarning | WorkStatus]:
+        """Yield progress updates as they arrive, until the job ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        q = self._job.updates
+        while True:
+            while q:
+                yield q.popleft()
+            if self._job.done:
+                return
+            await self._wait_change(deadline)
+
+
+class Client:
+    """Submits jobs to one or more job servers and waits for their results.
+
+    Submissions are spread over the servers in turn; a server that cannot be
+    reached is skipped (and retried later), so callers only notice a lost
+    server through the jobs that were in flight on it (ConnectionLost).
+    """
+
+    def __init__(self, servers: ServersArg = None, *, ssl: _ssl.SSLContext | None = None,
+                 server_hostname: str | None = None, exceptions: bool = True,
+                 connect_timeout: float | None = 5.0, created_timeout: float | None = 30.0,
+                 result_timeout: float | None = None, client_id: bytes | str | None = None,
+                 keepalive: bool = False, retry_delay: float = 1.0,
+                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        self.servers = parse_servers(servers)
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.connect_timeout = connect_timeout
+        self.created_timeout = created_timeout
+        self.result_timeout = result_timeout
+        self.client_id = None if client_id is None else to_bytes(client_id)
+        self.keepalive = keepalive
+        self.retry_delay = retry_delay
+        self._session: ClientSession[int] = ClientSession(exceptions=exceptions,
+                                                          max_packet_size=max_packet_size)
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._readers: dict[int, asyncio.Task[None]] = {}
+        self._connecting: dict[int, asyncio.Future[None]] = {}
+        self._down_until: dict[int, float] = {}
+        self._handles: dict[bytes, int] = {}
+        self._next = 0
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every connection; jobs still in flight end as lost."""
+        for task in list(self._readers.values()):
+            task.cancel()
+        for idx, writer in list(self._writers.items()):
+            writer.close()
+            self._session.disconnect(idx)
+        self._writers.clear()
+        self._readers.clear()
+
+    async def _connect(self, idx: int) -> None:
+        reader, writer = await _open(self.servers[idx], self.ssl, self.server_hostname,
+                                     self.connect_timeout, self.keepalive)
+        data = self._session.connect(idx)
+        if self.client_id is not None:
+            data += self._session.set_client_id(idx, self.client_id)
+        if data:
+            writer.write(data)
+        self._writers[idx] = writer
+        self._readers[idx] = asyncio.ensure_future(self._read(idx, reader, writer))
+
+    async def _ensure(self, idx: int) -> bool:
+        if idx in self._writers:
+            return True
+        if self._down_until.get(idx, 0.0) > time.monotonic():
+            return False
+        pending = self._connecting.get(idx)
+        if pending is None:
+            pending = self._connecting[idx] = asyncio.ensure_future(self._connect(idx))
+        try:
+            await asyncio.shield(pending)
+        except (OSError, JobTimeout) as exc:
+            log.warning("job server %s:%d unavailable: %s", *self.servers[idx], exc)
+            self._down_until[idx] = time.monotonic() + self.retry_delay
+            return False
+        finally:
+            self._connecting.pop(idx, None)
+        return True
+
+    async def _read(self, idx: int, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(_READ)
+                if not data:
+                    break
+                self._session.receive_data(idx, data)
+        except (OSError, RemoteProtocolError) as exc:
+            log.warning("connection to %s:%d failed: %s", *self.servers[idx], exc)
+        finally:
+            self._writers.pop(idx, None)
+            self._readers.pop(idx, None)
+            writer.close()
+            self._session.disconnect(idx)
+            self._down_until[idx] = time.monotonic() + self.retry_delay
+
+    async def _pick(self, idx: int | None = None) -> int:
+        if idx is not None and await self._ensure(idx):
+            return idx
+        n = len(self.servers)
+        for _ in range(n):
+            i = self._next % n
+            self._next += 1
+            if await self._ensure(i):
+                return i
+        raise NoServerAvailable(
+            "no job server reachable: " + ", ".join(f"{h}:{p}" for h, p in self.servers))
+
+    async def _wait(self, item: Job[int] | Reply[int], timeout: float | None, what: str) -> None:
+        if item.done:
+            return
+        event = asyncio.Event()
+        item.on_change = lambda _: event.set()  # type: ignore[assignment]
+        try:
+            while not item.done:
+                await asyncio.wait_for(event.wait(), timeout)
+                event.clear()
+        except asyncio.TimeoutError:
+            raise JobTimeout(f"no {what} from the job server in time") from None
+        finally:
+            item.on_change = None
+
+    async def submit(self, function: bytes | str, data: bytes | str = b"", *,
+                     unique: bytes | str | None = None, priority: Priority = Priority.NORMAL,
+                     background: bool = False, epoch: int | None = None,
+                     reducer: bytes | str | None = None) -> ClientJob:
+        """Submit a job and return once the server accepted it (JOB_CREATED).
+
+        ``unique=None`` picks a random unique id; ``epoch`` (Unix seconds) makes a
+        background job that runs no earlier; ``reducer`` makes a reduce job.
+        """
+        request = make_submission(function, data, unique=unique, priority=priority,
+                                  background=background, epoch=epoch, reducer=reducer)
+        idx = await self._pick()
+        job, out = self._session.submit(idx, request)
+        self._writers[idx].write(out)
+        await self._wait(job, self.created_timeout, "JOB_CREATED")
+        if job.handle is None:
+            job_outcome(job)  # type: ignore[arg-type]  # raises: refused or lost
+        assert job.handle is not None
+        self._handles[job.handle] = idx
+        return ClientJob(job, self.result_timeout)
+
+    async def do(self, function: bytes | str, data: bytes | str = b"", *,
+                 unique: bytes | str | None = None, priority: Priority = Priority.NORMAL,
+                 timeout: float | None = None) -> bytes:
+        """Run a foreground job and return its result (libgearman's ``gearman_client_do``)."""
+        job = await self.submit(function, data, unique=unique, priority=priority)
+        result = await job.result(timeout)
+        assert result is not None
+        return result
+
+    async def _ask(self, request: GetStatus | GetStatusUnique | EchoReq,
+                   idx: int | None = None) -> object:
+        idx = await self._pick(idx)
+        reply, out = self._session.ask(idx, request)
+        self._writers[idx].write(out)
+        await self._wait(reply, self.created_timeout, "reply")
+        if reply.lost:
+            raise ConnectionLost("connection lost before the server answered")
+        if isinstance(reply.answer, Error):
+            raise ServerError(reply.answer.code, reply.answer.text)
+        return reply.answer
+
+    async def get_status(self, handle: bytes | str) -> StatusRes:
+        """GET_STATUS, asked of the server that issued ``handle``."""
+        h = to_bytes(handle)
+        return await self._ask(GetStatus(h), self._handles.get(h))  # type: ignore[return-value]
+
+    async def get_status_unique(self, unique: bytes | str) -> StatusResUnique:
+        """GET_STATUS_UNIQUE: the job with this unique id, and how many clients wait on it."""
+        return await self._ask(GetStatusUnique(to_bytes(unique)))  # type: ignore[return-value]
+
+    async def echo(self, data: bytes | str = b"") -> bytes:
+        """ECHO_REQ: the server sends ``data`` back (a liveness check)."""
+        answer = await self._ask(EchoReq(to_bytes(data)))
+        return answer.data  # type: ignore[attr-defined, no-any-return]
+
+
+# -- worker ---------------------------------------------------------------------------
+
+
+class WorkerJob:
+    """The job a handler runs: its data, and the means to report on it.
+
+    The reporting methods are plain functions, safe to call from a sync handler
+    running in a thread as well as from an async handler.
+    """
+
+    def __init__(self, worker: Worker, key: int, assign: JobAssign) -> None:
+        self._worker = worker
+        self._key = key
+        self.handle = assign.handle
+        self.function = assign.function
+        self.unique = assign.unique
+        self.reducer = assign.reducer
+        self.data = assign.data
+        self.failed = False
+
+    def _report(self, event: WorkUpdate) -> None:
+        self._worker._send_threadsafe(self._key, event)
+
+    def send_data(self, data: bytes | str) -> None:
+        """WORK_DATA: a piece of output before the result."""
+        self._report(WorkData(self.handle, to_bytes(data)))
+
+    def send_warning(self, data: bytes | str) -> None:
+        """WORK_WARNING: a warning for the clients."""
+        self._report(WorkWarning(self.handle, to_bytes(data)))
+
+    def send_status(self, numerator: int, denominator: int) -> None:
+        """WORK_STATUS: progress as numerator / denominator."""
+        self._report(WorkStatus(self.handle, numerator, denominator))
+
+    def fail(self) -> None:
+        """End the job with WORK_FAIL; the handler's return value is then ignored."""
+        if not self.failed:
+            self.failed = True
+            self._report(WorkFail(self.handle))
+
+
+Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | None"]
+
+
+class Worker:
+    """Runs registered functions for jobs from one or more job servers.
+
+    Handlers may be sync (run in a thread) or async.  At most ``max_jobs`` run
+    at once: the worker never grabs beyond its free slots.  ``stop()`` drains:
+    no more grabs, the jobs in hand finish, then ``work()`` returns.
+    """
+
+    def __init__(self, servers: ServersArg = None, *, ssl: _ssl.SSLContext | None = None,
+                 server_hostname: str | None = None, client_id: bytes | str | None = None,
+                 max_jobs: int = 1, reconnect_delay: float = 0.5,
+                 max_reconnect_delay: float = 30.0, keepalive: bool = False,
+                 connect_timeout: float | None = 5.0,
+                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        self.servers = parse_servers(servers)
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.client_id = None if client_id is None else to_bytes(client_id)
+        self.max_jobs = max_jobs
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.keepalive = keepalive
+        self.connect_timeout = connect_timeout
+        self.max_packet_size = max_packet_size
+        self.handlers: dict[bytes, Handler] = {}
+        self.timeouts: dict[bytes, int | None] = {}
+        self._session: WorkerSession[int] | None = None
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread = 0
+        self.jobs_done = 0
+
+    def register(self, function: bytes | str, handler: Handler,
+                 timeout_ms: int | None = None) -> None:
+        """Serve ``function`` with ``handler``; ``timeout_ms`` sends CAN_DO_TIMEOUT."""
+        name = to_bytes(function)
+        self.handlers[name] = handler
+        self.timeouts[name] = timeout_ms
+
+    def task(self, function: bytes | str, timeout_ms: int | None = None
+             ) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`."""
+        def deco(handler: Handler) -> Handler:
+            self.register(function, handler, timeout_ms)
+            return handler
+        return deco
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop grabbing; ``work()`` returns once the jobs in hand are done.
+
+        With ``graceful=False`` it returns at once and the server requeues the
+        jobs in hand.  Safe to call from a signal handler or another thread.
+        """
+        loop, stopping = self._loop, self._stopping
+        if loop is None or stopping is None:
+            return
+
+        def _stop() -> None:
+            if self._session is not None:
+                self._session.drain()
+            if not graceful or self._session is None or self._session.idle:
+                stopping.set()
+        if threading.get_ident() == self._thread:
+            _stop()
+        else:
+            loop.call_soon_threadsafe(_stop)
+
+    async def work(self) -> None:
+        """Serve jobs until :meth:`stop`."""
+        if not self.handlers:
+            raise ValueError("register at least one function before work()")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._stopping = asyncio.Event()
+        self._session = WorkerSession(dict(self.timeouts), max_jobs=self.max_jobs,
+                                      client_id=self.client_id,
+                                      max_packet_size=self.max_packet_size)
+        conns = [asyncio.ensure_future(self._serve(i)) for i in range(len(self.servers))]
+        try:
+            await self._stopping.wait()
+        finally:
+            for t in conns:
+                t.cancel()
+            for w in self._writers.values():
+                w.close()
+            await asyncio.gather(*conns, return_exceptions=True)
+            for t in list(self._tasks):
+                t.cancel()
+            self._writers.clear()
+
+    def _apply(self, step: WorkerStep[int]) -> None:
+        for key, data in step.writes.items():
+            writer = self._writers.get(key)
+            if writer is not None and data:
+                writer.write(data)
+        for key, err in step.errors:
+            log.warning("job server %s:%d: %s %s", *self.servers[key],
+                        err.code.decode(errors="replace"), err.text.decode(errors="replace"))
+        for key, assign in step.jobs:
+            task = asyncio.ensure_future(self._run(key, assign))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _send_threadsafe(self, key: int, event: WorkUpdate) -> None:
+        loop = self._loop
+        assert loop is not None
+        if threading.get_ident() == self._thread:
+            self._send(key, event)
+        else:
+            loop.call_soon_threadsafe(self._send, key, event)
+
+    def _send(self, key: int, event: WorkUpdate) -> None:
+        session = self._session
+        if session is None:
+            return
+        # A report for a job whose connection closed writes nothing; its final
+        # report frees the slot it kept (disconnect(keep_slots=True)).
+        self._apply(session.send(key, event))
+        if type(event) in (WorkComplete, WorkFail, WorkException):
+            self.jobs_done += 1
+            if session.draining and session.idle and self._stopping is not None:
+                self._stopping.set()
+
+    async def _run(self, key: int, assign: JobAssign) -> None:
+        job = WorkerJob(self, key, assign)
+        handler = self.handlers.get(assign.function)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for {assign.function!r}")
+            if inspect.iscoroutinefunction(handler):
+                result = await handler(job)
+            else:
+                result = await asyncio.to_thread(handler, job)
+                if inspect.isawaitable(result):
+                    result = await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the handler's failure is the job's, not the worker's
+            log.info("job %r raised %r", assign.handle, exc)
+            if not job.failed:
+                self._send(key, WorkException(assign.handle, str(exc).encode("utf-8")))
+            return
+        if not job.failed:
+            self._send(key, WorkComplete(assign.handle,
+                                         b"" if result is None else to_bytes(result)))  # type: ignore[arg-type]
+
+    async def _serve(self, key: int) -> None:
+        delay = self.reconnect_delay
+        assert self._session is not None
+        while True:
+            try:
+                reader, writer = await _open(self.servers[key], self.ssl, self.server_hostname,
+                                             self.connect_timeout, self.keepalive)
+            except (OSError, JobTimeout) as exc:
+                log.warning("job server %s:%d unavailable (%s); retrying in %.1fs",
+                            *self.servers[key], exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_reconnect_delay)
+                continue
+            delay = self.reconnect_delay
+            self._writers[key] = writer
+            try:
+                self._apply(self._session.connect(key))
+                while True:
+                    data = await reader.read(_READ)
+                    if not data:
+                        break
+                    self._apply(self._session.receive_data(key, data))
+            except (OSError, RemoteProtocolError) as exc:
+                log.warning("connection to %s:%d failed: %s", *self.servers[key], exc)
+            finally:
+                self._writers.pop(key, None)
+                self._session.disconnect(key, keep_slots=True)
+                writer.close()
+            await asyncio.sleep(delay)
+
+
+# -- admin ----------------------------------------------------------------------------
+
+
+class AdminClient:
+    """The admin text protocol: what ``gearadmin`` asks, with typed answers."""
+
+    def __init__(self, server: str | Address | None = None, *,
+                 ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
+                 timeout: float | None = 10.0) -> None:
+        self.address = parse_servers(server)[0]
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.timeout = timeout
+        self._conn = admin.AdminClientConnection()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    async def command(self, request: admin.AdminRequest) -> admin.AdminResult:
+        """Send one admin command and return its parsed reply."""
+        async with self._lock:
+            if self._writer is None:
+                self._reader, self._writer = await _open(self.address, self.ssl,
+                                                         self.server_hostname, self.timeout,
+                                                         False)
+            assert self._reader is not None
+            self._writer.write(self._conn.send(request))
+            try:
+                return await asyncio.wait_for(self._next(self._reader), self.timeout)
+            except asyncio.TimeoutError:
+                raise JobTimeout("admin command timed out") from None
+
+    async def _next(self, reader: asyncio.StreamReader) -> admin.AdminResult:
+        while True:
+            result = self._conn.next_event()
+            if not isinstance(result, type(admin.NEED_DATA)):
+                return result  # type: ignore[return-value]
+            data = await reader.read(_READ)
+            self._conn.receive_data(data)
+            if not data:
+                raise ConnectionLost("job server closed the admin connection")
+
+    async def _ok(self, request: admin.AdminRequest) -> admin.AdminOk:
+        result = await self.command(request)
+        if isinstance(result, admin.AdminError):
+            raise result
+        return result  # type: ignore[return-value]
+
+    async def _rows(self, request: admin.AdminRequest) -> Any:
+        result = await self.command(request)
+        if isinstance(result, admin.AdminError):
+            raise result
+        return result
+
+    async def status(self) -> list[admin.StatusRow]:
+        """``status``."""
+        return await self._rows(admin.Status())  # type: ignore[no-any-return]
+
+    async def priority_status(self) -> list[admin.PriorityStatusRow]:
+        """``prioritystatus``."""
+        return await self._rows(admin.PriorityStatus())  # type: ignore[no-any-return]
+
+    async def workers(self) -> list[admin.WorkerRow]:
+        """``workers``."""
+        return await self._rows(admin.Workers())  # type: ignore[no-any-return]
+
+    async def show_jobs(self) -> list[admin.JobRow]:
+        """``show jobs``."""
+        return await self._rows(admin.ShowJobs())  # type: ignore[no-any-return]
+
+    async def show_unique_jobs(self) -> list[bytes]:
+        """``show unique jobs``."""
+        return await self._rows(admin.ShowUniqueJobs())  # type: ignore[no-any-return]
+
+    async def cancel_job(self, handle: bytes | str) -> None:
+        """``cancel job HANDLE``; raises AdminError (UNKNOWN_JOB) if there is none."""
+        await self._ok(admin.CancelJob(to_bytes(handle)))
+
+    async def create_function(self, function: bytes | str) -> None:
+        """``create function NAME``."""
+        await self._ok(admin.CreateFunction(to_bytes(function)))
+
+    async def drop_function(self, function: bytes | str) -> None:
+        """``drop function NAME``."""
+        await self._ok(admin.DropFunction(to_bytes(function)))
+
+    async def maxqueue(self, function: bytes | str, *limits: int) -> None:
+        """``maxqueue FUNC [N | HIGH NORMAL LOW]``: no number resets to unlimited."""
+        await self._ok(admin.MaxQueue(to_bytes(function), _limits(limits)))
+
+    async def getpid(self) -> int:
+        """``getpid``."""
+        return int((await self._ok(admin.GetPid())).value or b"0")
+
+    async def version(self) -> str:
+        """``version``."""
+        return ((await self._ok(admin.Version())).value or b"").decode()
+
+    async def verbose(self) -> str:
+        """``verbose``: the server's log level name."""
+        return ((await self._ok(admin.Verbose())).value or b"").decode()
+
+    async def shutdown(self, graceful: bool = False) -> None:
+        """``shutdown [graceful]`` (servers that allow it; gearmand ≥ 1.1.15 does not)."""
+        await self._ok(admin.Shutdown(graceful))
+
+
+def _limits(limits: tuple[int, ...]) -> tuple[int, int, int] | None:
+    if not limits:
+        return None
+    if len(limits) == 1:
+        return (limits[0],) * 3
+    if len(limits) == 3:
+        return (limits[0], limits[1], limits[2])
+    raise ValueError("maxqueue takes no limit, one limit, or three (high, normal, low)")
+
+
+# -- server ---------------------------------------------------------------------------
+
+
+class _Peer(asyncio.Protocol):
+    """One accepted connection: bytes go to the hub, the hub's answers come back."""
+
+    __slots__ = ("cid", "server", "transport")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.cid = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        server = self.server
+        if server.max_connections and len(server.hub) >= server.max_connections:
+            log.warning("refusing connection: %d connections open", len(server.hub))
+            transport.abort()
+            return
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and server.keepalive:
+            set_keepalive(sock)
+        peer = transport.get_extra_info("peername")
+        address = peer[0].encode() if isinstance(peer, tuple) else b"-"
+        self.cid = server.hub.open(address)
+        server.peers[self.cid] = self
+        # Outputs are written with no flow control of their own; this bound is
+        # where pause_writing() stops us reading from a peer that doesn't read.
+        transport.set_write_buffer_limits(high=server.output_limit)
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        server.batch_started()
+        server.hub.receive(self.cid, data)
+
+    def eof_received(self) -> bool | None:
+        self.server.batch_started()
+        self.server.hub.receive(self.cid, b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        if self.transport is None:
+            return
+        server.peers.pop(self.cid, None)
+        server.batch_started()
+        server.hub.closed(self.cid)
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
+class Server:
+    """A Gearman job server on asyncio, driving the core's JobServer through a ServerHub.
+
+    Every read in one turn of the event loop is processed, then one flush
+    commits durable jobs once (group commit) and writes each connection's
+    output in one call.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 4730, *,
+                 broker: JobServer | None = None, ssl: _ssl.SSLContext | None = None,
+                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+                 max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
+                 keepalive: bool = False, backlog: int = 1024,
+                 **broker_options: Any) -> None:
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.backlog = backlog
+        if broker is None:
+            broker_options.setdefault("pid", os.getpid())
+            broker = JobServer(now=time.time(), **broker_options)
+        self.hub = ServerHub(broker, max_packet_size=max_packet_size)
+        self.max_connections = max_connections
+        self.output_limit = output_limit
+        self.keepalive = keepalive
+        self.peers: dict[int, _Peer] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = asyncio.Event()
+
+    @property
+    def broker(self) -> JobServer:
+        """The core's job server (its state is what the admin commands report)."""
+        return self.hub.broker
+
+    async def start(self) -> None:
+        """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: _Peer(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
+            reuse_address=True)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
+        self._schedule_timer()
+
+    def batch_started(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            # The clock is read once per batch: epoch jobs and timeouts need it.
+            self.hub.advance(time.time())
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        out = self.hub.flush()
+        peers = self.peers
+        for cid, data in out.writes.items():
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None:
+                peer.transport.write(data)
+        for cid in out.close:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None:
+                peer.transport.close()
+        self._schedule_timer()
+        if self._draining and not self._has_running_jobs():
+            self._closed.set()
+
+    def _schedule_timer(self) -> None:
+        deadline = self.hub.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is None or self._loop is None:
+            return
+        delay = max(0.0, deadline - time.time())
+        self._timer = self._loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.hub.advance(time.time())
+        self._flush()
+
+    _draining = False
+
+    def _has_running_jobs(self) -> bool:
+        return any(row.running for row in self.broker.status_rows())
+
+    def close(self, graceful: bool = False) -> None:
+        """Stop accepting.  Graceful: keep serving until no job is running, then stop."""
+        if self._server is not None:
+            self._server.close()
+        if graceful:
+            self._draining = True
+            if not self._has_running_jobs():
+                self._closed.set()
+        else:
+            self._closed.set()
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` (or SIGTERM/SIGINT, SIGUSR1 for graceful, if installed)."""
+        if self._server is None:
+            await self.start()
+        await self._closed.wait()
+        if self._server is not None:
+            self._server.close()
+        for peer in list(self.peers.values()):
+            if peer.transport is not None:
+                peer.transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.broker.commit()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop at once; SIGUSR1 stops gracefully (as gearmand)."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.close)
+        loop.add_signal_handler(signal.SIGINT, self.close)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self.close(graceful=True))
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        with contextlib.suppress(Exception):
+            await self.serve_forever()
+
+
+async def serve(host: str = "127.0.0.1", port: int = 4730, *, signals: bool = True,
+                ready: Callable[[Server], None] | None = None, **options: Any) -> None:
+    """Run a job server until stopped (SIGTERM/SIGINT; SIGUSR1 graceful)."""
+    server = Server(host, port, **options)
+    await server.start()
+    if signals:
+        server.install_signal_handlers()
+    if ready is not None:
+        ready(server)
+    await server.serve_forever()
