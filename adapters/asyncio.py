@@ -22,9 +22,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
-from gearman_proto.broker import JobServer
-
 from gearman_proto import admin
+from gearman_proto.broker import JobServer
 from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.events import (
     EchoReq,
