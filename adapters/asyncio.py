@@ -44,7 +44,7 @@ from gearman_proto.events import (
 )
 from gearman_proto.hub import ServerHub
 from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
-from gearman_proto.session import ClientSession, Job, Reply, WorkerSession, WorkerStep
+from gearman_proto.session import ClientSession, Job, JobState, Reply, WorkerSession, WorkerStep
 
 from ._common import (
     Address,
@@ -255,12 +255,16 @@ class Client:
             "no job server reachable: " + ", ".join(f"{h}:{p}" for h, p in self.servers))
 
     async def _wait(self, item: Job[int] | Reply[int], timeout: float | None, what: str) -> None:
-        if item.done:
+        # A job is answered by JOB_CREATED (or refused, or lost); waiting for
+        # `done` would hold a foreground submit() until the job itself ended.
+        def answered() -> bool:
+            return item.state is not JobState.PENDING if isinstance(item, Job) else item.done
+        if answered():
             return
         event = asyncio.Event()
         item.on_change = lambda _: event.set()  # type: ignore[assignment]
         try:
-            while not item.done:
+            while not answered():
                 await asyncio.wait_for(event.wait(), timeout)
                 event.clear()
         except asyncio.TimeoutError:
