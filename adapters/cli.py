@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ssl-key", help="PEM private key of the certificate")
     s.add_argument("--ssl-ca-file", help="CA file: require and check client certificates")
     s.add_argument("--verbose", default="ERROR", type=str.upper, choices=list(_LEVELS))
+    s.add_argument("-l", "--log-file", default=None,
+                   help="write the log here (default: standard error)")
     s.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "trio"])
 
     def _conn_args(sp: argparse.ArgumentParser) -> None:
@@ -158,9 +160,11 @@ def _run_server(ns: argparse.Namespace) -> int:
 
     def ready(server: Any) -> None:
         # Printed whatever the log level, as the one line that says it is up.
-        sys.stderr.write(f"gearman-proto {__version__} listening on {ns.listen}:{server.port} "
-                         f"({ns.loop}, queue {ns.queue})\n")
+        line = (f"gearman-proto {__version__} listening on {ns.listen}:{server.port} "
+                f"({ns.loop}, queue {ns.queue})")
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
+        log.log(max(logging.getLogger("gearman_proto").level, logging.ERROR), line)
 
     if ns.loop == "trio":
         import anyio
@@ -316,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     level = _LEVELS.get(getattr(ns, "verbose", "WARNING"), logging.WARNING)
     logging.basicConfig(level=min(level, logging.WARNING) if ns.command == "server" else
-                        logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+                        logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        filename=getattr(ns, "log_file", None))
     if ns.command == "server":
         logging.getLogger("gearman_proto").setLevel(level)
         return _run_server(ns)

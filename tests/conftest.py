@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,6 +148,52 @@ def gearmand_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
     def factory(port: int | None = None, extra: tuple[str, ...] = ()) -> ServerProcess:
         server = make_gearmand(tmp_path / f"gearmand{len(started)}", port, extra)
+        started.append(server)
+        _LIVE.append(server)
+        return server.start()
+
+    yield factory
+    for server in started:
+        _LIVE.remove(server)
+        server.stop()
+
+
+def make_our_server(directory: Path, port: int | None = None, extra: tuple[str, ...] = (),
+                    loop: str = "asyncio") -> ServerProcess:
+    """A (not yet started) ``gearman-proto server`` on 127.0.0.1, logging to ``directory``.
+
+    It runs the console script's code in a child process, so a test can kill it
+    (SIGKILL) and restart it on the same port, as a real deployment would.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "gearman-proto.log"
+
+    def command(p: int) -> list[str]:
+        return [sys.executable, "-m", "gearman_proto.adapters.cli", "server",
+                "--listen", "127.0.0.1", "--port", str(p), "--loop", loop,
+                "--verbose", "INFO", "--log-file", str(log), *extra]
+
+    return ServerProcess("gearman-proto", command, log, port=port)
+
+
+@pytest.fixture(scope="session")
+def our_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One of our job servers (asyncio, in-memory queue) for the whole test session."""
+    server = make_our_server(tmp_path_factory.mktemp("ours")).start()
+    _LIVE.append(server)
+    yield server
+    _LIVE.remove(server)
+    server.stop()
+
+
+@pytest.fixture
+def our_server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start more of our servers for one test: ``factory(port=None, extra=(), loop="asyncio")``."""
+    started: list[ServerProcess] = []
+
+    def factory(port: int | None = None, extra: tuple[str, ...] = (),
+                loop: str = "asyncio") -> ServerProcess:
+        server = make_our_server(tmp_path / f"ours{len(started)}", port, extra, loop)
         started.append(server)
         _LIVE.append(server)
         return server.start()
