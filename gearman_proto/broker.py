@@ -789,11 +789,13 @@ class JobServer:
         function.running += 1
         job.state = _RUNNING
         job.worker = conn.id
+        # Counted on every assignment, timed or not, so that a timer left from
+        # an earlier run of a requeued job can never fire on this one.
+        job.assign_no += 1
         conn.jobs[job.handle] = job
         timeout = abilities[function.name][1]
         if timeout:
             # CAN_DO_TIMEOUT is in milliseconds since gearmand 1.1.19 (§4.7).
-            job.assign_no += 1
             heapq.heappush(self._timers, (self._now + timeout / 1000.0, next(self._seq), job,
                                           job.assign_no))
         return job

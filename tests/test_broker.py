@@ -533,6 +533,20 @@ def test_can_do_timeout_timer_is_per_job_and_stops_when_the_job_ends() -> None:
     assert server.next_deadline() is None
 
 
+def test_a_timer_from_an_earlier_run_does_not_fire_on_the_next() -> None:
+    """§4.7: a requeued job taken again without a timeout keeps running past the old deadline."""
+    server = make(C, W, W2, now=0.0)
+    server.receive(W, CanDoTimeout(b"f", 1000))
+    server.receive(W2, CanDo(b"f"))
+    handle = submit(server, C)
+    grab_handle(server, W)
+    server.receive(W, CantDo(b"f"))  # requeued; nobody asks next_deadline() in between
+    assert grab_handle(server, W2) == handle
+    assert server.advance(5.0) == []
+    info = server.job(handle)
+    assert info is not None and info.state == "running" and info.worker == W2
+
+
 @pytest.mark.parametrize("retries", [None, 0, 2])
 def test_job_retries_limits_requeues(retries: int | None) -> None:
     """§4.8: None = requeue forever, 0 = the first loss fails it, N = at most N requeues.
