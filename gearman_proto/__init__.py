@@ -8,10 +8,12 @@ binds it to sockets, asyncio, trio and anyio.
 from __future__ import annotations
 
 from ._connection import NEED_DATA, ConnectionState, NeedData
+from .broker import JobServer
 from .client import ClientConnection, ClientJob
 from .errors import LocalProtocolError, PacketTooLarge, ProtocolError, RemoteProtocolError
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
+from .hub import ServerHub
 from .packets import (
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
@@ -26,6 +28,8 @@ from .packets import (
     encode_packet,
 )
 from .server import ServerConnection
+from .session import ClientSession, WorkerSession
+from .store import JobStore, MemoryStore, StoredJob
 from .worker import WorkerConnection
 
 __version__ = "0.1.0"
@@ -37,6 +41,13 @@ __all__ = [
     "ConnectionState",
     "ClientConnection",
     "ClientJob",
+    "JobServer",
+    "ServerHub",
+    "ClientSession",
+    "WorkerSession",
+    "JobStore",
+    "MemoryStore",
+    "StoredJob",
     "WorkerConnection",
     "ServerConnection",
     "ProtocolError",
