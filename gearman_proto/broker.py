@@ -382,9 +382,13 @@ class JobServer:
                 return []
             raise KeyError(f"connection {conn_id} is not connected")
         out: list[Output] = []
-        # Anything without a handler is a server-to-peer message (JOB_CREATED,
-        # NOOP, ...) sent to the server: gearmand answers all of them alike.
-        self._handlers.get(type(event), self._on_not_expected)(conn, event, out)
+        try:
+            handler = self._handlers[type(event)]
+        except KeyError:
+            # A server-to-peer message (JOB_CREATED, NOOP, ...) sent to the
+            # server: gearmand answers all of them alike.
+            handler = self._on_not_expected
+        handler(conn, event, out)
         if self._holding:
             return self._hold(out)
         return out
@@ -533,25 +537,26 @@ class JobServer:
 
     # -- submissions -------------------------------------------------------------------
 
-    def _on_submit(self, conn: _Conn, event: SubmitJob, out: list[Output]) -> None:
-        self._submit(conn, event, event.function, event.unique, event.data, event.priority,
-                     event.background, None, None, out)
-
     def _on_submit_epoch(self, conn: _Conn, event: SubmitJobEpoch, out: list[Output]) -> None:
-        self._submit(conn, event, event.function, event.unique, event.data, _NORMAL, True,
-                     event.epoch, None, out)
+        self._on_submit(conn, event, out, event.epoch)
 
     def _on_submit_reduce(self, conn: _Conn, event: SubmitReduceJob,
                           out: list[Output]) -> None:
-        # Reduce jobs are always NORMAL (PROTOCOL-NOTES §2); `aggregate` is ignored.
-        self._submit(conn, event, event.function, event.unique, event.data, _NORMAL,
-                     event.background, None, event.reducer, out)
+        # The event says NORMAL priority, always (PROTOCOL-NOTES §2); `aggregate`
+        # is ignored, as gearmand does.
+        self._on_submit(conn, event, out, None, event.reducer)
 
-    def _submit(self, conn: _Conn, event: Event, name: bytes, unique: bytes, data: bytes,
-                priority: Priority, background: bool, epoch: int | None,
-                reducer: bytes | None, out: list[Output]) -> None:
-        """Accept (or coalesce, or refuse) one submission (PROTOCOL-NOTES §4.2-4.3, §4.14)."""
+    def _on_submit(self, conn: _Conn, event: SubmitJob | SubmitJobEpoch | SubmitReduceJob,
+                   out: list[Output], epoch: int | None = None,
+                   reducer: bytes | None = None) -> None:
+        """Accept (or coalesce, or refuse) one submission (PROTOCOL-NOTES §4.2-4.3, §4.14).
+
+        Every submission event carries its function, unique, data, priority and
+        whether it is background (as class attributes where they are fixed).
+        """
         cid = conn.id
+        name, unique, data = event.function, event.unique, event.data
+        priority, background = event.priority, event.background
         # gearmand 1.1.20 refuses 65 bytes and more, for the reducer too
         # (checked by hand); see the module docstring about 64.
         if len(unique) > UNIQUE_MAX or (reducer is not None and len(reducer) > UNIQUE_MAX):
