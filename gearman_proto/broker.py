@@ -70,11 +70,19 @@ Deliberate differences from gearmand 1.1.20
   so two background jobs cannot overwrite each other (gearmand issue #80).
 * Job handle counters do not wrap at 2**32; ``workers``, ``status`` and
   ``show jobs`` list in creation order rather than hash order.
+* ``admin_changes`` (not in gearmand) can refuse the admin commands that
+  change state -- ``cancel job``, ``create function``, ``drop function``,
+  ``maxqueue`` and ``shutdown`` -- to every peer (``"none"``) or to peers not
+  on a loopback address (``"loopback"``).  A refused command is answered
+  ``ERR PERMISSION_DENIED Command+not+allowed+from+this+peer`` in gearmand's
+  ERR format and changes nothing; the connection stays open, and the
+  read-only commands still work.
 """
 
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -124,7 +132,8 @@ from .events import (
 )
 from .store import JobStore, StoredJob, StoreError, StoreKey
 
-__all__ = ["Output", "JobInfo", "JobServer", "UNIQUE_MAX", "CLIENT_ID_MAX"]
+__all__ = ["Output", "JobInfo", "JobServer", "UNIQUE_MAX", "CLIENT_ID_MAX", "AdminChanges",
+           "is_loopback"]
 
 Output = tuple[int, Event]
 """``(connection id, event to send to it)``."""
@@ -135,6 +144,8 @@ CLIENT_ID_MAX = 127
 """SET_CLIENT_ID is cut to this many bytes, as gearmand 1.1.20 does (checked by hand)."""
 
 ShutdownMode = Literal["immediate", "graceful"]
+AdminChanges = Literal["any", "loopback", "none"]
+"""Who may run the admin commands that change state (see :class:`JobServer`)."""
 JobState = Literal["queued", "scheduled", "running"]
 
 # Job states.  A job is in exactly one place: a function's ready deque
@@ -163,6 +174,25 @@ _NOT_EXPECTED = Error(b"INVALID_COMMAND", b"Command not expected")
 _ADMIN_NO_FUNCTION = admin.AdminError(b"", b"function not found")
 _ADMIN_FUNCTION_BUSY = admin.AdminError(
     b"", b"there are still connected workers or executing clients")
+_ADMIN_DENIED = admin.AdminError(b"PERMISSION_DENIED", b"Command+not+allowed+from+this+peer")
+# The admin commands that change the server's state (the rest only report).
+_ADMIN_CHANGES = (admin.CancelJob, admin.CreateFunction, admin.DropFunction, admin.MaxQueue,
+                  admin.Shutdown)
+
+
+def is_loopback(address: bytes) -> bool:
+    """True if ``address`` (as given to :meth:`JobServer.connect`) is a loopback IP.
+
+    ``127.0.0.0/8``, ``::1`` and IPv4-mapped ``::ffff:127.x.y.z``; anything
+    that is not an IP address (``b"-"``, a UNIX socket path) is not.
+    """
+    try:
+        ip = ipaddress.ip_address(address.decode("ascii").partition("%")[0])
+    except (UnicodeDecodeError, ValueError):
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 class _Function:
@@ -228,11 +258,14 @@ class _Conn:
     """One connection: as a worker (abilities, jobs held, sleep) and as a client."""
 
     __slots__ = ("abilities", "address", "asleep", "attached", "client_id", "exceptions",
-                 "id", "jobs")
+                 "id", "jobs", "may_change")
 
-    def __init__(self, conn_id: int, address: bytes, exceptions: bool) -> None:
+    def __init__(self, conn_id: int, address: bytes, exceptions: bool,
+                 may_change: bool = True) -> None:
         self.id = conn_id
         self.address = address
+        # May it run the admin commands that change state (admin_changes)?
+        self.may_change = may_change
         self.client_id = b"-"
         self.exceptions = exceptions
         # function name -> (function, CAN_DO_TIMEOUT in ms, 0 = none), in
@@ -280,26 +313,33 @@ class JobServer:
     ``exceptions`` option, like gearmand's ``--exceptions``.  ``store`` keeps
     background jobs (replayed now, on construction).  ``allow_shutdown`` enables
     the admin ``shutdown [graceful]`` command, which only sets
-    :attr:`shutdown_requested`.  ``pid``, ``version`` and ``verbose`` are what
-    the admin ``getpid``, ``version`` and ``verbose`` commands report.  ``now``
-    is the current Unix time.
+    :attr:`shutdown_requested`.  ``admin_changes`` says who may run the admin
+    commands that change state (``cancel job``, ``create function``, ``drop
+    function``, ``maxqueue``, ``shutdown``): ``"any"`` peer (the default, as
+    gearmand), only peers connected from a ``"loopback"`` address, or
+    ``"none"``; others get ``ERR PERMISSION_DENIED``.  ``pid``, ``version``
+    and ``verbose`` are what the admin ``getpid``, ``version`` and ``verbose``
+    commands report.  ``now`` is the current Unix time.
     """
 
     def __init__(self, *, handle_prefix: bytes = b"H:gearman-proto",
                  job_retries: int | None = None, worker_wakeup: int = 0,
                  exceptions: bool = False, store: JobStore | None = None,
-                 allow_shutdown: bool = False, pid: int = 0,
-                 version: bytes = b"gearman-proto 0.1.0", verbose: bytes = b"ERROR",
-                 now: float = 0.0) -> None:
+                 allow_shutdown: bool = False, admin_changes: AdminChanges = "any",
+                 pid: int = 0, version: bytes = b"gearman-proto 0.1.0",
+                 verbose: bytes = b"ERROR", now: float = 0.0) -> None:
         if job_retries is not None and job_retries < 0:
             raise ValueError("job_retries must be None (unlimited) or >= 0")
         if worker_wakeup < 0:
             raise ValueError("worker_wakeup must be >= 0 (0 wakes every sleeping worker)")
+        if admin_changes not in ("any", "loopback", "none"):
+            raise ValueError("admin_changes must be 'any', 'loopback' or 'none'")
         self.handle_prefix = handle_prefix
         self.job_retries = job_retries
         self.worker_wakeup = worker_wakeup
         self.exceptions = exceptions
         self.allow_shutdown = allow_shutdown
+        self.admin_changes: AdminChanges = admin_changes
         self.pid = pid
         self.version = version
         self.verbose = verbose
@@ -336,8 +376,8 @@ class JobServer:
             GrabJob: self._on_grab_job,
             GrabJobUniq: self._on_grab_job_uniq,
             GrabJobAll: self._on_grab_job_all,
-            WorkComplete: self._on_work_complete,
-            WorkFail: self._on_work_fail,
+            WorkComplete: self._on_work_end,
+            WorkFail: self._on_work_end,
             WorkException: self._on_work_exception,
             WorkStatus: self._on_work_status,
             WorkData: self._on_work_data,
@@ -368,7 +408,9 @@ class JobServer:
         """A peer connected: ``workers`` shows ``conn_id`` as its FD and ``address`` as its IP."""
         if conn_id in self._conns:
             raise ValueError(f"connection {conn_id} is already connected")
-        self._conns[conn_id] = _Conn(conn_id, address, self.exceptions)
+        changes = self.admin_changes
+        may_change = changes == "any" or (changes == "loopback" and is_loopback(address))
+        self._conns[conn_id] = _Conn(conn_id, address, self.exceptions, may_change)
 
     def receive(self, conn_id: int, event: Event) -> list[Output]:
         """Handle one event from connection ``conn_id``; return what to send, in order.
@@ -414,6 +456,16 @@ class JobServer:
             self._holding.discard(conn_id)
             self._held = [item for item in self._held if item[0] != conn_id]
         return self._hold(out) if self._holding else out
+
+    def is_busy(self, conn_id: int) -> bool:
+        """True if connection ``conn_id`` has a reason to be silent.
+
+        It runs a job, waits for a foreground job's result, or sleeps as a
+        worker after PRE_SLEEP.  An idle-connection timeout spares these: a
+        peer in them may legitimately send nothing for a long time.
+        """
+        conn = self._conns.get(conn_id)
+        return conn is not None and bool(conn.jobs or conn.attached or conn.asleep)
 
     def advance(self, now: float) -> list[Output]:
         """Tell the server the time is ``now`` (Unix seconds); run what came due.
@@ -838,16 +890,9 @@ class JobServer:
             for cid in job.clients:
                 out.append((cid, event))
 
-    def _on_work_complete(self, conn: _Conn, event: WorkComplete, out: list[Output]) -> None:
-        job = conn.jobs.get(event.handle)
-        if job is None:
-            out.append((conn.id, Error(b"JOB_NOT_FOUND", _NOT_FOUND_RESULT)))
-            return
-        for cid in job.clients:
-            out.append((cid, event))
-        self._finish(job)
-
-    def _on_work_fail(self, conn: _Conn, event: WorkFail, out: list[Output]) -> None:
+    def _on_work_end(self, conn: _Conn, event: WorkComplete | WorkFail,
+                     out: list[Output]) -> None:
+        # WORK_COMPLETE and WORK_FAIL: forwarded, and the job is over (§4.9).
         job = self._held_job(conn, event.handle, _NOT_FOUND_RESULT, out)
         if job is not None:
             for cid in job.clients:
@@ -997,6 +1042,8 @@ class JobServer:
     def _on_admin(self, conn: _Conn, event: AdminCommand, out: list[Output]) -> None:
         try:
             request = admin.parse_command(event.line, allow_shutdown=self.allow_shutdown)
+            if not conn.may_change and isinstance(request, _ADMIN_CHANGES):
+                raise _ADMIN_DENIED
             text = self._run_admin(request, out)
         except admin.AdminError as exc:
             text = admin.format_err(exc)
