@@ -20,7 +20,7 @@ import ssl as _ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 from gearman_proto import admin
 from gearman_proto.broker import JobServer
@@ -696,7 +696,9 @@ class _Peer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not isinstance(transport, asyncio.Transport): uvloop's transports
+        # implement the interface without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         server = self.server
         if server.max_connections and len(server.hub) >= server.max_connections:
             log.warning("refusing connection: %d connections open", len(server.hub))
