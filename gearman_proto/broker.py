@@ -66,6 +66,11 @@ Deliberate differences from gearmand 1.1.20
 * ``GET_STATUS_UNIQUE -`` does not find jobs submitted with unique ``-`` (they
   are keyed by their data); in gearmand 1.1.20 it finds one only when its data
   hashes like ``-``.
+* A WORK_EXCEPTION forwarded as WORK_FAIL (to a client without the
+  ``exceptions`` option) carries the bare handle.  gearmand 1.1.20 sends the
+  handle with its NUL terminator inside the packet, which libgearman clients
+  (the ``gearman`` tool) do not match to their job, so they wait until their
+  timeout (checked by hand; tests/interop shows both).
 * Store rows are keyed by a store-assigned key, never by (unique, function),
   so two background jobs cannot overwrite each other (gearmand issue #80).
 * Job handle counters do not wrap at 2**32; ``workers``, ``status`` and
