@@ -10,6 +10,7 @@ asyncio, trio and anyio servers share one implementation of the rules.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .broker import JobServer, Output
@@ -38,6 +39,14 @@ class ServerHub:
 
     Connection ids are small integers chosen by the hub; the admin ``workers``
     command shows them where gearmand shows a file descriptor.
+
+    ``idle_timeout`` (seconds, 0 = never) closes a connection that has sent
+    nothing for that long, unless the broker says it is busy: it runs a job,
+    waits for a foreground result, or sleeps as a worker
+    (:meth:`JobServer.is_busy`); a busy one is looked at again a full timeout
+    later.  The time is the one given to :meth:`advance`: call it before
+    :meth:`open` too, and when :meth:`next_deadline` comes.  A peer that
+    vanished while busy is what TCP keepalive (an adapter option) is for.
     """
 
     def __init__(
@@ -46,7 +55,10 @@ class ServerHub:
         *,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        idle_timeout: float = 0.0,
     ) -> None:
+        if idle_timeout < 0:
+            raise ValueError("idle_timeout must be >= 0 (0 means never)")
         self.broker = broker if broker is not None else JobServer()
         self.max_packet_size = max_packet_size
         self.max_line_length = max_line_length
@@ -56,6 +68,13 @@ class ServerHub:
         self._next_id = 1
         self.protocol_errors = 0
         """How many connections were closed for breaking the protocol."""
+        self.idle_timeout = idle_timeout
+        self.idle_closed = 0
+        """How many connections the idle timeout closed."""
+        self._now = self.broker.now
+        # With an idle timeout: when each connection was last heard from,
+        # least recently heard first (move_to_end on every read keeps the order).
+        self._seen: OrderedDict[int, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -67,6 +86,8 @@ class ServerHub:
         self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
                                             max_line_length=self.max_line_length)
         self.broker.connect(cid, address)
+        if self.idle_timeout:
+            self._seen[cid] = self._now
         return cid
 
     def receive(self, cid: int, data: bytes) -> None:
@@ -75,6 +96,9 @@ class ServerHub:
         if conn is None:
             return
         broker = self.broker
+        if self.idle_timeout:
+            self._seen[cid] = self._now
+            self._seen.move_to_end(cid)
         conn.receive_data(data)
         try:
             for event in conn.events():
@@ -97,12 +121,38 @@ class ServerHub:
             self._drop(cid)
 
     def advance(self, now: float) -> None:
-        """Let time-driven work happen (CAN_DO_TIMEOUT expiry, epoch jobs falling due)."""
+        """Let time-driven work happen (CAN_DO_TIMEOUT expiry, epoch jobs falling due,
+        idle connections closed)."""
+        self._now = now
         self._route(self.broker.advance(now))
+        if self._seen:
+            self._close_idle(now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`advance` must next be called, or ``None``."""
-        return self.broker.next_deadline()
+        deadline = self.broker.next_deadline()
+        if self._seen:
+            idle = next(iter(self._seen.values())) + self.idle_timeout
+            if deadline is None or idle < deadline:
+                deadline = idle
+        return deadline
+
+    def _close_idle(self, now: float) -> None:
+        seen = self._seen
+        limit = now - self.idle_timeout
+        broker = self.broker
+        while seen:
+            cid, last = next(iter(seen.items()))
+            if last > limit:
+                break
+            if broker.is_busy(cid):
+                # Silent for a reason: look again a full timeout from now.
+                seen[cid] = now
+                seen.move_to_end(cid)
+                continue
+            self.idle_closed += 1
+            self._close.append(cid)
+            self._drop(cid)
 
     def flush(self) -> Flush:
         """Commit durable jobs once for the whole batch, then hand out what to write."""
@@ -115,6 +165,7 @@ class ServerHub:
 
     def _drop(self, cid: int) -> None:
         del self._conns[cid]
+        self._seen.pop(cid, None)
         self._route(self.broker.disconnect(cid))
 
     def _route(self, outputs: list[Output]) -> None:
