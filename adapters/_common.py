@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from gearman_proto.events import (
     Priority,
@@ -36,6 +37,8 @@ __all__ = [
     "make_submission",
     "job_outcome",
     "set_keepalive",
+    "KeepAlive",
+    "apply_keepalive",
 ]
 
 DEFAULT_PORT = 4730
@@ -189,3 +192,37 @@ def set_keepalive(sock: socket.socket, idle: int | None = None, interval: int | 
         opt = getattr(socket, name, None)
         if opt is not None and value is not None:
             sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """TCP keepalive with its timings, for the ``keepalive=`` option of every adapter.
+
+    ``keepalive=True`` turns keepalive on with the system's timings (Linux:
+    first probe after 2 hours); ``KeepAlive(idle=60, interval=10, count=3)``
+    notices a peer that vanished without a FIN (power cut, cable pulled, a
+    firewall that forgot the connection) after about ``idle + interval *
+    count`` seconds of silence.  ``None`` keeps the system's value.  Options
+    the platform lacks are skipped.
+    """
+
+    idle: int | None = None
+    """Seconds of silence before the first probe (TCP_KEEPIDLE)."""
+    interval: int | None = None
+    """Seconds between probes (TCP_KEEPINTVL)."""
+    count: int | None = None
+    """Unanswered probes before the connection is declared dead (TCP_KEEPCNT)."""
+
+    def __post_init__(self) -> None:
+        for name in ("idle", "interval", "count"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"keepalive {name} must be >= 1, not {value}")
+
+
+def apply_keepalive(sock: socket.socket, keepalive: bool | KeepAlive | None) -> None:
+    """Apply an adapter's ``keepalive=`` option to a connected socket."""
+    if isinstance(keepalive, KeepAlive):
+        set_keepalive(sock, keepalive.idle, keepalive.interval, keepalive.count)
+    elif keepalive:
+        set_keepalive(sock)

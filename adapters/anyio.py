@@ -73,13 +73,14 @@ from ._common import (
     Address,
     ConnectionLost,
     JobTimeout,
+    KeepAlive,
     NoServerAvailable,
     ServerError,
     ServersArg,
+    apply_keepalive,
     job_outcome,
     make_submission,
     parse_servers,
-    set_keepalive,
     to_bytes,
 )
 
@@ -87,7 +88,8 @@ from ._common import (
 WorkerJob = _asyncio.WorkerJob
 Handler = _asyncio.Handler
 
-__all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve"]
+__all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve",
+           "KeepAlive"]
 
 log = logging.getLogger("gearman_proto")
 _READ = 256 * 1024
@@ -99,7 +101,7 @@ _HANDSHAKE_TIMEOUT = 30.0
 
 
 async def _open(addr: Address, ssl: _ssl.SSLContext | None, server_hostname: str | None,
-                timeout: float | None, keepalive: bool) -> ByteStream:
+                timeout: float | None, keepalive: bool | KeepAlive) -> ByteStream:
     """Connect to a job server (over TLS if ``ssl``); JobTimeout after ``timeout`` seconds."""
     host, port = addr
     try:
@@ -114,8 +116,7 @@ async def _open(addr: Address, ssl: _ssl.SSLContext | None, server_hostname: str
                                                  tls_standard_compatible=False)
     except TimeoutError:
         raise JobTimeout(f"connecting to {host}:{port} timed out") from None
-    if keepalive:
-        set_keepalive(stream.extra(SocketAttribute.raw_socket))
+    apply_keepalive(stream.extra(SocketAttribute.raw_socket), keepalive)
     return stream
 
 
@@ -303,7 +304,7 @@ class Client:
                  server_hostname: str | None = None, exceptions: bool = True,
                  connect_timeout: float | None = 5.0, created_timeout: float | None = 30.0,
                  result_timeout: float | None = None, client_id: bytes | str | None = None,
-                 keepalive: bool = False, retry_delay: float = 1.0,
+                 keepalive: bool | KeepAlive = False, retry_delay: float = 1.0,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.servers = parse_servers(servers)
         self.ssl = ssl
@@ -511,7 +512,7 @@ class Worker:
     def __init__(self, servers: ServersArg = None, *, ssl: _ssl.SSLContext | None = None,
                  server_hostname: str | None = None, client_id: bytes | str | None = None,
                  max_jobs: int = 1, reconnect_delay: float = 0.5,
-                 max_reconnect_delay: float = 30.0, keepalive: bool = False,
+                 max_reconnect_delay: float = 30.0, keepalive: bool | KeepAlive = False,
                  connect_timeout: float | None = 5.0,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.servers = parse_servers(servers)
@@ -754,7 +755,10 @@ class Server:
     Each read goes to the hub at once; a flusher task then commits durable
     jobs once for every read that came in meanwhile (group commit) and hands
     each connection its bytes.  A connection with more than ``output_limit``
-    bytes unsent is not read from until they drain.  The admin ``shutdown``
+    bytes unsent is not read from until they drain.  ``idle_timeout`` (seconds,
+    0 = never) closes connections silent for that long without a reason (see
+    :class:`~gearman_proto.hub.ServerHub`); ``keepalive`` is ``True`` or a
+    :class:`KeepAlive` with timings.  The admin ``shutdown``
     command (with ``allow_shutdown=True``) closes the server like :meth:`close`.
     """
 
@@ -762,8 +766,8 @@ class Server:
                  broker: JobServer | None = None, ssl: _ssl.SSLContext | None = None,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
-                 keepalive: bool = False, backlog: int = 1024,
-                 **broker_options: Any) -> None:
+                 keepalive: bool | KeepAlive = False, backlog: int = 1024,
+                 idle_timeout: float = 0.0, **broker_options: Any) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -771,7 +775,7 @@ class Server:
         if broker is None:
             broker_options.setdefault("pid", os.getpid())
             broker = JobServer(now=time.time(), **broker_options)
-        self.hub = ServerHub(broker, max_packet_size=max_packet_size)
+        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout)
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
@@ -870,7 +874,7 @@ class Server:
             await anyio.aclose_forcefully(sock)
             return
         if self.keepalive:
-            set_keepalive(sock.extra(SocketAttribute.raw_socket))
+            apply_keepalive(sock.extra(SocketAttribute.raw_socket), self.keepalive)
         peer = sock.extra(SocketAttribute.remote_address, None)
         address = peer[0].encode() if isinstance(peer, tuple) else b"-"
         stream: ByteStream = sock
@@ -883,6 +887,9 @@ class Server:
                 log.info("TLS handshake with %s failed: %s", address.decode(), exc)
                 await anyio.aclose_forcefully(sock)
                 return
+        if hub.idle_timeout:
+            # The idle clock starts now, and the flush re-arms the timer for it.
+            self._batch()
         cid = hub.open(address)
         link = self.links[cid] = _Link(stream)
 

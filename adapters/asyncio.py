@@ -50,24 +50,26 @@ from ._common import (
     Address,
     ConnectionLost,
     JobTimeout,
+    KeepAlive,
     NoServerAvailable,
     ServerError,
     ServersArg,
+    apply_keepalive,
     job_outcome,
     make_submission,
     parse_servers,
-    set_keepalive,
     to_bytes,
 )
 
-__all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve"]
+__all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve",
+           "KeepAlive"]
 
 log = logging.getLogger("gearman_proto")
 _READ = 256 * 1024
 
 
 async def _open(addr: Address, ssl: _ssl.SSLContext | None, server_hostname: str | None,
-                timeout: float | None, keepalive: bool
+                timeout: float | None, keepalive: bool | KeepAlive
                 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = addr
     try:
@@ -80,7 +82,7 @@ async def _open(addr: Address, ssl: _ssl.SSLContext | None, server_hostname: str
         raise JobTimeout(f"connecting to {host}:{port} timed out") from None
     sock = writer.get_extra_info("socket")
     if sock is not None and keepalive:
-        set_keepalive(sock)
+        apply_keepalive(sock, keepalive)
     return reader, writer
 
 
@@ -160,7 +162,7 @@ class Client:
                  server_hostname: str | None = None, exceptions: bool = True,
                  connect_timeout: float | None = 5.0, created_timeout: float | None = 30.0,
                  result_timeout: float | None = None, client_id: bytes | str | None = None,
-                 keepalive: bool = False, retry_delay: float = 1.0,
+                 keepalive: bool | KeepAlive = False, retry_delay: float = 1.0,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.servers = parse_servers(servers)
         self.ssl = ssl
@@ -385,7 +387,7 @@ class Worker:
     def __init__(self, servers: ServersArg = None, *, ssl: _ssl.SSLContext | None = None,
                  server_hostname: str | None = None, client_id: bytes | str | None = None,
                  max_jobs: int = 1, reconnect_delay: float = 0.5,
-                 max_reconnect_delay: float = 30.0, keepalive: bool = False,
+                 max_reconnect_delay: float = 30.0, keepalive: bool | KeepAlive = False,
                  connect_timeout: float | None = 5.0,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self.servers = parse_servers(servers)
@@ -707,9 +709,12 @@ class _Peer(asyncio.Protocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and server.keepalive:
-            set_keepalive(sock)
+            apply_keepalive(sock, server.keepalive)
         peer = transport.get_extra_info("peername")
         address = peer[0].encode() if isinstance(peer, tuple) else b"-"
+        if server.hub.idle_timeout:
+            # The idle clock starts now, and the flush re-arms the timer for it.
+            server.batch_started()
         self.cid = server.hub.open(address)
         server.peers[self.cid] = self
         # Outputs are written with no flow control of their own; this bound is
@@ -748,15 +753,20 @@ class Server:
 
     Every read in one turn of the event loop is processed, then one flush
     commits durable jobs once (group commit) and writes each connection's
-    output in one call.
+    output in one call.  A connection with more than ``output_limit`` bytes
+    unsent is not read from until they drain.  ``idle_timeout`` (seconds, 0 =
+    never) closes connections silent for that long without a reason (see
+    :class:`~gearman_proto.hub.ServerHub`); ``keepalive`` is ``True`` or a
+    :class:`KeepAlive` with timings.  The admin ``shutdown`` command (with
+    ``allow_shutdown=True``) closes the server like :meth:`close`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 4730, *,
                  broker: JobServer | None = None, ssl: _ssl.SSLContext | None = None,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
-                 keepalive: bool = False, backlog: int = 1024,
-                 **broker_options: Any) -> None:
+                 keepalive: bool | KeepAlive = False, backlog: int = 1024,
+                 idle_timeout: float = 0.0, **broker_options: Any) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -764,7 +774,7 @@ class Server:
         if broker is None:
             broker_options.setdefault("pid", os.getpid())
             broker = JobServer(now=time.time(), **broker_options)
-        self.hub = ServerHub(broker, max_packet_size=max_packet_size)
+        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout)
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive

@@ -69,17 +69,18 @@ from ._common import (
     ConnectionLost,
     GearmanError,
     JobTimeout,
+    KeepAlive,
     NoServerAvailable,
     ServerError,
     ServersArg,
+    apply_keepalive,
     job_outcome,
     make_submission,
     parse_servers,
-    set_keepalive,
     to_bytes,
 )
 
-__all__ = ["Client", "Job", "Worker", "WorkerJob", "AdminClient"]
+__all__ = ["Client", "Job", "Worker", "WorkerJob", "AdminClient", "KeepAlive"]
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,13 @@ _WANT_IO = (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWa
 
 
 def _open(address: Address, context: _ssl.SSLContext | None, server_hostname: str | None,
-          timeout: float, keepalive: bool) -> socket.socket:
+          timeout: float, keepalive: bool | KeepAlive) -> socket.socket:
     """Connect to ``address`` (and do the TLS handshake) in blocking mode, within ``timeout``."""
     sock = socket.create_connection(address, timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if keepalive:
-            set_keepalive(sock)
+            apply_keepalive(sock, keepalive)
         if context is not None:
             sock = context.wrap_socket(sock, server_hostname=server_hostname or address[0])
     except BaseException:
@@ -316,7 +317,7 @@ class Client:
                  server_hostname: str | None = None, exceptions: bool = True,
                  connect_timeout: float = 5.0, created_timeout: float | None = 30.0,
                  result_timeout: float | None = None, client_id: bytes | str | None = None,
-                 keepalive: bool = False) -> None:
+                 keepalive: bool | KeepAlive = False) -> None:
         self.servers = parse_servers(servers)
         self._open_args = (ssl, server_hostname, connect_timeout, keepalive)
         self.created_timeout = created_timeout
@@ -580,7 +581,7 @@ class Worker:
     def __init__(self, servers: ServersArg = None, *, ssl: _ssl.SSLContext | None = None,
                  server_hostname: str | None = None, client_id: bytes | str | None = None,
                  max_jobs: int = 1, reconnect_delay: float = 0.5,
-                 max_reconnect_delay: float = 30.0, keepalive: bool = False,
+                 max_reconnect_delay: float = 30.0, keepalive: bool | KeepAlive = False,
                  connect_timeout: float = 5.0) -> None:
         if max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
@@ -726,14 +727,14 @@ class Worker:
             if entry is None:
                 raise LookupError(f"no handler for {assign.function!r}")
             result = entry[0](job)
+            data = b"" if result is None else to_bytes(result)  # a bad type is the job's error
         except Exception as exc:
             log.debug("job %r raised", assign.handle, exc_info=True)
             if not job._ended:
                 job._report(WorkException(assign.handle, to_bytes(str(exc) or type(exc).__name__)))
         else:
             if not job._ended:
-                job._report(WorkComplete(assign.handle,
-                                         b"" if result is None else to_bytes(result)))
+                job._report(WorkComplete(assign.handle, data))
 
 
 # -- admin ----------------------------------------------------------------------------------

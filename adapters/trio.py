@@ -35,6 +35,7 @@ implementation instead.  Install with ``pip install gearman-proto[trio]``
 
 from __future__ import annotations
 
-from .anyio import AdminClient, Client, ClientJob, Server, Worker, WorkerJob, serve
+from .anyio import AdminClient, Client, ClientJob, KeepAlive, Server, Worker, WorkerJob, serve
 
-__all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve"]
+__all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve",
+           "KeepAlive"]
