@@ -822,6 +822,10 @@ class Server:
             if peer is not None and peer.transport is not None:
                 peer.transport.close()
         self._schedule_timer()
+        requested = self.broker.shutdown_requested
+        if requested is not None and not self._closed.is_set():
+            # The admin `shutdown [graceful]` (allow_shutdown): its OK is written above.
+            self.close(graceful=requested == "graceful")
         if self._draining and not self._has_running_jobs():
             self._closed.set()
 
