@@ -320,6 +320,7 @@ class Client:
         self._conns: dict[int, _Conn] = {}
         self._connecting = {idx: anyio.Lock() for idx in range(len(self.servers))}
         self._down_until: dict[int, float] = {}
+        self._timed_out: set[int] = set()  # servers whose last connect attempt timed out
         self._handles: dict[bytes, int] = {}
         self._next = 0
 
@@ -361,6 +362,10 @@ class Client:
             except (*_BROKEN, JobTimeout) as exc:
                 log.warning("job server %s:%d unavailable: %s", *self.servers[idx], exc)
                 self._down_until[idx] = time.monotonic() + self.retry_delay
+                if isinstance(exc, JobTimeout):
+                    self._timed_out.add(idx)
+                else:
+                    self._timed_out.discard(idx)
                 return False
             conn = self._conns[idx] = _Conn(stream)
             conn.out.append(self._session.connect(idx))
@@ -378,6 +383,9 @@ class Client:
             self._next += 1
             if await self._ensure(i):
                 return i
+        if len(self._timed_out) == n:  # every server timed out: that is the connect timeout
+            raise JobTimeout("timed out connecting to " +
+                             ", ".join(f"{h}:{p}" for h, p in self.servers))
         raise NoServerAvailable(
             "no job server reachable: " + ", ".join(f"{h}:{p}" for h, p in self.servers))
 

@@ -179,6 +179,7 @@ class Client:
         self._readers: dict[int, asyncio.Task[None]] = {}
         self._connecting: dict[int, asyncio.Future[None]] = {}
         self._down_until: dict[int, float] = {}
+        self._timed_out: set[int] = set()  # servers whose last connect attempt timed out
         self._handles: dict[bytes, int] = {}
         self._next = 0
 
@@ -222,6 +223,10 @@ class Client:
         except (OSError, JobTimeout) as exc:
             log.warning("job server %s:%d unavailable: %s", *self.servers[idx], exc)
             self._down_until[idx] = time.monotonic() + self.retry_delay
+            if isinstance(exc, JobTimeout):
+                self._timed_out.add(idx)
+            else:
+                self._timed_out.discard(idx)
             return False
         finally:
             self._connecting.pop(idx, None)
@@ -253,6 +258,9 @@ class Client:
             self._next += 1
             if await self._ensure(i):
                 return i
+        if len(self._timed_out) == n:  # every server timed out: that is the connect timeout
+            raise JobTimeout("timed out connecting to " +
+                             ", ".join(f"{h}:{p}" for h, p in self.servers))
         raise NoServerAvailable(
             "no job server reachable: " + ", ".join(f"{h}:{p}" for h, p in self.servers))
 
