@@ -521,6 +521,7 @@ class Worker:
                 result = await asyncio.to_thread(handler, job)
                 if inspect.isawaitable(result):
                     result = await result
+            data = b"" if result is None else to_bytes(result)  # a bad type is the job's error
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the handler's failure is the job's, not the worker's
@@ -529,8 +530,7 @@ class Worker:
                 self._send(key, WorkException(assign.handle, str(exc).encode("utf-8")))
             return
         if not job.failed:
-            self._send(key, WorkComplete(assign.handle,
-                                         b"" if result is None else to_bytes(result)))  # type: ignore[arg-type]
+            self._send(key, WorkComplete(assign.handle, data))
 
     async def _serve(self, key: int) -> None:
         delay = self.reconnect_delay
