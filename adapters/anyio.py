@@ -46,7 +46,7 @@ from anyio.streams.tls import TLSStream
 
 from gearman_proto import NeedData, admin
 from gearman_proto.broker import JobServer
-from gearman_proto.errors import RemoteProtocolError
+from gearman_proto.errors import LocalProtocolError, RemoteProtocolError
 from gearman_proto.events import (
     EchoReq,
     Error,
@@ -639,7 +639,15 @@ class Worker:
             return
         # A report for a job whose connection closed writes nothing; its final
         # report frees the slot it kept (disconnect(keep_slots=True)).
-        self._apply(session.send(key, event))
+        try:
+            step = session.send(key, event)
+        except LocalProtocolError as exc:
+            # No longer in hand: the server took the job back (its CAN_DO_TIMEOUT
+            # passed) and gave it out again under the same handle, and that run
+            # ended first.  The report is the handler's to lose, not the worker's.
+            log.warning("cannot report on job %r: %s", event.handle, exc)
+            return
+        self._apply(step)
         if type(event) in (WorkComplete, WorkFail, WorkException):
             self.jobs_done += 1
             if session.draining and session.idle:

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from gearman_proto import admin
 from gearman_proto.broker import JobServer
-from gearman_proto.errors import RemoteProtocolError
+from gearman_proto.errors import LocalProtocolError, RemoteProtocolError
 from gearman_proto.events import (
     EchoReq,
     Error,
@@ -503,7 +503,15 @@ class Worker:
             return
         # A report for a job whose connection closed writes nothing; its final
         # report frees the slot it kept (disconnect(keep_slots=True)).
-        self._apply(session.send(key, event))
+        try:
+            step = session.send(key, event)
+        except LocalProtocolError as exc:
+            # No longer in hand: the server took the job back (its CAN_DO_TIMEOUT
+            # passed) and gave it out again under the same handle, and that run
+            # ended first.  The report is the handler's to lose, not the worker's.
+            log.warning("cannot report on job %r: %s", event.handle, exc)
+            return
+        self._apply(step)
         if type(event) in (WorkComplete, WorkFail, WorkException):
             self.jobs_done += 1
             if session.draining and session.idle and self._stopping is not None:
