@@ -126,7 +126,9 @@ def to_bytes(value: bytes | bytearray | memoryview | str) -> bytes:
     """Payloads and names are bytes; ``str`` is accepted and encoded as UTF-8 at the edge."""
     if isinstance(value, str):
         return value.encode("utf-8")
-    return bytes(value)
+    # Not bytes(value): bytes(42) is 42 NUL bytes, and a handler returning a
+    # number must be an error, not a payload of zeros.
+    return bytes(memoryview(value))
 
 
 def make_submission(
