@@ -569,8 +569,12 @@ class JobServer:
                 for f in self._functions.values()]
 
     def worker_rows(self) -> list[admin.WorkerRow]:
-        """What ``workers`` reports: every connection, clients included."""
-        return [admin.WorkerRow(c.id, c.address, c.client_id, tuple(c.abilities))
+        """What ``workers`` reports: every connection, clients included.
+
+        A worker's functions are listed newest registration first, as gearmand
+        1.1.20 lists them (it prepends each CAN_DO to the connection's list).
+        """
+        return [admin.WorkerRow(c.id, c.address, c.client_id, tuple(reversed(c.abilities)))
                 for c in self._conns.values()]
 
     def _info(self, job: _Job) -> JobInfo:

@@ -835,15 +835,15 @@ def test_status_and_prioritystatus_count_what_is_there() -> None:
 def test_workers_lists_every_connection_and_forgets_departed_ones() -> None:
     """§3.2: clients too; conn id as FD; a departed one disappears at once.
 
-    CAN_DO twice is one registration (gearmand 1.1.20 lists it twice: a
-    deliberate difference).
+    Functions newest first, as gearmand.  CAN_DO twice is one registration
+    (gearmand 1.1.20 lists it twice: a deliberate difference).
     """
     server = make(C, W, A)
     server.receive(W, CanDo(b"f"))
     server.receive(W, CanDo(b"g"))
     server.receive(W, CanDo(b"f"))
     assert ask(server, b"workers") == [admin.WorkerRow(C, b"10.0.0.1", b"-", ()),
-                                       admin.WorkerRow(W, b"10.0.0.11", b"-", (b"f", b"g")),
+                                       admin.WorkerRow(W, b"10.0.0.11", b"-", (b"g", b"f")),
                                        admin.WorkerRow(A, b"10.0.0.99", b"-", ())]
     assert status(server)[b"f"] == (0, 0, 1)
     server.disconnect(W)

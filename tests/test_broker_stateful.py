@@ -529,7 +529,7 @@ class JobServerMachine(RuleBasedStateMachine):
     def workers_lists_the_live_connections(self) -> None:
         rows = self.ask(admin.Workers())
         expected = [admin.WorkerRow(ADMIN, b"admin", b"-", ())] + [
-            admin.WorkerRow(cid, conn.address, b"-", tuple(conn.abilities))
+            admin.WorkerRow(cid, conn.address, b"-", tuple(reversed(conn.abilities)))
             for cid, conn in self.conns.items()]
         assert rows == expected
 
