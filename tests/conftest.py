@@ -204,6 +204,27 @@ def our_server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_servers(tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers shared by the tests of one module: ``factory(kind, extra=())`` with
+    ``kind`` ``"gearmand"`` or ``"ours"`` (asyncio); all stopped after the module."""
+    started: list[ServerProcess] = []
+
+    def factory(kind: str, extra: tuple[str, ...] = ()) -> ServerProcess:
+        directory = tmp_path_factory.mktemp(kind)
+        server = (make_gearmand(directory, extra=extra) if kind == "gearmand"
+                  else make_our_server(directory, extra=extra))
+        started.append(server)
+        _LIVE.append(server)
+        return server.start()
+
+    yield factory
+    for server in started:
+        _LIVE.remove(server)
+        server.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Iterator[None]:

@@ -104,6 +104,14 @@ def name(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(scope="session")
+def lib() -> Any:
+    """This module, for fixtures and helpers in test modules (``lib.RawPeer``, ``lib.Handles``)."""
+    import sys
+
+    return sys.modules[__name__]
+
+
 @pytest.fixture
 def fresh() -> Callable[[str], str]:
     """``fresh(label)``: a name no other test uses (tests share the session's servers)."""
