@@ -743,8 +743,13 @@ class AdminClient(_asyncio.AdminClient):
             try:
                 with anyio.fail_after(self.timeout):
                     if self._stream is None:
-                        self._stream = await _open(self.address, self.ssl,
-                                                   self.server_hostname, None, False)
+                        try:
+                            self._stream = await _open(self.address, self.ssl,
+                                                       self.server_hostname, None, False)
+                        except _BROKEN as exc:
+                            host, port = self.address
+                            raise NoServerAvailable(
+                                f"cannot connect to {host}:{port}: {_why(exc)}") from exc
                         self._conn = admin.AdminClientConnection()
                     await self._stream.send(self._conn.send(request))
                     while isinstance(result := self._conn.next_event(), NeedData):
@@ -759,6 +764,8 @@ class AdminClient(_asyncio.AdminClient):
                 await self.close()
                 if isinstance(exc, TimeoutError):
                     raise JobTimeout("admin command timed out") from None
+                if isinstance(exc, _BROKEN):
+                    raise ConnectionLost(f"admin connection lost: {_why(exc)}") from exc
                 raise
 
 

@@ -605,15 +605,27 @@ class AdminClient:
         """Send one admin command and return its parsed reply."""
         async with self._lock:
             if self._writer is None:
-                self._reader, self._writer = await _open(self.address, self.ssl,
-                                                         self.server_hostname, self.timeout,
-                                                         False)
+                try:
+                    self._reader, self._writer = await _open(self.address, self.ssl,
+                                                             self.server_hostname, self.timeout,
+                                                             False)
+                except OSError as exc:
+                    host, port = self.address
+                    raise NoServerAvailable(f"cannot connect to {host}:{port}: {exc}") from exc
+                self._conn = admin.AdminClientConnection()
             assert self._reader is not None
-            self._writer.write(self._conn.send(request))
             try:
+                self._writer.write(self._conn.send(request))
                 return await asyncio.wait_for(self._next(self._reader), self.timeout)
-            except asyncio.TimeoutError:
-                raise JobTimeout("admin command timed out") from None
+            except BaseException as exc:
+                # Replies carry no tag: after a timeout or an error the next reply
+                # could answer the wrong command, so start afresh.
+                await self.close()
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise JobTimeout("admin command timed out") from None
+                if isinstance(exc, OSError):
+                    raise ConnectionLost(f"admin connection lost: {exc}") from exc
+                raise
 
     async def _next(self, reader: asyncio.StreamReader) -> admin.AdminResult:
         while True:
