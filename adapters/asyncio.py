@@ -230,7 +230,9 @@ class Client:
             return False
         finally:
             self._connecting.pop(idx, None)
-        return True
+        # The reader may already have seen the server close it (a TLS server
+        # refusing our certificate after the handshake, say).
+        return idx in self._writers
 
     async def _read(self, idx: int, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
