@@ -298,7 +298,8 @@ class GM:
         handlers in threads and takes only plain functions)."""
         self._made: list[_Proxy] = []
         self._gates: list[Gate] = []
-        self._observers: dict[Any, sync_adapter.AdminClient] = {}
+        self.tls: dict[Any, ssl.SSLContext] = {}
+        """The TLS context :meth:`observe` uses for a server, by address."""
 
     eventually = staticmethod(eventually)
     unique_name = staticmethod(unique_name)
@@ -345,13 +346,11 @@ class GM:
         self._gates.append(gate)
         return gate
 
-    def observe(self, server: Any) -> sync_adapter.AdminClient:
-        """The blocking adapter's AdminClient, to look at a server's state from outside."""
+    def observe(self, server: Any) -> _Observer:
+        """A server's state seen from outside, through the blocking adapter's AdminClient
+        (a connection per question, so a restarted server needs no care)."""
         address = getattr(server, "address", server)
-        admin = self._observers.get(address)
-        if admin is None:
-            admin = self._observers[address] = sync_adapter.AdminClient(address, timeout=BOUND)
-        return admin
+        return _Observer(address, self.tls.get(address))
 
     def status(self, server: Any, function: str) -> tuple[int, int, int]:
         """``(total, running, available workers)`` of one function, from outside."""
@@ -371,9 +370,20 @@ class GM:
                         proxy.join()
                 else:
                     self.runner.call(proxy.obj.close)
-        for admin in self._observers.values():
-            admin.close()
         self.runner.close()
+
+
+class _Observer:
+    def __init__(self, address: Any, context: ssl.SSLContext | None) -> None:
+        self._address = address
+        self._context = context
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def command(*args: Any) -> Any:
+            with sync_adapter.AdminClient(self._address, ssl=self._context,
+                                          timeout=BOUND) as admin:
+                return getattr(admin, name)(*args)
+        return command
 
 
 @pytest.fixture(params=ADAPTERS)

@@ -1,0 +1,77 @@
+"""Durable background jobs: SIGKILL the server with jobs queued and one running.
+
+The server keeps background jobs in SQLite (``--queue sqlite:PATH``) and
+acknowledges one (JOB_CREATED) only once it is committed.  After a SIGKILL and
+a restart on the same file and port, every acknowledged job must run at least
+once: none lost, priorities kept.  The adapters under test submit and work;
+the server runs on asyncio for the blocking and asyncio adapters and on trio
+for the anyio and trio ones, so both of its loops are killed once per run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gearman_proto.events import Priority
+
+if TYPE_CHECKING:
+    from conftest import GM, ServerProcess
+
+Fn = Callable[[str], str]
+PRIORITIES = [Priority.HIGH, Priority.NORMAL, Priority.LOW]
+
+
+def test_acknowledged_background_jobs_survive_a_kill(
+        gm: GM, our_server_factory: Callable[..., ServerProcess], tmp_path: Path,
+        fn: Fn) -> None:
+    queue = tmp_path / "queue.sqlite"
+    server = our_server_factory(extra=("--queue", f"sqlite:{queue}"),
+                                loop="trio" if gm.name in ("anyio", "trio") else "asyncio")
+    f = fn("durable")
+    client = gm.client(server)
+    acknowledged = []
+    for i in range(30):
+        priority = PRIORITIES[i % 3]
+        data = f"{priority.value}-{i:02}".encode()
+        job = client.submit(f, data, priority=priority, background=True)
+        assert job.handle  # JOB_CREATED: the server has it on disk
+        acknowledged.append(data)
+
+    # One job running (held by its handler), 29 queued; then SIGKILL.
+    gate = gm.gate()
+    running = threading.Event()
+
+    def hold(job: Any) -> None:
+        running.set()
+        gate.wait()
+    first = gm.worker(server)
+    first.register(f, hold)
+    first.start()
+    assert running.wait(20)
+    assert gm.status(server, f)[:2] == (30, 1)
+    server.stop(kill=True)
+    first.stop(graceful=False)
+    gate.open()
+    first.join()
+
+    # Restarted on the same file and port: every acknowledged job runs.
+    server.start()
+    seen: list[bytes] = []
+    second = gm.worker(server)  # one slot: jobs run one by one, in the server's order
+    second.register(f, lambda job: seen.append(bytes(job.data)))
+    second.start()
+    gm.eventually(lambda: len(seen) >= 30, "the replayed jobs")
+    assert sorted(set(seen)) == sorted(acknowledged)  # none lost (the held one ran again)
+    # Priorities kept: every HIGH before any NORMAL before any LOW, oldest first.
+    assert seen == sorted(acknowledged)
+    gm.eventually(lambda: gm.status(server, f)[0] == 0, "the queue to empty")
+
+    # Done jobs leave the store: after another kill nothing comes back.
+    second.stop(graceful=False)
+    second.join()
+    server.stop(kill=True)
+    server.start()
+    assert gm.status(server, f) == (0, 0, 0)
