@@ -40,7 +40,9 @@ Deliberate differences from gearmand 1.1.20
 * SUBMIT_JOB_EPOCH jobs are woken on time: sleeping workers get NOOP when the
   job comes due (via :meth:`~JobServer.advance`), and a not-yet-due job neither
   counts as work for PRE_SLEEP nor can be grabbed.  gearmand 1.1.20 has no
-  timer (issue #101) and answers PRE_SLEEP with NOOP at once for a future job.
+  timer (issue #101): it NOOPs sleeping workers when the job is submitted,
+  though it cannot run yet, and never when it comes due (tests/interop shows
+  both).
 * One CAN_DO_TIMEOUT timer per job, started when it is assigned, not one per
   connection; PRE_SLEEP does not cancel it (a worker may sleep while it runs
   jobs asynchronously).
@@ -51,7 +53,8 @@ Deliberate differences from gearmand 1.1.20
   attaches such a new submitter to the doomed job, which then never answers
   (checked by hand).
 * ``cancel job`` on a running job detaches it from its worker, whose later
-  WORK_* get JOB_NOT_FOUND; gearmand 1.1.20 silently swallows them.
+  WORK_* get JOB_NOT_FOUND; gearmand 1.1.20 answers them nothing, still
+  forwards WORK_STATUS to the client it told WORK_FAIL, and drops the rest.
 * ``drop function`` on a function with queued jobs fails those jobs (WORK_FAIL
   to their clients, removed from the store).  gearmand 1.1.20 answers OK and
   orphans them: still in ``show jobs``, never assigned, clients waiting forever.
