@@ -488,3 +488,193 @@ def test_can_do_twice(both: Callable[..., dict[str, Transcript]],
     assert out["gearmand"]["status"] == fn + b"\t0\t0\t2"
     assert out["ours"]["workers"].endswith(b" : " + fn)
     assert out["ours"]["status"] == fn + b"\t0\t0\t1"
+
+
+def can_do_timeout_and_pre_sleep(run: Run, fn: bytes) -> None:
+    c, w1, w2 = run.peer("client"), run.peer("worker1"), run.peer("worker2")
+    c.send("SUBMIT_JOB", fn, b"", b"x")
+    c.expect("JOB_CREATED")
+    w1.send("CAN_DO_TIMEOUT", fn, b"200")
+    w1.send("GRAB_JOB")
+    w1.expect("JOB_ASSIGN")
+    w1.send("PRE_SLEEP")  # while holding the job (an asynchronous worker would)
+    w2.send("CAN_DO", fn)
+    w2.send("GRAB_JOB")
+    w2.expect("NO_JOB")
+    w2.send("PRE_SLEEP")
+    w2.sync()
+    start = time.monotonic()
+    while time.monotonic() < start + 0.6:  # past the 200 ms timeout
+        time.sleep(0.05)
+    run.notes["worker2 after the timeout"] = w2.sync()
+
+
+def test_pre_sleep_does_not_cancel_can_do_timeout(both: Callable[..., dict[str, Transcript]],
+                                                  fresh: Callable[[str], str]) -> None:
+    """Deliberate difference: our CAN_DO_TIMEOUT timer belongs to the job and runs until it
+    ends; gearmand 1.1.20 cancels its (one per connection) timer when the worker sends
+    PRE_SLEEP, so a worker that sleeps while it runs a job is never timed out."""
+    out = both(can_do_timeout_and_pre_sleep, fresh("timeout-sleep").encode())
+    assert out["gearmand"]["worker2 after the timeout"] == []
+    assert out["ours"]["worker2 after the timeout"] == [("NOOP", ())]  # the job is back
+
+
+def drop_function(run: Run, fn: bytes) -> None:
+    c = run.peer("client")
+    c.send("SUBMIT_JOB", fn, b"", b"x")
+    c.expect("JOB_CREATED")
+    run.admin(f"drop function {fn.decode()}", "drop")
+    run.notes["status"] = line_of(run.admin("status"), fn)
+    run.notes["show jobs"] = line_of(run.admin("show jobs"), b"<1>")
+
+
+def test_drop_function_with_queued_jobs(both: Callable[..., dict[str, Transcript]],
+                                        fresh: Callable[[str], str]) -> None:
+    """Deliberate difference: ``drop function`` with queued jobs fails them (WORK_FAIL to
+    their clients).  gearmand 1.1.20 answers OK too but orphans them: the function is
+    gone, the job stays in ``show jobs`` and its client waits forever."""
+    out = both(drop_function, fresh("drop").encode())
+    assert out["ours"]["drop"] == out["gearmand"]["drop"] == b"OK\r\n"
+    assert out["ours"]["status"] == out["gearmand"]["status"] == b""
+    assert out["gearmand"]["client"] == [("JOB_CREATED", (b"<1>",))]
+    assert out["gearmand"]["show jobs"].startswith(b"<1>\t")
+    assert out["ours"]["client"] == [("JOB_CREATED", (b"<1>",)), ("WORK_FAIL", (b"<1>",))]
+    assert out["ours"]["show jobs"] == b""
+
+
+def can_do_wakes(run: Run, f1: bytes, f2: bytes) -> None:
+    c, w = run.peer("client"), run.peer("worker")
+    w.send("CAN_DO", f1)
+    w.send("GRAB_JOB")
+    w.expect("NO_JOB")
+    w.send("PRE_SLEEP")
+    w.sync()
+    c.send("SUBMIT_JOB_BG", f2, b"", b"x")
+    c.expect("JOB_CREATED")
+    w.send("CAN_DO", f2)  # work is waiting for it
+
+
+def test_can_do_for_waiting_work_wakes_a_sleeping_worker(
+        both: Callable[..., dict[str, Transcript]], fresh: Callable[[str], str]) -> None:
+    """Deliberate difference: a sleeping worker that registers a function with queued jobs
+    gets NOOP from our server; gearmand 1.1.20 leaves it asleep beside the job."""
+    out = both(can_do_wakes, fresh("wake1").encode(), fresh("wake2").encode())
+    assert out["gearmand"]["worker"] == [("NO_JOB", ())]
+    assert out["ours"]["worker"] == [("NO_JOB", ()), ("NOOP", ())]
+
+
+def long_unique(run: Run, fn: bytes) -> None:
+    c, w = run.peer("client"), run.peer("worker")
+    unique = b"u" * 63 + b"!"  # 64 bytes: the largest gearmand accepts
+    for _ in range(2):
+        c.send("SUBMIT_JOB_BG", fn, unique, b"x")
+        c.expect("JOB_CREATED")
+    w.send("CAN_DO", fn)
+    w.send("GRAB_JOB_UNIQ")
+    w.expect("JOB_ASSIGN_UNIQ")
+
+
+def test_a_64_byte_unique(both: Callable[..., dict[str, Transcript]],
+                          fresh: Callable[[str], str]) -> None:
+    """Deliberate difference: a 64-byte unique id is kept whole and coalesces.  gearmand
+    1.1.20 accepts it but truncates it to 63 bytes, never coalesces it, and sends it to the
+    worker as 64 bytes with a NUL inside."""
+    out = both(long_unique, fresh("long").encode())
+    unique = b"u" * 63 + b"!"
+    assert out["gearmand"]["client"] == [("JOB_CREATED", (b"<1>",)), ("JOB_CREATED", (b"<2>",))]
+    (_h, _fn, sent, data) = out["gearmand"]["worker"][0][1]
+    assert sent + b"\0" + data == b"u" * 63 + b"\0\0x"  # the NUL splits one argument early
+    assert out["ours"]["client"] == [("JOB_CREATED", (b"<1>",)), ("JOB_CREATED", (b"<1>",))]
+    assert out["ours"]["worker"][0][1][2:] == (unique, b"x")
+
+
+def status_of_dash(run: Run, fn: bytes) -> None:
+    c = run.peer("client")
+    c.send("SUBMIT_JOB_BG", fn, b"-", b"-")  # unique "-": the data ("-") is the key
+    c.expect("JOB_CREATED")
+    c.send("GET_STATUS_UNIQUE", b"-")
+    c.expect("STATUS_RES_UNIQUE")
+
+
+def test_get_status_unique_of_a_dash_job(both: Callable[..., dict[str, Transcript]],
+                                         fresh: Callable[[str], str]) -> None:
+    """Deliberate difference: ``GET_STATUS_UNIQUE -`` never finds jobs submitted with
+    unique ``-`` on our server (they are keyed by their data); gearmand 1.1.20 finds one
+    when its data hashes like ``-``, as data ``-`` does."""
+    out = both(status_of_dash, fresh("dash-status").encode())
+    assert out["gearmand"]["client"][1] == ("STATUS_RES_UNIQUE",
+                                            (b"-", b"1", b"0", b"0", b"0", b"0"))
+    assert out["ours"]["client"][1] == ("STATUS_RES_UNIQUE", (b"-", b"0", b"0", b"0", b"0", b"0"))
+
+
+# -- server options ---------------------------------------------------------------------------
+
+
+def lose_twice(run: Run, fn: bytes) -> None:
+    c = run.peer("client")
+    c.send("SUBMIT_JOB", fn, b"", b"x")
+    c.expect("JOB_CREATED")
+    sleeper = None
+    for n in (1, 2):
+        w = sleeper or run.peer(f"worker{n}")
+        if sleeper is None:
+            w.send("CAN_DO", fn)
+        w.send("GRAB_JOB")
+        w.expect("JOB_ASSIGN")
+        if n == 1:
+            sleeper = run.peer("worker2")
+            sleeper.send("CAN_DO", fn)
+            sleeper.send("GRAB_JOB")
+            sleeper.expect("NO_JOB")
+            sleeper.send("PRE_SLEEP")
+            sleeper.sync()
+        run.close(f"worker{n}")
+        if n == 1:
+            sleeper.expect("NOOP")
+    c.expect("WORK_FAIL")
+
+
+def test_job_retries_counts_runs_in_gearmand(lib: Any, gearmand_factory: Callable[..., Any],
+                                             our_server_factory: Callable[..., Any],
+                                             fresh: Callable[[str], str]) -> None:
+    """Deliberate difference in the flag: gearmand 1.1.20's ``--job-retries N`` counts
+    runs (the Nth loss fails the job), ours counts requeues, so gearmand's ``-j 2`` is our
+    ``-j 1``: lost once it is requeued, lost twice its client gets WORK_FAIL."""
+    fn = fresh("retries").encode()
+    out = {}
+    for kind, server in (("gearmand", gearmand_factory(extra=("--job-retries=2",))),
+                         ("ours", our_server_factory(extra=("--job-retries", "1")))):
+        run = Run(lib, server)
+        lose_twice(run, fn)
+        out[kind] = run.transcript()
+    assert out["ours"] == out["gearmand"]
+    assert out["ours"]["client"] == [("JOB_CREATED", (b"<1>",)), ("WORK_FAIL", (b"<1>",))]
+
+
+def test_store_keeps_background_jobs_that_share_a_key(
+        lib: Any, gearmand_factory: Callable[..., Any], our_server_factory: Callable[..., Any],
+        tmp_path: Any, fresh: Callable[[str], str]) -> None:
+    """Deliberate difference (gearmand issue #80): gearmand 1.1.20's sqlite queue keys rows
+    by (unique, function), so two background jobs with the same key (here the empty unique,
+    which never coalesces) are one row, and a restart brings back one job.  Our store keys
+    rows itself: both come back."""
+    fn = fresh("durable").encode()
+    servers = {"gearmand": gearmand_factory(extra=(
+                   "--queue-type=libsqlite3", f"--libsqlite3-db={tmp_path / 'gearmand.db'}")),
+               "ours": our_server_factory(extra=("--queue", f"sqlite:{tmp_path / 'ours.db'}"))}
+    counts = {}
+    for kind, server in servers.items():
+        run = Run(lib, server)
+        c = run.peer("client")
+        for data in (b"one", b"two"):
+            c.send("SUBMIT_JOB_BG", fn, b"", data)
+            c.expect("JOB_CREATED")
+        assert line_of(run.admin("status"), fn) == fn + b"\t2\t0\t0"
+        run.transcript()
+        server.stop(kill=True)
+        server.start()
+        check = Run(lib, server)
+        counts[kind] = line_of(check.admin("status"), fn)
+        check.transcript()
+    assert counts["gearmand"] == fn + b"\t1\t0\t0"
+    assert counts["ours"] == fn + b"\t2\t0\t0"
