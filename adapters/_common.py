@@ -55,8 +55,12 @@ class ConnectionLost(GearmanError):
     """
 
 
-class NoServerAvailable(GearmanError):
-    """None of the configured job servers accepted a connection."""
+class NoServerAvailable(GearmanError, ConnectionError):
+    """None of the configured job servers accepted a connection.
+
+    Also a :class:`ConnectionError`, so code that catches ``OSError`` around a
+    connect keeps working.
+    """
 
 
 class ServerError(GearmanError):
