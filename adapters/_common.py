@@ -48,7 +48,7 @@ class GearmanError(Exception):
     """Base of every error the adapters raise."""
 
 
-class ConnectionLost(GearmanError):
+class ConnectionLost(GearmanError, ConnectionError):
     """The connection to the job server closed while a job or question was in flight.
 
     The job may still run on that server; its result cannot reach us.
