@@ -28,7 +28,7 @@ from gearman_proto.admin import (
 )
 from gearman_proto.events import Priority, WorkData, WorkStatus, WorkWarning
 
-from ._common import DEFAULT_PORT, Address, GearmanError, parse_servers, to_bytes
+from ._common import DEFAULT_PORT, Address, GearmanError, KeepAlive, parse_servers, to_bytes
 
 __all__ = ["main"]
 
@@ -64,9 +64,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--exceptions", action="store_true",
                    help="every connection starts with the exceptions option on")
     s.add_argument("--job-handle-prefix", default=None, help="default H:<hostname>")
+    s.add_argument("--output-limit", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                   help="stop reading from a peer while this many bytes wait to be sent "
+                        "to it (default 4 MiB)")
+    s.add_argument("--idle-timeout", type=float, default=0, metavar="SECONDS",
+                   help="close connections silent this long that neither run a job, "
+                        "wait for one nor sleep as a worker (default 0: never)")
     s.add_argument("--keepalive", action="store_true", help="TCP keepalive on connections")
+    s.add_argument("--keepalive-idle", type=int, default=None, metavar="SECONDS",
+                   help="silence before the first keepalive probe (implies --keepalive)")
+    s.add_argument("--keepalive-interval", type=int, default=None, metavar="SECONDS",
+                   help="time between keepalive probes (implies --keepalive)")
+    s.add_argument("--keepalive-count", type=int, default=None, metavar="N",
+                   help="unanswered probes before a peer is dropped (implies --keepalive)")
     s.add_argument("--allow-shutdown", action="store_true",
                    help="accept the admin `shutdown [graceful]` command")
+    s.add_argument("--admin-changes", default="any", choices=["any", "loopback", "none"],
+                   help="who may run the admin commands that change state (cancel job, "
+                        "create/drop function, maxqueue, shutdown): any peer (default), "
+                        "loopback peers only, or none; others get ERR PERMISSION_DENIED")
     s.add_argument("--ssl-certificate", help="PEM certificate: serve TLS")
     s.add_argument("--ssl-key", help="PEM private key of the certificate")
     s.add_argument("--ssl-ca-file", help="CA file: require and check client certificates")
@@ -128,11 +144,22 @@ def _servers(ns: argparse.Namespace) -> list[Address]:
 
 
 def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
+    keepalive: bool | KeepAlive = ns.keepalive
+    timings = (ns.keepalive_idle, ns.keepalive_interval, ns.keepalive_count)
+    if any(t is not None for t in timings):
+        try:
+            keepalive = KeepAlive(*timings)
+        except ValueError as exc:
+            raise SystemExit(f"gearman-proto: {exc}") from None
+    if ns.output_limit < 1 or ns.idle_timeout < 0:
+        raise SystemExit("gearman-proto: --output-limit must be >= 1, --idle-timeout >= 0")
     opts: dict[str, Any] = {
         "job_retries": ns.job_retries, "worker_wakeup": ns.worker_wakeup,
         "exceptions": ns.exceptions, "allow_shutdown": ns.allow_shutdown,
-        "verbose": ns.verbose.encode(), "keepalive": ns.keepalive,
+        "verbose": ns.verbose.encode(), "keepalive": keepalive,
         "max_connections": ns.max_connections, "pid": os.getpid(),
+        "output_limit": ns.output_limit, "idle_timeout": ns.idle_timeout,
+        "admin_changes": ns.admin_changes,
     }
     if ns.max_packet is not None:
         opts["max_packet_size"] = ns.max_packet
