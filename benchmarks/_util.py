@@ -1,0 +1,233 @@
+"""What the benchmarks share: machine facts, job servers as child processes, statistics.
+
+Every server is started on 127.0.0.1 on a free port and stopped by its pid;
+nothing here talks to any other address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values`` by nearest rank; NaN if empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def median(values: Iterable[float]) -> float:
+    """The median, ignoring NaN; NaN if nothing is left."""
+    vals = [v for v in values if v == v]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or ``"-"``."""
+    from importlib import metadata
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def gearmand_binary() -> str | None:
+    """The gearmand executable, if installed."""
+    return shutil.which("gearmand") or next(
+        (p for p in ("/usr/sbin/gearmand", "/usr/local/sbin/gearmand") if os.path.exists(p)),
+        None)
+
+
+def gearmand_version() -> str:
+    """``gearmand --version``'s first word after the name, or ``"-"``."""
+    binary = gearmand_binary()
+    if binary is None:
+        return "-"
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                         timeout=10).stdout.split()
+    return out[1] if len(out) > 1 else "-"
+
+
+def machine() -> dict[str, Any]:
+    """What a reader needs to compare figures: CPU, cores, kernel, Python, versions."""
+    cpu = platform.processor() or "-"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "gearmand": gearmand_version(),
+        "gear": package_version("gear"),
+        "uvloop": package_version("uvloop"),
+        "trio": package_version("trio"),
+        "anyio": package_version("anyio"),
+        "gearman-proto": package_version("gearman-proto"),
+        "commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "-"
+    except OSError:
+        return "-"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_loop(coro: Any) -> Any:
+    """Run ``coro`` on uvloop if it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def write_json(path: str | None, data: Any) -> None:
+    """Write ``data`` to ``path`` as indented JSON (no-op without a path)."""
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# -- job servers as child processes -----------------------------------------------------
+
+SERVERS = ("gearmand", "gear", "asyncio", "uvloop", "trio", "uvloop+sqlite")
+"""Every server the end-to-end benchmark knows: gearmand --threads=1, gear.Server, ours."""
+
+
+class Server:
+    """A job server in a child process on 127.0.0.1; :meth:`stop` ends it by its pid."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.workdir = workdir
+        self.log = workdir / f"{kind.replace('+', '-')}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        port = str(self.port)
+        if self.kind == "gearmand":
+            binary = gearmand_binary()
+            if binary is None:
+                raise RuntimeError("gearmand is not installed")
+            return [binary, f"--listen={HOST}", f"--port={port}", "--threads=1",
+                    "--verbose=ERROR", "-l", str(self.log),
+                    "--pid-file", str(self.workdir / f"gearmand-{port}.pid")]
+        if self.kind == "gear":
+            return [sys.executable, "-m", "benchmarks._gear_server", port]
+        loop, _, queue = self.kind.partition("+")
+        cmd = [sys.executable, "-m", "gearman_proto.adapters.cli", "server", "--listen", HOST,
+               "--port", port, "--loop", loop, "--verbose", "ERROR",
+               "--log-file", str(self.log)]
+        if queue == "sqlite":
+            cmd += ["--queue", f"sqlite:{self.workdir / f'queue-{port}.db'}"]
+        return cmd
+
+    def start(self, timeout: float = 15.0) -> Server:
+        """Start it and wait until it accepts connections."""
+        log = open(self.log, "ab")  # the child keeps it open
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                socket.create_connection((HOST, self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{self.kind} did not listen on {self.port}") from None
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 10 s) by pid, and wait."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def workdir(prefix: str) -> Path:
+    """A fresh temporary directory for logs and queue files."""
+    return Path(tempfile.mkdtemp(prefix=f"gearman-bench-{prefix}-"))
+
+
+def available(kind: str) -> bool:
+    """Whether the server ``kind`` can be started here."""
+    if kind == "gearmand":
+        return gearmand_binary() is not None
+    if kind == "gear":
+        return package_version("gear") != "-"
+    if kind.startswith("uvloop"):
+        return package_version("uvloop") != "-"
+    if kind == "trio":
+        return package_version("trio") != "-"
+    return True
