@@ -254,9 +254,11 @@ def parse_command(line: bytes, *, allow_shutdown: bool = False) -> AdminRequest:
     Follows what gearmand 1.1.20 was seen to answer: extra words after a
     simple command are ignored; a leading space makes an empty command word;
     numbers are read like C's ``atoi``.  Raises :class:`AdminError` with
-    gearmand's code (``UNKNOWN_COMMAND``, ``INVALID_ARGUMENTS`` or
-    ``UNKNOWN_SHOW_ARGUMENTS``).  ``shutdown`` is unknown unless
-    ``allow_shutdown`` is set, as in gearmand 1.1.15 and later.
+    gearmand's code (``UNKNOWN_COMMAND``, ``INVALID_ARGUMENTS``,
+    ``UNKNOWN_SHOW_ARGUMENTS`` or ``UNKNOWN_ERROR``).  ``shutdown`` is unknown
+    unless ``allow_shutdown`` is set, as in gearmand 1.1.15 and later.  One
+    deliberate difference: ``maxqueue`` with more than three limits is
+    ``INVALID_ARGUMENTS`` here; gearmand 1.1.20 closes the connection.
     """
     words = line.split(b" ")
     # gearmand collapses runs of spaces between words, but a leading space
@@ -287,14 +289,18 @@ def parse_command(line: bytes, *, allow_shutdown: bool = False) -> AdminRequest:
         if rest == [b"unique", b"jobs"]:
             return ShowUniqueJobs()
         raise AdminError(b"UNKNOWN_SHOW_ARGUMENTS")
-    if cmd == b"cancel" and n >= 3 and words[1].lower() == b"job":
-        if n != 3:
-            raise AdminError(b"INVALID_ARGUMENTS", b"An+invalid+number+of+arguments+were+given")
-        return CancelJob(words[2])
-    if cmd in (b"create", b"drop") and n >= 2 and words[1].lower() == b"function":
-        if n != 3:
-            raise _incomplete(first)
-        return CreateFunction(words[2]) if cmd == b"create" else DropFunction(words[2])
+    if cmd == b"cancel" and n >= 3:
+        # gearmand 1.1.20: only "cancel job HANDLE"; any other cancel of three
+        # words or more is ERR UNKNOWN_ERROR (with fewer, an unknown command).
+        if n == 3 and words[1].lower() == b"job":
+            return CancelJob(words[2])
+        raise AdminError(b"UNKNOWN_ERROR")
+    if cmd in (b"create", b"drop"):
+        # gearmand 1.1.20: anything but "create|drop function NAME" is
+        # INVALID_ARGUMENTS, bare "create" and "drop" included.
+        if n == 3 and words[1].lower() == b"function":
+            return CreateFunction(words[2]) if cmd == b"create" else DropFunction(words[2])
+        raise _incomplete(first)
     if cmd == b"shutdown" and allow_shutdown:
         if n == 1:
             return Shutdown()

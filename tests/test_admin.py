@@ -103,6 +103,16 @@ def test_parse_maxqueue_forms(line: bytes, limits: tuple[int, int, int] | None) 
          b"An+incomplete+set+of+arguments+was+sent+to+this+command+create\r\n"),
         (b"drop function", b"ERR INVALID_ARGUMENTS "
          b"An+incomplete+set+of+arguments+was+sent+to+this+command+drop\r\n"),
+        # Any create/drop but "create|drop function NAME" (tests/interop shows it).
+        (b"create", b"ERR INVALID_ARGUMENTS "
+         b"An+incomplete+set+of+arguments+was+sent+to+this+command+create\r\n"),
+        (b"drop fn x", b"ERR INVALID_ARGUMENTS "
+         b"An+incomplete+set+of+arguments+was+sent+to+this+command+drop\r\n"),
+        (b"create function a b", b"ERR INVALID_ARGUMENTS "
+         b"An+incomplete+set+of+arguments+was+sent+to+this+command+create\r\n"),
+        # Any cancel of three words or more but "cancel job HANDLE".
+        (b"cancel job a b", b"ERR UNKNOWN_ERROR\r\n"),
+        (b"cancel jobs x", b"ERR UNKNOWN_ERROR\r\n"),
         # §3.3: shutdown was removed in gearmand 1.1.15; it is unknown unless enabled.
         (b"shutdown", b"ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"),
     ],
