@@ -282,7 +282,8 @@ class RawPeer:
     def admin(self, line: str) -> bytes:
         """Send an admin text command; return its whole reply."""
         self.sock.sendall(line.encode() + b"\r\n")
-        listing = line.split()[0] in ("status", "prioritystatus", "workers", "show")
+        words = line.lower().split()
+        listing = bool(words) and words[0] in ("status", "prioritystatus", "workers", "show")
         while True:
             text = bytes(self.buf)
             done = (text.endswith(b"\n.\n") or text == b".\n" or text.startswith(b"ERR")

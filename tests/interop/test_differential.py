@@ -678,3 +678,59 @@ def test_store_keeps_background_jobs_that_share_a_key(
         check.transcript()
     assert counts["gearmand"] == fn + b"\t1\t0\t0"
     assert counts["ours"] == fn + b"\t2\t0\t0"
+
+
+# -- the admin text protocol, line by line --------------------------------------------------
+
+
+ADMIN_LINES = [
+    "", " status", "bogus", "bogus with words", "cancel", "cancel x", "cancel job",
+    "cancel job H:nowhere:1", "CANCEL JOB H:nowhere:1", "cancel  job  H:nowhere:1",
+    "cancel job a b", "cancel jobs x", "cancel x y z", "create", "create x", "create function",
+    "create function a b", "create x y", "CREATE FUNCTION {fn}", "create  function  {fn}",
+    "drop function {fn}", "Drop Function {fn}", "drop", "drop x y", "drop function a b",
+    "show", "show everything", "show unique", "show jobs x", "SHOW UNIQUE X", "maxqueue",
+    "maxqueue {fn}", "maxqueue {fn} 1", "maxqueue {fn} 1 2", "maxqueue {fn} 1 2 3",
+    "maxqueue {fn} x", "maxqueue {fn} -5", "maxqueue no-such-function 1", "shutdown",
+    "shutdown graceful", "verbose", "VERBOSE extra", "getpid extra", "version x",
+]
+
+
+def admin_lines(run: Run, fn: bytes) -> None:
+    for line in ADMIN_LINES:
+        reply = run.admin(line.format(fn=fn.decode()))
+        if reply.startswith(b"OK ") and line.split()[0].lower() in ("getpid", "version"):
+            reply = b"OK <value>\n"  # the pid and the version are each server's own
+        run.notes[line] = reply
+
+
+def test_admin_lines_answer_alike(both: Callable[..., dict[str, Transcript]],
+                                  fresh: Callable[[str], str]) -> None:
+    """Odd, misspelt and malformed admin lines: the exact reply bytes, one after another on
+    one connection (case, runs of spaces, extra words, missing or wrong arguments)."""
+    out = both(admin_lines, fresh("admin-lines").encode())
+    assert out["ours"] == out["gearmand"]
+    assert out["ours"]["cancel job a b"] == b"ERR UNKNOWN_ERROR\r\n"
+    assert out["ours"]["create"] == (b"ERR INVALID_ARGUMENTS "
+                                     b"An+incomplete+set+of+arguments+was+sent+to+this+command"
+                                     b"+create\r\n")
+
+
+def maxqueue_too_many(run: Run, fn: bytes) -> None:
+    a = run.peer("admin")
+    a.sock.sendall(b"maxqueue %s 1 2 3 4\r\n" % fn)
+    try:
+        run.notes["reply"] = a.admin("version")
+    except ConnectionError:
+        run.notes["reply"] = b"<closed>"
+
+
+def test_maxqueue_with_too_many_limits(both: Callable[..., dict[str, Transcript]],
+                                       fresh: Callable[[str], str]) -> None:
+    """Deliberate difference: ``maxqueue FN`` with four or more limits answers ERR
+    INVALID_ARGUMENTS on our server; gearmand 1.1.20 closes the connection."""
+    out = both(maxqueue_too_many, fresh("maxqueue-4").encode())
+    assert out["gearmand"]["reply"] == b"<closed>"
+    assert out["ours"]["reply"].startswith(  # then the version's OK: still connected
+        b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command"
+        b"+maxqueue\r\nOK ")
