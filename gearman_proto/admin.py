@@ -350,23 +350,36 @@ _SIMPLE_LINES: dict[type, bytes] = {
 }
 
 
+# Peers choose function names, unique ids and client ids, and the protocol
+# lets them hold any byte but NUL (and NUL too, as a packet's last argument).
+# Written raw into a reply, a newline would end a row early -- a name such as
+# "x\n.\n" ends the whole list and leaves the admin client reading the rest as
+# the next reply -- and a tab would shift columns.  So every control byte in
+# them is written as "?".  gearmand 1.1.20 writes them raw (checked by hand).
+_TEXT_SAFE = bytes(0x3F if b < 0x20 or b == 0x7F else b for b in range(256))
+
+
+def _text(value: bytes) -> bytes:
+    return value.translate(_TEXT_SAFE)
+
+
 def format_status(rows: list[StatusRow]) -> bytes:
     """``status`` reply: ``NAME\\tTOTAL\\tRUNNING\\tWORKERS`` lines, then ``.``."""
-    return b"".join(b"%s\t%d\t%d\t%d\n" % (r.function, r.total, r.running,
+    return b"".join(b"%s\t%d\t%d\t%d\n" % (_text(r.function), r.total, r.running,
                                           r.available_workers) for r in rows) + b".\n"
 
 
 def format_priority_status(rows: list[PriorityStatusRow]) -> bytes:
     """``prioritystatus`` reply: ``NAME\\tHIGH\\tNORMAL\\tLOW\\tWORKERS`` lines, then ``.``."""
-    return b"".join(b"%s\t%d\t%d\t%d\t%d\n" % (r.function, r.high, r.normal, r.low,
+    return b"".join(b"%s\t%d\t%d\t%d\t%d\n" % (_text(r.function), r.high, r.normal, r.low,
                                               r.available_workers) for r in rows) + b".\n"
 
 
 def format_workers(rows: list[WorkerRow]) -> bytes:
     """``workers`` reply: ``FD IP ID :`` then `` FUNC`` per function, then ``.``."""
     return b"".join(
-        b"%d %s %s :%s\n" % (r.fd, r.address, r.client_id,
-                             b"".join(b" " + f for f in r.functions))
+        b"%d %s %s :%s\n" % (r.fd, _text(r.address), _text(r.client_id),
+                             b"".join(b" " + _text(f) for f in r.functions))
         for r in rows) + b".\n"
 
 
@@ -378,7 +391,7 @@ def format_jobs(rows: list[JobRow]) -> bytes:
 
 def format_unique_jobs(uniques: list[bytes]) -> bytes:
     """``show unique jobs`` reply: one unique id per line, then ``.``."""
-    return b"".join(u + b"\n" for u in uniques) + b".\n"
+    return b"".join(_text(u) + b"\n" for u in uniques) + b".\n"
 
 
 def format_ok(value: bytes | None = None) -> bytes:
