@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ._connection import Connection, NeedData
 from .errors import ProtocolError, RemoteProtocolError
-from .events import AdminReply, Event
+from .events import AdminReply, CanDo, CantDo, Event
 from .packets import (
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
@@ -64,6 +64,20 @@ class ServerConnection(Connection):
             if self._text_error is None and start < len(buf) and buf[start] != 0:
                 self._text_error = exc
             raise
+
+    def _on_receive(self, event: Event) -> Event | None:
+        # CAN_DO and CANT_DO carry the function name as their only argument,
+        # which may therefore hold NUL; every other packet that names a
+        # function splits at the first NUL, so no job could ever be submitted
+        # for such a name, and it would reach the admin replies.  gearmand
+        # 1.1.20 cuts the name at the NUL; we refuse the packet.
+        if isinstance(event, (CanDo, CantDo)) and b"\0" in event.function:
+            raise RemoteProtocolError(
+                "function name holds a NUL byte",
+                error_code=b"INVALID_ARGUMENTS",
+                error_text=b"Function name holds a NUL byte",
+            )
+        return None
 
     def _encode(self, event: Event) -> bytes:
         if type(event) is AdminReply:
