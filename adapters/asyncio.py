@@ -757,9 +757,15 @@ class _Peer(asyncio.Protocol):
         server.hub.receive(self.cid, data)
 
     def eof_received(self) -> bool | None:
-        self.server.batch_started()
-        self.server.hub.receive(self.cid, b"")
-        return None
+        server = self.server
+        server.batch_started()
+        server.hub.receive(self.cid, b"")
+        if self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
+            return None  # TLS has no half-close: asyncio closes it now
+        # Keep the transport until the flush, so what is due to the peer (the
+        # ERROR for a message its EOF cut short) is written before closing.
+        server.finished.append(self)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
@@ -814,6 +820,8 @@ class Server:
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
+        self.finished: list[_Peer] = []
+        """Peers that sent EOF: closed by the next flush, after their last bytes."""
 
     @property
     def broker(self) -> JobServer:
@@ -851,6 +859,11 @@ class Server:
             peer = peers.get(cid)
             if peer is not None and peer.transport is not None:
                 peer.transport.close()
+        if self.finished:
+            for peer in self.finished:
+                if peer.transport is not None:
+                    peer.transport.close()
+            self.finished.clear()
         self._schedule_timer()
         requested = self.broker.shutdown_requested
         if requested is not None and not self._closed.is_set():
