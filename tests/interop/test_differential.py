@@ -734,3 +734,56 @@ def test_maxqueue_with_too_many_limits(both: Callable[..., dict[str, Transcript]
     assert out["ours"]["reply"].startswith(  # then the version's OK: still connected
         b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command"
         b"+maxqueue\r\nOK ")
+
+
+# -- malformed packets ------------------------------------------------------------------------
+
+
+def probe(lib: Any, server: ServerProcess, data: bytes) -> list[str]:
+    """Send ``data`` on a fresh connection, then an ECHO: what came back, until the echo or
+    the end of the connection."""
+    p = lib.RawPeer(server.address, "probe", lib.Handles())
+    try:
+        p.sock.sendall(data)
+        p.send("ECHO_REQ", b"probe")
+        seen = []
+        while True:
+            try:
+                packet = p.recv()
+            except (ConnectionError, OSError):
+                return [*seen, "closed"]
+            seen.append(f"{packet.name} {packet.args[0].decode()}" if packet.name == "ERROR"
+                        else packet.name)
+            if packet.name == "ECHO_RES":
+                return seen
+    finally:
+        p.close()
+
+
+MALFORMED = {
+    "RES magic": (b"\0RES" + bytes.fromhex("00000010 00000001") + b"x",
+                  ["ERROR INVALID_MAGIC", "ECHO_RES"], ["ERROR INVALID_MAGIC", "closed"]),
+    "bad magic": (b"\0XYZ" + bytes(8), ["closed"], ["ERROR INVALID_MAGIC", "closed"]),
+    "type 43": (b"\0REQ" + bytes.fromhex("0000002b 00000000"),
+                ["closed"], ["ERROR INVALID_COMMAND", "closed"]),
+    "NOOP sent to the server": (b"\0REQ" + bytes.fromhex("00000006 00000000"),
+                                ["ERROR INVALID_COMMAND", "ECHO_RES"],
+                                ["ERROR INVALID_COMMAND", "closed"]),
+    "too few arguments": (b"\0REQ" + bytes.fromhex("00000007 00000003") + b"f\0u",
+                          ["closed"], ["ERROR INVALID_ARGUMENTS", "closed"]),
+    "non-decimal timeout": (b"\0REQ" + bytes.fromhex("00000017 00000005") + b"f\0abc",
+                            ["ECHO_RES"], ["ERROR INVALID_ARGUMENTS", "closed"]),
+}
+
+
+def test_malformed_packets(lib: Any, gearmand_factory: Callable[..., Any],
+                           our_server: ServerProcess) -> None:
+    """Deliberate difference: every malformed packet gets an ERROR packet with gearmand's
+    code, then our server closes the connection (the stream is not trusted further).
+    gearmand 1.1.20 is inconsistent: it answers a RES magic or a response-only packet with
+    ERROR and carries on, closes without a word on a bad magic, type or argument count,
+    and reads numbers with atoi (``abc`` is 0)."""
+    theirs = gearmand_factory()  # its own: malformed input is not for the shared one
+    for name, (data, expected_gearmand, expected_ours) in MALFORMED.items():
+        assert probe(lib, theirs, data) == expected_gearmand, name
+        assert probe(lib, our_server, data) == expected_ours, name
