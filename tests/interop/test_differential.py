@@ -161,6 +161,9 @@ def requeue_after_disconnect(run: Run, fn: bytes, how: str) -> None:
     w2.expect("NOOP")
     w2.send("GRAB_JOB")
     w2.expect("JOB_ASSIGN")
+    if how != "disconnect":  # the first worker's late result is refused
+        w1.send("WORK_COMPLETE", h, b"first run")
+        w1.expect("ERROR")
     c.send("GET_STATUS", h)
     c.expect("STATUS_RES")
     run.notes["show jobs"] = line_of(run.admin("show jobs"), b"<1>")
@@ -173,7 +176,8 @@ def test_requeue_of_a_lost_job(both: Callable[..., dict[str, Transcript]],
                                fresh: Callable[[str], str], how: str) -> None:
     """A worker that disconnects, says CANT_DO, or overruns its CAN_DO_TIMEOUT loses its
     job: it is requeued (status reset, retries + 1), a sleeping worker gets NOOP and the
-    same job; the client sees only the second run's result."""
+    same job; the client sees only the second run's result, and the first worker's late
+    result gets JOB_NOT_FOUND."""
     out = both(requeue_after_disconnect, fresh("requeue").encode(), how)
     assert out["ours"] == out["gearmand"]
     ours = out["ours"]
@@ -293,6 +297,58 @@ def test_cancel_job(both: Callable[..., dict[str, Transcript]],
     assert out["ours"]["cancel"] == b"OK\r\n"
     assert out["ours"]["cancel unknown"] == b"ERR UNKNOWN_JOB\r\n"
     assert out["ours"]["status"] == fn + b"\t0\t0\t1"
+
+
+def ownership(run: Run, fn: bytes) -> None:
+    c, owner, other = run.peer("client"), run.peer("owner"), run.peer("other-worker")
+    c.send("SUBMIT_JOB", fn, b"", b"x")
+    (h,) = c.expect("JOB_CREATED")
+    owner.send("CAN_DO", fn)
+    owner.send("GRAB_JOB")
+    owner.expect("JOB_ASSIGN")
+    other.send("CAN_DO", fn)
+    other.send("WORK_STATUS", h, b"1", b"2")  # not its job
+    other.send("WORK_COMPLETE", h, b"not mine")
+    other.sync()
+    c.sync()
+    owner.send("WORK_COMPLETE", h, b"mine")
+    c.expect("WORK_COMPLETE")
+    # The same connection attached twice to one job gets every packet twice.
+    c.send("SUBMIT_JOB", fn, b"twice", b"x")
+    c.expect("JOB_CREATED")
+    c.send("SUBMIT_JOB", fn, b"twice", b"x")
+    c.expect("JOB_CREATED")
+    owner.send("GRAB_JOB")
+    (h2, *_rest) = owner.expect("JOB_ASSIGN")
+    owner.send("WORK_DATA", h2, b"d")
+    owner.send("WORK_COMPLETE", h2, b"r")
+    owner.sync()
+    c.sync()
+    # PRE_SLEEP with work already queued: NOOP at once.
+    c.send("SUBMIT_JOB_BG", fn, b"", b"queued")
+    c.expect("JOB_CREATED")
+    owner.send("PRE_SLEEP")
+    owner.expect("NOOP")
+    owner.send("GRAB_JOB")
+    (h3, *_rest) = owner.expect("JOB_ASSIGN")
+    owner.send("WORK_COMPLETE", h3, b"")
+    # A long client id is cut to 127 bytes in ``workers``.
+    other.send("SET_CLIENT_ID", b"L" * 200)
+    other.sync()
+    run.notes["client id length"] = [len(line.split(b" ")[2]) for line in
+                                     run.admin("workers").split(b"\n") if b"LLLL" in line]
+
+
+def test_who_may_report_on_a_job(both: Callable[..., dict[str, Transcript]],
+                                 fresh: Callable[[str], str]) -> None:
+    """WORK_* from a worker that does not hold the job get JOB_NOT_FOUND and reach nobody;
+    a connection attached twice gets every packet twice; PRE_SLEEP with work queued is
+    answered NOOP at once; a 200-byte client id shows as 127 bytes."""
+    out = both(ownership, fresh("ownership").encode())
+    assert out["ours"] == out["gearmand"]
+    assert out["ours"]["other-worker"] == [
+        ("ERROR", (b"JOB_NOT_FOUND", b"Job given in work result not found"))] * 2
+    assert out["ours"]["client id length"] == [127]
 
 
 # -- deliberate differences -------------------------------------------------------------------
