@@ -17,9 +17,10 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .events import AdminCommand, ConnectionClosed, Event, event_to_packet, packet_to_event
 from .packets import (
     DEFAULT_MAX_PACKET_SIZE,
+    RECEIVABLE,
     REQ,
     RES,
-    SPECS,
+    SENDABLE,
     Decoder,
     PacketType,
     Role,
@@ -71,6 +72,8 @@ class Connection:
     def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  allow_text: bool = False) -> None:
         self._magic_out = RES if self.role is Role.SERVER else REQ
+        self._sendable = SENDABLE[self.role]
+        self._receivable = RECEIVABLE[self.role]
         self._decoder = Decoder(RES if self.role is not Role.SERVER else REQ,
                                 allow_text=allow_text, max_packet_size=max_packet_size)
         self._peer_closed = False
@@ -114,7 +117,7 @@ class Connection:
                 event = AdminCommand(item.line)
             else:
                 ptype = item.type
-                if self.role not in SPECS[ptype].receivers:
+                if ptype not in self._receivable:
                     raise RemoteProtocolError(
                         f"a {self.role.value} may not receive {PacketType(ptype).name}",
                         error_code=b"INVALID_COMMAND",
@@ -159,7 +162,7 @@ class Connection:
 
     def _encode(self, event: Event) -> bytes:
         ptype, args = event_to_packet(event)
-        if self.role not in SPECS[ptype].senders:
+        if ptype not in self._sendable:
             raise LocalProtocolError(
                 f"a {self.role.value} may not send {_name(event)}"
             )
