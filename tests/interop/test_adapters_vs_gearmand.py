@@ -140,8 +140,8 @@ def test_submit_job_epoch_is_held_until_its_time(kit: Kit, gearmand: ServerProce
                                                  until: Callable[..., None]) -> None:
     """SUBMIT_JOB_EPOCH: gearmand holds the background job until its time; a worker
     grabbing after it runs the job.  gearmand 1.1.20 has no timer (its issue #101): a worker
-    that went to sleep before the time is never woken for it.  Our server does wake it
-    (a deliberate difference, test_differential.py::test_epoch_job_wakes_a_sleeping_worker)."""
+    that went to sleep after the submission is never woken for it.  Our server does wake
+    it (a deliberate difference, test_differential.py::test_epoch_job_wakes_a_sleeping_worker)."""
     fn = fresh("epoch")
     epoch = int(time.time()) + 1
     ran: list[str] = []
