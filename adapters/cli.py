@@ -263,20 +263,21 @@ async def _work(ns: argparse.Namespace) -> int:
     worker = Worker(_servers(ns), ssl=_client_ssl(ns), max_jobs=ns.max_jobs)
 
     async def run(job: WorkerJob) -> bytes:
-        if not command:
-            sys.stdout.buffer.write(job.data)
-            sys.stdout.buffer.flush()
-            result = job.data
-        else:
+        try:
+            if not command:
+                sys.stdout.buffer.write(job.data)
+                sys.stdout.buffer.flush()
+                return job.data
             proc = await asyncio.create_subprocess_exec(
                 *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             result, _ = await proc.communicate(job.data)
             if proc.returncode:
                 raise GearmanError(f"{command[0]} exited with status {proc.returncode}")
-        done[0] += 1
-        if ns.count is not None and done[0] >= ns.count:
-            worker.stop(graceful=True)
-        return result
+            return result
+        finally:  # a failed job counts too, as in `gearman -w -c COUNT`
+            done[0] += 1
+            if ns.count is not None and done[0] >= ns.count:
+                worker.stop(graceful=True)
 
     done = [0]
     for f in ns.function:
