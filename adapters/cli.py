@@ -191,7 +191,8 @@ def _run_server(ns: argparse.Namespace) -> int:
                 f"({ns.loop}, queue {ns.queue})")
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
-        log.log(max(logging.getLogger("gearman_proto").level, logging.ERROR), line)
+        if ns.log_file:  # without one the log is standard error, which has the line already
+            log.log(max(logging.getLogger("gearman_proto").level, logging.ERROR), line)
 
     if ns.loop == "trio":
         import anyio
