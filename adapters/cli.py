@@ -353,7 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         filename=getattr(ns, "log_file", None))
     if ns.command == "server":
         logging.getLogger("gearman_proto").setLevel(level)
-        return _run_server(ns)
+        try:
+            return _run_server(ns)
+        except OSError as exc:  # the port is taken, a certificate file is missing, ...
+            sys.stderr.write(f"gearman-proto: {exc}\n")
+            return 1
     try:
         if ns.command == "submit":
             return asyncio.run(_submit(ns))
