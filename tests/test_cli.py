@@ -164,7 +164,23 @@ def test_server_short_flags_ready_line_and_sigterm() -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=BOUND)
         assert proc.returncode == 0
+        # Said once on standard error (which is also where the log goes without -l).
+        assert err.count(b"listening on") == 1
         assert f"listening on 127.0.0.1:{port} (asyncio, queue memory)".encode() in err
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_server_that_cannot_start_says_why(loop: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run = gp("server", "-p", str(taken.getsockname()[1]), "--loop", loop)
+    assert run.returncode == 1
+    assert run.stderr.startswith(b"gearman-proto: ")
+    assert b"in use" in run.stderr
+    assert b"Traceback" not in run.stderr
+    run = gp("server", "-p", "0", "--ssl-certificate", str(tmp_path / "missing.pem"))
+    assert (run.returncode, run.stderr[:15]) == (1, b"gearman-proto: ")
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop", "trio"])
