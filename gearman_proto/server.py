@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ._connection import Connection, NeedData
 from .errors import ProtocolError, RemoteProtocolError
-from .events import AdminReply, CanDo, CantDo, Event
+from .events import AdminReply, CanDo, CantDo, Event, GetStatus, GetStatusUnique
 from .packets import (
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
@@ -66,16 +66,25 @@ class ServerConnection(Connection):
             raise
 
     def _on_receive(self, event: Event) -> Event | None:
-        # CAN_DO and CANT_DO carry the function name as their only argument,
-        # which may therefore hold NUL; every other packet that names a
-        # function splits at the first NUL, so no job could ever be submitted
-        # for such a name, and it would reach the admin replies.  gearmand
-        # 1.1.20 cuts the name at the NUL; we refuse the packet.
-        if isinstance(event, (CanDo, CantDo)) and b"\0" in event.function:
+        # A packet's last argument may hold NUL.  Three such arguments must
+        # not: CAN_DO's and CANT_DO's function name (every packet that submits
+        # to a function splits at the first NUL, so no job could ever run for
+        # it, and the name would only reach the admin replies), and the
+        # handle of GET_STATUS and unique of GET_STATUS_UNIQUE, which the
+        # answer echoes as its *first* field, where NUL cannot be framed.
+        # gearmand 1.1.20 cuts such values at the NUL; we refuse the packet.
+        value = None
+        if isinstance(event, (CanDo, CantDo)):
+            value = event.function
+        elif isinstance(event, GetStatus):
+            value = event.handle
+        elif isinstance(event, GetStatusUnique):
+            value = event.unique
+        if value is not None and b"\0" in value:
             raise RemoteProtocolError(
-                "function name holds a NUL byte",
+                f"{type(event).__name__} argument holds a NUL byte",
                 error_code=b"INVALID_ARGUMENTS",
-                error_text=b"Function name holds a NUL byte",
+                error_text=b"Argument holds a NUL byte",
             )
         return None
 
