@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .broker import JobServer, Output
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionClosed
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
@@ -68,6 +68,9 @@ class ServerHub:
         self._next_id = 1
         self.protocol_errors = 0
         """How many connections were closed for breaking the protocol."""
+        self.internal_errors = 0
+        """How many connections were closed because an answer to them could not be
+        framed (a bug of the core, contained to that connection)."""
         self.idle_timeout = idle_timeout
         self.idle_closed = 0
         """How many connections the idle timeout closed."""
@@ -106,6 +109,8 @@ class ServerHub:
                     self._drop(cid)
                     return
                 self._route(broker.receive(cid, event))
+                if self.internal_errors and cid not in self._conns:
+                    return  # _route closed it
         except RemoteProtocolError as exc:
             # Answer the offender (gearmand's ERROR code, or an ERR line for a
             # text command), close it, and requeue whatever it held; every other
@@ -178,4 +183,11 @@ class ServerHub:
             buf = out.get(cid)
             if buf is None:
                 buf = out[cid] = []
-            buf.append(conn.send(event))
+            try:
+                buf.append(conn.send(event))
+            except LocalProtocolError:
+                # The broker answered with something this connection cannot
+                # frame: a bug, but one peer's.  Close that peer, keep serving.
+                self.internal_errors += 1
+                self._close.append(cid)
+                self._drop(cid)
