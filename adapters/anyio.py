@@ -928,6 +928,10 @@ class Server:
                 await self._flushed.wait()
         try:
             await link.run(received, self.output_limit)
+        except Exception:
+            # A bug met on this connection's input costs this connection, not
+            # the server (the asyncio server behaves so too).
+            log.exception("closing connection %d after an internal error", cid)
         finally:
             del self.links[cid]
             self._batch()
