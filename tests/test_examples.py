@@ -3,11 +3,14 @@
 Each flavour's reverse worker and client run as subprocesses against a
 server of the test's own (so no other "reverse" worker can answer for them);
 the worker must then stop cleanly on Ctrl-C (SIGINT).  The quick start runs
-whole, on a port of its own, and must leave nothing listening behind.
+whole (``quickstart.py``, and ``quickstart.sh`` which runs it with the Python
+gearman-proto is installed for), on a port of its own, and must leave nothing
+listening behind.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -60,11 +63,14 @@ def test_the_default_server_is_localhost_4730() -> None:
             assert '"localhost:4730"' in (EXAMPLES / flavour / program).read_text()
 
 
-def test_quickstart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [[sys.executable, "quickstart.py"], ["sh", "quickstart.sh"]],
+                         ids=["py", "sh"])
+def test_quickstart(tmp_path: Path, command: list[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = subprocess.run([sys.executable, str(EXAMPLES / "quickstart.py"), str(port)],
+    env = {**os.environ, "PYTHON": sys.executable}  # the shell script: this Python first
+    run = subprocess.run([command[0], str(EXAMPLES / command[1]), str(port)], env=env,
                          capture_output=True, text=True, timeout=BOUND,
                          cwd=tmp_path)  # works from any directory
     assert run.returncode == 0, run.stderr
