@@ -906,8 +906,10 @@ class Server:
                 with anyio.fail_after(_HANDSHAKE_TIMEOUT):
                     stream = await TLSStream.wrap(sock, server_side=True, ssl_context=self.ssl,
                                                   standard_compatible=False)
-            except (*_BROKEN, TimeoutError) as exc:
-                log.info("TLS handshake with %s failed: %s", address.decode(), exc)
+            except (*_BROKEN, anyio.EndOfStream, TimeoutError) as exc:
+                # EndOfStream: the peer closed before the handshake (a plain TCP
+                # probe, a port scanner); it used to escape and stop the server.
+                log.info("TLS handshake with %s failed: %r", address.decode(), exc)
                 await anyio.aclose_forcefully(sock)
                 return
         if hub.idle_timeout:
