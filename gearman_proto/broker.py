@@ -465,6 +465,11 @@ class JobServer:
             self._held = [item for item in self._held if item[0] != conn_id]
         return self._hold(out) if self._holding else out
 
+    def waiting_on(self, conn_id: int) -> int:
+        """How many foreground jobs connection ``conn_id`` waits for (0 if unknown)."""
+        conn = self._conns.get(conn_id)
+        return 0 if conn is None else len(conn.attached)
+
     def is_busy(self, conn_id: int) -> bool:
         """True if connection ``conn_id`` has a reason to be silent.
 

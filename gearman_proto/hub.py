@@ -19,7 +19,10 @@ from .events import ConnectionClosed
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
 
-__all__ = ["ServerHub", "Flush"]
+__all__ = ["ServerHub", "Flush", "DEFAULT_MAX_CLIENT_JOBS"]
+
+DEFAULT_MAX_CLIENT_JOBS = 10_000
+"""Foreground jobs one connection may wait for before the server stops reading from it."""
 
 
 @dataclass(slots=True)
@@ -47,6 +50,9 @@ class ServerHub:
     later.  The time is the one given to :meth:`advance`: call it before
     :meth:`open` too, and when :meth:`next_deadline` comes.  A peer that
     vanished while busy is what TCP keepalive (an adapter option) is for.
+
+    ``max_client_jobs`` (0 = no limit) is where :meth:`may_read` tells the
+    adapter to stop reading from a connection: see there.
     """
 
     def __init__(
@@ -56,9 +62,13 @@ class ServerHub:
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         idle_timeout: float = 0.0,
+        max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
     ) -> None:
         if idle_timeout < 0:
             raise ValueError("idle_timeout must be >= 0 (0 means never)")
+        if max_client_jobs < 0:
+            raise ValueError("max_client_jobs must be >= 0 (0 means no limit)")
+        self.max_client_jobs = max_client_jobs
         self.broker = broker if broker is not None else JobServer()
         self.max_packet_size = max_packet_size
         self.max_line_length = max_line_length
@@ -119,6 +129,20 @@ class ServerHub:
             self._out.setdefault(cid, []).append(conn.error_reply(exc))
             self._close.append(cid)
             self._drop(cid)
+
+    def may_read(self, cid: int) -> bool:
+        """Whether to read more from ``cid``: False while it waits for ``max_client_jobs``
+        foreground jobs or more.
+
+        Each submission costs the server a job and, later, its result, while
+        its JOB_CREATED is only a few bytes -- which the peer's kernel takes
+        by the megabyte even when the peer never reads.  So output backpressure
+        alone lets one connection queue hundreds of thousands of jobs; this
+        caps what it can have in flight.  Not reading is all: nothing is
+        refused, and reading resumes as its jobs end.
+        """
+        limit = self.max_client_jobs
+        return not limit or self.broker.waiting_on(cid) < limit
 
     def closed(self, cid: int) -> None:
         """The transport of ``cid`` is gone (reset, timeout, or closed by us)."""
