@@ -64,7 +64,7 @@ from gearman_proto.events import (
     WorkUpdate,
     WorkWarning,
 )
-from gearman_proto.hub import ServerHub
+from gearman_proto.hub import DEFAULT_MAX_CLIENT_JOBS, ServerHub
 from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 from gearman_proto.session import ClientSession, Job, JobState, Reply, WorkerSession, WorkerStep
 
@@ -778,7 +778,8 @@ class Server:
     Each read goes to the hub at once; a flusher task then commits durable
     jobs once for every read that came in meanwhile (group commit) and hands
     each connection its bytes.  A connection with more than ``output_limit``
-    bytes unsent is not read from until they drain.  ``idle_timeout`` (seconds,
+    bytes unsent is not read from until they drain, nor one waiting for
+    ``max_client_jobs`` foreground jobs until some end.  ``idle_timeout`` (seconds,
     0 = never) closes connections silent for that long without a reason (see
     :class:`~gearman_proto.hub.ServerHub`); ``keepalive`` is ``True`` or a
     :class:`KeepAlive` with timings.  The admin ``shutdown``
@@ -790,7 +791,8 @@ class Server:
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
                  keepalive: bool | KeepAlive = False, backlog: int = 1024,
-                 idle_timeout: float = 0.0, **broker_options: Any) -> None:
+                 idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
+                 **broker_options: Any) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -798,7 +800,8 @@ class Server:
         if broker is None:
             broker_options.setdefault("pid", os.getpid())
             broker = JobServer(now=time.time(), **broker_options)
-        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout)
+        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
+                             max_client_jobs=max_client_jobs)
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
@@ -927,6 +930,9 @@ class Server:
             elif self._dirty.is_set():
                 # No second read before this one's output is counted in
                 # link.pending: that is what the output limit looks at.
+                await self._flushed.wait()
+            while data and not hub.may_read(cid):
+                # Waiting for max_client_jobs jobs: read again as they end.
                 await self._flushed.wait()
         try:
             await link.run(received, self.output_limit)

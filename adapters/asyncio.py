@@ -42,7 +42,7 @@ from gearman_proto.events import (
     WorkUpdate,
     WorkWarning,
 )
-from gearman_proto.hub import ServerHub
+from gearman_proto.hub import DEFAULT_MAX_CLIENT_JOBS, ServerHub
 from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 from gearman_proto.session import ClientSession, Job, JobState, Reply, WorkerSession, WorkerStep
 
@@ -720,12 +720,16 @@ def _limits(limits: tuple[int, ...]) -> tuple[int, int, int] | None:
 class _Peer(asyncio.Protocol):
     """One accepted connection: bytes go to the hub, the hub's answers come back."""
 
-    __slots__ = ("cid", "server", "transport")
+    __slots__ = ("cid", "paused_jobs", "paused_output", "server", "transport")
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.cid = 0
         self.transport: asyncio.Transport | None = None
+        # Why reading is paused: its output is not drained, or it waits for
+        # too many jobs (ServerHub.may_read).  Resumed when neither holds.
+        self.paused_output = False
+        self.paused_jobs = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not isinstance(transport, asyncio.Transport): uvloop's transports
@@ -754,7 +758,12 @@ class _Peer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         server = self.server
         server.batch_started()
-        server.hub.receive(self.cid, data)
+        hub = server.hub
+        hub.receive(self.cid, data)
+        if not hub.may_read(self.cid) and not self.paused_jobs and self.transport is not None:
+            self.paused_jobs = True
+            self.transport.pause_reading()
+            server.job_paused.append(self)
 
     def eof_received(self) -> bool | None:
         server = self.server
@@ -776,11 +785,18 @@ class _Peer(asyncio.Protocol):
         server.hub.closed(self.cid)
 
     def pause_writing(self) -> None:
+        self.paused_output = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        self.paused_output = False
+        self.resume()
+
+    def resume(self) -> None:
+        """Read again, unless the other reason to pause still holds."""
+        if (self.transport is not None and not self.transport.is_closing()
+                and not self.paused_output and not self.paused_jobs):
             self.transport.resume_reading()
 
 
@@ -790,7 +806,8 @@ class Server:
     Every read in one turn of the event loop is processed, then one flush
     commits durable jobs once (group commit) and writes each connection's
     output in one call.  A connection with more than ``output_limit`` bytes
-    unsent is not read from until they drain.  ``idle_timeout`` (seconds, 0 =
+    unsent is not read from until they drain, nor one waiting for
+    ``max_client_jobs`` foreground jobs until some end.  ``idle_timeout`` (seconds, 0 =
     never) closes connections silent for that long without a reason (see
     :class:`~gearman_proto.hub.ServerHub`); ``keepalive`` is ``True`` or a
     :class:`KeepAlive` with timings.  The admin ``shutdown`` command (with
@@ -802,7 +819,8 @@ class Server:
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
                  keepalive: bool | KeepAlive = False, backlog: int = 1024,
-                 idle_timeout: float = 0.0, **broker_options: Any) -> None:
+                 idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
+                 **broker_options: Any) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -810,7 +828,8 @@ class Server:
         if broker is None:
             broker_options.setdefault("pid", os.getpid())
             broker = JobServer(now=time.time(), **broker_options)
-        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout)
+        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
+                             max_client_jobs=max_client_jobs)
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
@@ -822,6 +841,8 @@ class Server:
         self._closed = asyncio.Event()
         self.finished: list[_Peer] = []
         """Peers that sent EOF: closed by the next flush, after their last bytes."""
+        self.job_paused: list[_Peer] = []
+        """Peers not read from while they wait for max_client_jobs jobs or more."""
 
     @property
     def broker(self) -> JobServer:
@@ -864,6 +885,16 @@ class Server:
                 if peer.transport is not None:
                     peer.transport.close()
             self.finished.clear()
+        if self.job_paused:
+            hub = self.hub
+            still = []
+            for peer in self.job_paused:
+                if hub.may_read(peer.cid):
+                    peer.paused_jobs = False
+                    peer.resume()
+                else:
+                    still.append(peer)
+            self.job_paused = still
         self._schedule_timer()
         requested = self.broker.shutdown_requested
         if requested is not None and not self._closed.is_set():

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output-limit", type=int, default=4 * 1024 * 1024, metavar="BYTES",
                    help="stop reading from a peer while this many bytes wait to be sent "
                         "to it (default 4 MiB)")
+    s.add_argument("--max-client-jobs", type=int, default=10_000, metavar="N",
+                   help="stop reading from a connection while it waits for N foreground "
+                        "jobs (default 10000; 0 = no limit)")
     s.add_argument("--idle-timeout", type=float, default=0, metavar="SECONDS",
                    help="close connections silent this long that neither run a job, "
                         "wait for one nor sleep as a worker (default 0: never)")
@@ -151,14 +154,16 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
             keepalive = KeepAlive(*timings)
         except ValueError as exc:
             raise SystemExit(f"gearman-proto: {exc}") from None
-    if ns.output_limit < 1 or ns.idle_timeout < 0:
-        raise SystemExit("gearman-proto: --output-limit must be >= 1, --idle-timeout >= 0")
+    if ns.output_limit < 1 or ns.idle_timeout < 0 or ns.max_client_jobs < 0:
+        raise SystemExit("gearman-proto: --output-limit must be >= 1, --idle-timeout and "
+                         "--max-client-jobs >= 0")
     opts: dict[str, Any] = {
         "job_retries": ns.job_retries, "worker_wakeup": ns.worker_wakeup,
         "exceptions": ns.exceptions, "allow_shutdown": ns.allow_shutdown,
         "verbose": ns.verbose.encode(), "keepalive": keepalive,
         "max_connections": ns.max_connections, "pid": os.getpid(),
         "output_limit": ns.output_limit, "idle_timeout": ns.idle_timeout,
+        "max_client_jobs": ns.max_client_jobs,
         "admin_changes": ns.admin_changes,
     }
     if ns.max_packet is not None:
