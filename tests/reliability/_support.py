@@ -131,6 +131,12 @@ class RawClient:
     def __init__(self, address: Address, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection(address, timeout=timeout)
         self.conn = ClientConnection(max_packet_size=0)
+        # poll(), not select(): a test holding thousands of sockets has fds past 1024.
+        self._poll = select.poll()
+        self._poll.register(self.sock, select.POLLIN)
+
+    def _readable(self, timeout: float) -> bool:
+        return bool(self._poll.poll(timeout * 1000))
 
     def send(self, *events: Event) -> None:
         self.sock.sendall(b"".join(self.conn.send(e) for e in events))
@@ -138,8 +144,7 @@ class RawClient:
     def events(self, timeout: float) -> Iterator[Event]:
         """Yield events as they arrive, until ``timeout`` passes with none (then stop)."""
         while True:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
+            if not self._readable(timeout):
                 return
             data = self.sock.recv(262144)
             self.conn.receive_data(data)
@@ -149,8 +154,7 @@ class RawClient:
 
     def poll(self, timeout: float) -> list[Event]:
         """The events of one read (waiting up to ``timeout`` for it); ``[]`` if none came."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
+        if not self._readable(timeout):
             return []
         data = self.sock.recv(262144)
         self.conn.receive_data(data)
@@ -280,3 +284,10 @@ def raise_nofile(wanted: int) -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port_for(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

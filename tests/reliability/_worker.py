@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("function")
     p.add_argument("log")
     p.add_argument("--max-sleep", type=float, default=0.0)
+    p.add_argument("--hold", type=float, default=0.0, help="sleep this long in every job")
     p.add_argument("--max-jobs", type=int, default=1)
     p.add_argument("--result-size", type=int, default=0)
     ns = p.parse_args()
@@ -35,6 +36,8 @@ def main() -> None:
         os.write(fd, b"start %s %d\n" % (job.data, pid))
         if ns.max_sleep:
             time.sleep(random.uniform(0, ns.max_sleep))
+        if ns.hold:
+            time.sleep(ns.hold)
         os.write(fd, b"end %s %d\n" % (job.data, pid))
         return b"done:" + job.data + pad
 

@@ -24,6 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))  # the test modules import _suppo
 from _support import Address, WorkerProcess
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "soak: minutes-long run; skipped unless GEARMAN_SOAK_SECONDS is set")
+
+
 @pytest.fixture
 def workers() -> Iterator[Callable[..., WorkerProcess]]:
     """Start worker processes: ``workers(address, function, log, *args)``; all killed after."""

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
+import shutil
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from _support import (
+    HERE,
     Raw,
     ServerProcess,
     packet,
     status_of,
+    wait_for,
 )
 from gearman_proto.adapters import sync
 from gearman_proto.adapters._common import KeepAlive, apply_keepalive
@@ -141,3 +147,120 @@ def test_idle_timeout_closes_silent_connections_and_spares_busy_ones(
     chatty.close()
     rows = status_of(server.address)
     assert rows[b"other"].available_workers == 1  # the sleeping worker is still there
+
+
+# -- a worker whose network dies under it ----------------------------------------------------
+
+_CLIENT = """
+import sys, time
+from gearman_proto.adapters.sync import Client
+with Client([("::1", int(sys.argv[1]))], result_timeout=60) as client:
+    job = client.submit("held", b"payload")
+    print("created", flush=True)
+    print("result", job.wait().decode(), time.monotonic(), flush=True)
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class _Namespaces:
+    """Two network namespaces joined by a veth pair, addressed link-local (fe80::a, fe80::b).
+
+    Nothing in them is reachable from outside: the server and its peers talk
+    over the pair, which the test can cut from one side.
+    """
+
+    def __init__(self) -> None:
+        tag = f"{os.getpid() % 100000}{int(time.monotonic() * 1000) % 1000}"
+        self.a, self.b = f"gpa{tag}", f"gpb{tag}"
+        self.va, self.vb = f"gva{tag}", f"gvb{tag}"
+        _ip("netns", "add", self.a)
+        try:
+            _ip("netns", "add", self.b)
+            _ip("link", "add", self.va, "netns", self.a, "type", "veth", "peer", "name",
+                self.vb, "netns", self.b)
+            for ns, dev, addr in ((self.a, self.va, "fe80::a/64"), (self.b, self.vb,
+                                                                    "fe80::b/64")):
+                _ip("-n", ns, "link", "set", "lo", "up")
+                _ip("-n", ns, "addr", "add", addr, "dev", dev, "nodad")
+                _ip("-n", ns, "link", "set", dev, "up")
+        except BaseException:
+            self.remove()
+            raise
+
+    def run(self, ns: str, *cmd: str, **kw: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["ip", "netns", "exec", ns, *cmd],  # type: ignore[call-overload]
+                                stdin=subprocess.DEVNULL, **kw)
+
+    def remove(self) -> None:
+        for ns in (self.a, self.b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture
+def namespaces() -> Iterator[_Namespaces]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to make network namespaces")
+    try:
+        spaces = _Namespaces()
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot make network namespaces here: {exc.stderr!r}")
+    yield spaces
+    spaces.remove()
+
+
+@pytest.mark.parametrize("keepalive", [True, False], ids=["keepalive", "no-keepalive"])
+def test_half_dead_worker_is_dropped_by_keepalive_and_its_job_runs_again(
+        namespaces: _Namespaces, tmp_path: Path, keepalive: bool) -> None:
+    """The worker's network goes down while it holds a job (its process lives on,
+    no FIN, no RST).  With keepalive (idle 1 s, 2 probes 1 s apart) the server
+    drops it within seconds and another worker runs the job; without, the
+    job stays with the dead worker."""
+    port = 4730
+    log = tmp_path / "server.log"
+    runs = tmp_path / "runs.log"
+    flags = ["--keepalive-idle", "1", "--keepalive-interval", "1", "--keepalive-count", "2"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(namespaces.run(
+            namespaces.a, sys.executable, "-m", "gearman_proto.adapters.cli", "server",
+            "--listen", "::", "--port", str(port), "--log-file", str(log),
+            *(flags if keepalive else []), stderr=subprocess.DEVNULL))
+        wait_for(lambda: log.exists() and "listening" in log.read_text(), timeout=20,
+                 what="the server in its namespace")
+        procs.append(namespaces.run(
+            namespaces.b, sys.executable, str(HERE / "_worker.py"), f"fe80::a%{namespaces.vb}",
+            str(port), "held", str(runs), "--hold", "3600", stderr=subprocess.DEVNULL))
+        client = namespaces.run(namespaces.a, sys.executable, "-c", _CLIENT, str(port),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs.append(client)
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"created\n"
+        wait_for(lambda: runs.exists() and "start" in runs.read_text(), timeout=20,
+                 what="the doomed worker to hold the job")
+        _ip("-n", namespaces.b, "link", "set", namespaces.vb, "down")  # half-dead now
+        cut = time.monotonic()
+        procs.append(namespaces.run(
+            namespaces.a, sys.executable, str(HERE / "_worker.py"), "::1", str(port), "held",
+            str(runs), stderr=subprocess.DEVNULL))
+        ready, _, _ = select.select([client.stdout], [], [], 20 if keepalive else 6)
+        if keepalive:
+            assert ready, "the job did not run again within 20 s"
+            line = client.stdout.readline().split()
+            assert line[:2] == [b"result", b"done:payload"], line
+            recovered = time.monotonic() - cut
+            assert recovered < 15
+            starts = [r for r in runs.read_text().splitlines() if r.startswith("start")]
+            assert len(starts) == 2 and starts[0].split()[2] != starts[1].split()[2]
+            print(f"FIGURES half_dead_worker_dropped_and_job_rerun_after={recovered:.1f}s")
+        else:
+            assert not ready, "without keepalive the job should still be stuck"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
