@@ -251,6 +251,7 @@ def raw_worker(address: tuple[str, int], function: str) -> socket.socket:
     sock = socket.create_connection(address, timeout=BOUND)
     sock.sendall(encode_packet(REQ, PacketType.CAN_DO, [function.encode()])
                  + encode_packet(REQ, PacketType.PRE_SLEEP, []))
+    assert not woken(sock)  # the echo's answer: both were read, and there is no work yet
     return sock
 
 
@@ -273,7 +274,7 @@ def test_server_worker_wakeup(our_server_factory: Factory, wakeup: str, expected
     server = our_server_factory(extra=("--worker-wakeup", wakeup))
     sleepers = [raw_worker(server.address, f) for _ in range(2)]
     try:
-        eventually(lambda: status(server, f)[2] == 2, "two sleeping workers")
+        assert status(server, f)[2] == 2
         assert gp("submit", *at(server), "-f", f, "-b", "job").returncode == 0
         assert sum(woken(s) for s in sleepers) == expected
     finally:
