@@ -263,6 +263,17 @@ which must never escape the decoder."""
 _EMPTY_IS_ZERO = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
 
 
+# Per type number, the indexes of its numeric arguments, in order (SPECS'
+# numeric sets as tuples, so the decoder's hot path indexes instead of looking up).
+_NUMERIC: tuple[tuple[int, ...], ...] = tuple(
+    tuple(sorted(SPECS[t].numeric)) if t in SPECS else () for t in range(len(PacketType) + 1)
+)
+_unpack_header = _HEADER.unpack_from
+# Packet(magic, ptype, args) runs the Python-level __new__ that NamedTuple
+# writes; tuple.__new__ builds the very same Packet without that frame.
+_new_packet = tuple.__new__
+
+
 def _is_decimal(value: bytes) -> bool:
     return value.isdigit() and value.isascii() and len(value) <= _MAX_DIGITS
 
@@ -304,7 +315,9 @@ class Decoder:
             raise ValueError(f"magic must be REQ or RES, not {magic!r}")
         if max_packet_size < 0:
             raise ValueError("max_packet_size must be >= 0 (0 means unlimited)")
-        self._buf = bytearray()
+        # The unread bytes start at _pos.  Usually the bytes object last fed,
+        # kept as it is; a bytearray only while a message spans several feeds.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._scan = 0  # where to resume looking for a newline in a text line
         self.magic = magic
@@ -316,13 +329,27 @@ class Decoder:
         """Append received bytes to the buffer."""
         buf = self._buf
         pos = self._pos
-        if pos:
-            # Drop consumed bytes before growing, so a stream that always ends
-            # mid-packet cannot make the buffer grow without bound.
-            del buf[:pos]
-            self._scan = max(0, self._scan - pos)
+        if pos >= len(buf):
+            # Everything before was consumed (the usual case: reads end at a
+            # message boundary): decode straight from the bytes given, with no
+            # copy into a buffer, and slices of it are already bytes.
+            self._buf = data if type(data) is bytes else bytes(data)
             self._pos = 0
+            self._scan = 0
+            return
+        # A message spans reads: gather in a bytearray, which grows in
+        # amortised O(1), so a large packet arriving in many pieces is
+        # copied once.  Consumed bytes are dropped first, so a stream that
+        # always ends mid-packet cannot make the buffer grow without bound.
+        if isinstance(buf, bytearray):
+            if pos:
+                del buf[:pos]
+        else:
+            buf = bytearray(memoryview(buf)[pos:])
+        self._scan = max(0, self._scan - pos)
+        self._pos = 0
         buf += data
+        self._buf = buf
 
     @property
     def buffered(self) -> int:
@@ -349,7 +376,7 @@ class Decoder:
             if buf[pos:pos + min(avail, 4)] != self.magic[:min(avail, 4)]:
                 self._bad_magic(bytes(buf[pos:pos + 4]))
             return None
-        magic, ptype, size = _HEADER.unpack_from(buf, pos)
+        magic, ptype, size = _unpack_header(buf, pos)
         if magic != self.magic:
             self._bad_magic(magic)
         nargs = _NARGS[ptype] if ptype < len(_NARGS) else -1
@@ -378,8 +405,10 @@ class Decoder:
                     f"{size} payload bytes",
                     error_code=b"INVALID_ARGUMENTS",
                 )
-            return Packet(magic, ptype, ())
-        payload = bytes(buf[pos + HEADER_SIZE:end])
+            return _new_packet(Packet, (magic, ptype, ()))
+        payload = buf[pos + HEADER_SIZE:end]
+        if type(payload) is not bytes:  # sliced from a bytearray
+            payload = bytes(payload)
         args = tuple(payload.split(b"\0", nargs - 1)) if nargs > 1 else (payload,)
         if len(args) != nargs:
             spec = SPECS[ptype]
@@ -388,7 +417,7 @@ class Decoder:
                 f"({', '.join(spec.args)}) but carried {len(args)}",
                 error_code=b"INVALID_ARGUMENTS",
             )
-        numeric = SPECS[ptype].numeric
+        numeric = _NUMERIC[ptype]
         if numeric:
             for i in numeric:
                 if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
@@ -398,7 +427,7 @@ class Decoder:
                         f"ASCII of at most {_MAX_DIGITS} digits, got {args[i][:32]!r}",
                         error_code=b"INVALID_ARGUMENTS",
                     )
-        return Packet(magic, ptype, args)
+        return _new_packet(Packet, (magic, ptype, args))
 
     def _bad_magic(self, magic: bytes) -> None:
         other = RES if self.magic == REQ else REQ
@@ -415,7 +444,7 @@ class Decoder:
             error_text=b"Invalid magic",
         )
 
-    def _next_line(self, buf: bytearray, pos: int) -> TextLine | None:
+    def _next_line(self, buf: bytes | bytearray, pos: int) -> TextLine | None:
         if not self.allow_text:
             raise RemoteProtocolError(
                 f"expected a binary packet (first byte NUL), got {bytes(buf[pos:pos + 16])!r}",
