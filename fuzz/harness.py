@@ -18,7 +18,7 @@ Three targets, each a plain function of its input that raises ``AssertionError``
   :func:`check_invariants` holds after every step and after everyone leaves.
 
 The core never raises anything else on peer input: that is the contract
-``docs/reliability.md`` states and these functions hold it to.
+the README's Reliability section states and these functions hold it to.
 """
 
 from __future__ import annotations

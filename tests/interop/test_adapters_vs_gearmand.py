@@ -4,7 +4,7 @@ Each test runs on the four adapters (the ``kit`` fixture: sync, asyncio, anyio
 on asyncio, trio) against the session's gearmand.  What tests/test_sync_adapter.py
 and tests/test_anyio_adapter.py (both anyio backends, so the trio adapter too)
 already show against gearmand is not repeated for them: those tests run here
-for the asyncio adapter only, which has no suite of its own.  docs/interop.md
+for the asyncio adapter only, which has no suite of its own.  the README's Interoperability section
 maps every feature to its test for each adapter.
 """
 

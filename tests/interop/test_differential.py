@@ -9,7 +9,7 @@ compared between the two servers.  Admin replies are compared the same way.
 
 Where we deliberately differ from gearmand 1.1.20 (gearman_proto/broker.py's
 docstring), the test says so, asserts gearmand's transcript as observed and
-ours as documented, and names the difference; docs/interop.md lists them.
+ours as documented, and names the difference; the README's Interoperability section lists them.
 """
 
 from __future__ import annotations

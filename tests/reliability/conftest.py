@@ -6,7 +6,7 @@ SIGKILL, and raw sockets that speak the protocol through the core's own
 connection classes, so what a test counts is exactly what went over the wire.
 
 Long runs are marked ``soak`` and are not part of the default run (see
-``pyproject.toml``); ``docs/reliability.md`` gives the commands.
+``pyproject.toml``); the README's Reliability section gives the commands.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bad input against the RUNNING server: each case gets its documented answer, nobody else notices.
 
 gearmand 1.1.20 can be killed by one malformed 12-byte header (an out-of-range
-packet type); ours answers every case below as ``docs/reliability.md`` says --
+packet type); ours answers every case below as the README's Reliability section says --
 an ERROR packet with gearmand's code (then a close, when the stream can no
 longer be trusted), an ``ERR`` line, or a close -- while a foreground job runs
 on other connections of the same server from the first case to the last,

@@ -3,7 +3,7 @@
 Every process here is a real one: our server (``gearman-proto server``), worker
 processes from ``_worker.py`` killed with SIGKILL at random moments, clients on
 raw sockets that count every packet they receive.  The guarantee checked is
-the one ``docs/reliability.md`` states: a job may *run* more than once (a
+the one the README's Reliability section states: a job may *run* more than once (a
 worker killed mid-job gives its job back, and it runs again elsewhere), but
 the clients see it completed exactly once, and no acknowledged job is lost.
 
@@ -43,7 +43,7 @@ JOBS = int(os.environ.get("GEARMAN_KILL_JOBS", "2000"))
 
 
 def report(**figures: object) -> None:
-    """Print the figures a run measured (shown with ``-s``; docs/reliability.md quotes them)."""
+    """Print the figures a run measured (shown with ``-s``; the README's Reliability section quotes them)."""
     print("FIGURES " + " ".join(f"{k}={v}" for k, v in figures.items()))
 
 

@@ -1,7 +1,7 @@
 """Hostile bytes into the core, bounded, in the normal test run (hypothesis).
 
 The checks are in ``fuzz/harness.py``, shared with the longer atheris runs
-(``fuzz/fuzz.py``, see ``docs/reliability.md``): only the documented
+(``fuzz/fuzz.py``, see the README's Reliability section): only the documented
 ``RemoteProtocolError`` leaves the Decoder and ServerConnection, the hub lets
 nothing escape, and the JobServer's bookkeeping stays consistent after every
 step and after every peer left.  Inputs are mostly well-framed packets of

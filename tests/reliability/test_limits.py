@@ -9,7 +9,7 @@ then asserted: the server stops reading from a peer that waits for
 for it, so a peer that never reads can only have submitted that many jobs plus
 the rest of one read; every such job costs its bookkeeping and its result.
 The soak's long version is the ``soak`` marker, run with
-``GEARMAN_SOAK_SECONDS`` (see ``docs/reliability.md``).
+``GEARMAN_SOAK_SECONDS`` (see the README's Reliability section).
 """
 
 from __future__ import annotations
