@@ -43,7 +43,7 @@ JOBS = int(os.environ.get("GEARMAN_KILL_JOBS", "2000"))
 
 
 def report(**figures: object) -> None:
-    """Print the figures a run measured (shown with ``-s``; the README's Reliability section quotes them)."""
+    """Print the figures a run measured (shown with ``-s``; the README quotes them)."""
     print("FIGURES " + " ".join(f"{k}={v}" for k, v in figures.items()))
 
 
