@@ -24,6 +24,7 @@ import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from .errors import LocalProtocolError
@@ -567,12 +568,14 @@ def event_to_packet(event: Event) -> tuple[int, tuple[bytes, ...]]:
             f"{type(event).__name__} is not a binary protocol message"
         ) from None
     ptype, args = enc(event)
-    for arg in args[:-1]:
-        if b"\0" in arg:
-            raise LocalProtocolError(
-                f"{type(event).__name__}: only the last argument may contain NUL, "
-                f"got {arg[:32]!r}"
-            )
+    # One C-level search over the leading arguments joined, rather than a
+    # Python loop over them: this runs for every packet sent.
+    if len(args) > 1 and b"\0" in b"".join(args[:-1]):
+        arg = next(a for a in args[:-1] if b"\0" in a)
+        raise LocalProtocolError(
+            f"{type(event).__name__}: only the last argument may contain NUL, "
+            f"got {arg[:32]!r}"
+        )
     return ptype, args
 
 
@@ -635,10 +638,18 @@ def _enc_timeout(e: CanDoTimeout) -> tuple[int, tuple[bytes, ...]]:
     return PacketType.CAN_DO_TIMEOUT, (e.function, _num(e.timeout))
 
 
-def _field_encoder(*names: str) -> Callable[[Event], tuple[int, tuple[bytes, ...]]]:
-    def enc(e: Event) -> tuple[int, tuple[bytes, ...]]:
-        return e.packet_type, tuple(getattr(e, n) for n in names)
-    return enc
+def _field_encoder(ptype: PacketType, *names: str
+                   ) -> Callable[[Event], tuple[int, tuple[bytes, ...]]]:
+    """The encoder of an event whose arguments are its fields ``names``, in order."""
+    if not names:
+        packet: tuple[int, tuple[bytes, ...]] = (ptype, ())
+        return lambda e: packet
+    # attrgetter reads the fields in C: one name gives the value, several a tuple.
+    if len(names) == 1:
+        get_one: Callable[[Event], bytes] = attrgetter(names[0])
+        return lambda e: (ptype, (get_one(e),))
+    get: Callable[[Event], tuple[bytes, ...]] = attrgetter(*names)
+    return lambda e: (ptype, get(e))
 
 
 _ENCODERS: dict[type, Callable[[Event], tuple[int, tuple[bytes, ...]]]] = {
@@ -662,7 +673,7 @@ for _cls, _names in (
     (EchoRes, ("data",)), (OptionReq, ("name",)), (OptionRes, ("name",)),
     (Error, ("code", "text")), (SetClientId, ("client_id",)), (AllYours, ()),
 ):
-    _ENCODERS[_cls] = _field_encoder(*_names)
+    _ENCODERS[_cls] = _field_encoder(_cls.packet_type, *_names)
 
 
 # Decoding: packet type -> constructor from the already-split, already-validated
