@@ -13,7 +13,11 @@ is a text line and arrives as :class:`~gearman_proto.events.AdminCommand`
 
 from __future__ import annotations
 
-from ._connection import Connection, NeedData
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any
+
+from ._connection import Connection
 from .errors import ProtocolError, RemoteProtocolError
 from .events import AdminReply, CanDo, CantDo, Event, GetStatus, GetStatusUnique
 from .packets import (
@@ -26,6 +30,14 @@ from .packets import (
 )
 
 __all__ = ["ServerConnection"]
+
+# The received events whose one argument may not hold NUL (see _on_receive).
+_NUL_REFUSED: dict[type, Callable[[Any], bytes]] = {
+    CanDo: attrgetter("function"),
+    CantDo: attrgetter("function"),
+    GetStatus: attrgetter("handle"),
+    GetStatusUnique: attrgetter("unique"),
+}
 
 
 class ServerConnection(Connection):
@@ -51,19 +63,12 @@ class ServerConnection(Connection):
         # answered with an ERR line rather than an ERROR packet.
         self._text_error: RemoteProtocolError | None = None
 
-    def next_event(self) -> Event | NeedData:
-        """Return the next event from the peer, or ``NEED_DATA`` (see :class:`Connection`)."""
-        decoder = self._decoder
-        # Where the message being read starts: once it fails, the decoder may
-        # already have moved past it, and its first byte says text or binary.
-        start = decoder._pos
-        try:
-            return super().next_event()
-        except RemoteProtocolError as exc:
-            buf = decoder._buf
-            if self._text_error is None and start < len(buf) and buf[start] != 0:
-                self._text_error = exc
-            raise
+    def _on_receive_error(self, exc: RemoteProtocolError, start: int) -> None:
+        # Once a message fails the decoder may already have moved past it;
+        # its first byte, at `start`, says whether it was text or binary.
+        buf = self._decoder._buf
+        if self._text_error is None and start < len(buf) and buf[start] != 0:
+            self._text_error = exc
 
     def _on_receive(self, event: Event) -> Event | None:
         # A packet's last argument may hold NUL.  Three such arguments must
@@ -73,14 +78,10 @@ class ServerConnection(Connection):
         # handle of GET_STATUS and unique of GET_STATUS_UNIQUE, which the
         # answer echoes as its *first* field, where NUL cannot be framed.
         # gearmand 1.1.20 cuts such values at the NUL; we refuse the packet.
-        value = None
-        if isinstance(event, (CanDo, CantDo)):
-            value = event.function
-        elif isinstance(event, GetStatus):
-            value = event.handle
-        elif isinstance(event, GetStatusUnique):
-            value = event.unique
-        if value is not None and b"\0" in value:
+        # (One dict lookup by the event's exact class: events come from the
+        # decoder, which builds exactly these classes.)
+        field = _NUL_REFUSED.get(type(event))
+        if field is not None and b"\0" in field(event):
             raise RemoteProtocolError(
                 f"{type(event).__name__} argument holds a NUL byte",
                 error_code=b"INVALID_ARGUMENTS",
@@ -91,7 +92,7 @@ class ServerConnection(Connection):
     def _encode(self, event: Event) -> bytes:
         if type(event) is AdminReply:
             return event.text
-        return super()._encode(event)
+        return Connection._encode(self, event)  # not super(): one object less per packet
 
     def error_reply(self, exc: ProtocolError) -> bytes:
         """The bytes to write before closing the connection after ``exc``.
