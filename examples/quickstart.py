@@ -9,6 +9,8 @@ It runs, with this Python, what you would type in three terminals::
     python3 examples/sync/reverse_client.py 127.0.0.1:PORT     # prints !dlrow olleH
 
 PORT defaults to a free one, so a gearmand already on 4730 is no obstacle.
+The children run in examples/, not the repository root, where the source folder
+``gearman_proto/`` (without ``adapters/``) would shadow a ``pip install .``.
 """
 
 import socket
@@ -50,7 +52,7 @@ def main():
         try:
             server = subprocess.Popen(
                 [sys.executable, "-m", "gearman_proto.adapters.cli", "server", "--port", str(port)],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
             running.append(server)
             wait_until_listening(port, server, log)
             print(f"job server listening on {address}", file=sys.stderr)
