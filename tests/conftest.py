@@ -131,31 +131,42 @@ def make_gearmand(directory: Path, port: int | None = None,
     return ServerProcess("gearmand", command, log, port=port)
 
 
+class _Started:
+    """The servers one fixture started: their logs join failing reports; stopped at teardown."""
+
+    def __init__(self) -> None:
+        self.servers: list[ServerProcess] = []
+
+    def start(self, server: ServerProcess) -> ServerProcess:
+        self.servers.append(server)
+        _LIVE.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            _LIVE.remove(server)
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def gearmand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One gearmand 1.1.x for the whole test session."""
-    server = make_gearmand(tmp_path_factory.mktemp("gearmand")).start()
-    _LIVE.append(server)
-    yield server
-    _LIVE.remove(server)
-    server.stop()
+    started = _Started()
+    yield started.start(make_gearmand(tmp_path_factory.mktemp("gearmand")))
+    started.stop_all()
 
 
 @pytest.fixture
 def gearmand_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start extra gearmands for one test: ``factory(port=None, extra=())``; stopped after it."""
-    started: list[ServerProcess] = []
+    started = _Started()
 
     def factory(port: int | None = None, extra: tuple[str, ...] = ()) -> ServerProcess:
-        server = make_gearmand(tmp_path / f"gearmand{len(started)}", port, extra)
-        started.append(server)
-        _LIVE.append(server)
-        return server.start()
+        return started.start(make_gearmand(tmp_path / f"gearmand{len(started.servers)}",
+                                           port, extra))
 
     yield factory
-    for server in started:
-        _LIVE.remove(server)
-        server.stop()
+    started.stop_all()
 
 
 def make_our_server(directory: Path, port: int | None = None, extra: tuple[str, ...] = (),
@@ -179,29 +190,23 @@ def make_our_server(directory: Path, port: int | None = None, extra: tuple[str, 
 @pytest.fixture(scope="session")
 def our_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One of our job servers (asyncio, in-memory queue) for the whole test session."""
-    server = make_our_server(tmp_path_factory.mktemp("ours")).start()
-    _LIVE.append(server)
-    yield server
-    _LIVE.remove(server)
-    server.stop()
+    started = _Started()
+    yield started.start(make_our_server(tmp_path_factory.mktemp("ours")))
+    started.stop_all()
 
 
 @pytest.fixture
 def our_server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start more of our servers for one test: ``factory(port=None, extra=(), loop="asyncio")``."""
-    started: list[ServerProcess] = []
+    started = _Started()
 
     def factory(port: int | None = None, extra: tuple[str, ...] = (),
                 loop: str = "asyncio") -> ServerProcess:
-        server = make_our_server(tmp_path / f"ours{len(started)}", port, extra, loop)
-        started.append(server)
-        _LIVE.append(server)
-        return server.start()
+        return started.start(make_our_server(tmp_path / f"ours{len(started.servers)}", port,
+                                             extra, loop))
 
     yield factory
-    for server in started:
-        _LIVE.remove(server)
-        server.stop()
+    started.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -209,20 +214,15 @@ def module_servers(tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers shared by the tests of one module: ``factory(kind, extra=())`` with
     ``kind`` ``"gearmand"`` or ``"ours"`` (asyncio); all stopped after the module."""
-    started: list[ServerProcess] = []
+    started = _Started()
 
     def factory(kind: str, extra: tuple[str, ...] = ()) -> ServerProcess:
         directory = tmp_path_factory.mktemp(kind)
-        server = (make_gearmand(directory, extra=extra) if kind == "gearmand"
-                  else make_our_server(directory, extra=extra))
-        started.append(server)
-        _LIVE.append(server)
-        return server.start()
+        return started.start(make_gearmand(directory, extra=extra) if kind == "gearmand"
+                             else make_our_server(directory, extra=extra))
 
     yield factory
-    for server in started:
-        _LIVE.remove(server)
-        server.stop()
+    started.stop_all()
 
 
 @pytest.hookimpl(wrapper=True)
