@@ -143,7 +143,13 @@ class Connection:
 
     def events(self) -> Iterator[Event]:
         """Yield every event that the buffered bytes hold, then stop."""
+        decoder = self._decoder
         while True:
+            # Every byte read and the peer still open: next_event() could only
+            # say NEED_DATA, so stop without asking (once per read saved).
+            if (decoder._pos >= len(decoder._buf) and not self._peer_closed
+                    and self.state is ConnectionState.OPEN):
+                return
             event = self.next_event()
             if type(event) is NeedData:
                 return
