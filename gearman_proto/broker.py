@@ -512,8 +512,13 @@ class JobServer:
         while timers and (timers[0][2].state != _RUNNING
                           or timers[0][2].assign_no != timers[0][3]):
             heapq.heappop(timers)
-        deadlines = [heap[0][0] for heap in (epochs, timers) if heap]
-        return min(deadlines) if deadlines else None
+        # Asked after every batch of reads, and usually both heaps are empty:
+        # no list, no min() for that case.
+        if not timers:
+            return epochs[0][0] if epochs else None
+        if not epochs:
+            return timers[0][0]
+        return min(epochs[0][0], timers[0][0])
 
     def commit(self) -> list[Output]:
         """Commit the store and release the output held for it, in order.
