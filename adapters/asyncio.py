@@ -258,7 +258,7 @@ class Client:
         for _ in range(n):
             i = self._next % n
             self._next += 1
-            if await self._ensure(i):
+            if i in self._writers or await self._ensure(i):  # connected: no coroutine
                 return i
         if len(self._timed_out) == n:  # every server timed out: that is the connect timeout
             raise JobTimeout("timed out connecting to " +
@@ -273,16 +273,29 @@ class Client:
             return item.state is not JobState.PENDING if isinstance(item, Job) else item.done
         if answered():
             return
-        event = asyncio.Event()
-        item.on_change = lambda _: event.set()  # type: ignore[assignment]
+        # A bare future and a timer, rather than asyncio.Event and wait_for():
+        # wait_for() runs the Event's wait() in a Task of its own, a good part
+        # of what a submit() cost.  The first change answers (JOB_CREATED, a
+        # refusal or the loss of the connection), as the Event's first set did.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def changed(_: object) -> None:
+            if answered() and not waiter.done():
+                waiter.set_result(None)
+
+        def expired() -> None:
+            if not waiter.done():
+                waiter.set_exception(JobTimeout(f"no {what} from the job server in time"))
+
+        item.on_change = changed
+        timer = None if timeout is None else loop.call_later(timeout, expired)
         try:
-            while not answered():
-                await asyncio.wait_for(event.wait(), timeout)
-                event.clear()
-        except asyncio.TimeoutError:
-            raise JobTimeout(f"no {what} from the job server in time") from None
+            await waiter
         finally:
             item.on_change = None
+            if timer is not None:
+                timer.cancel()
 
     async def submit(self, function: bytes | str, data: bytes | str = b"", *,
                      unique: bytes | str | None = None, priority: Priority = Priority.NORMAL,

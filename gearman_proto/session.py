@@ -87,6 +87,7 @@ class JobState(enum.Enum):
 
 _FINAL = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.EXCEPTION, JobState.REFUSED,
                     JobState.LOST})
+"""The states after which nothing more happens to a job: every state but PENDING and QUEUED."""
 
 
 @dataclass(eq=False, slots=True)
@@ -122,7 +123,11 @@ class Job(Generic[K]):
     @property
     def done(self) -> bool:
         """True when nothing more will happen to this job as far as its submitter can see."""
-        return self.state in _FINAL or (self.state is JobState.QUEUED and self.background)
+        # Equal to `state in _FINAL or (state is QUEUED and background)`, by
+        # identity: `in _FINAL` hashes the Enum member, which runs Python code
+        # (Enum.__hash__), and adapters ask this after every change of a job.
+        state = self.state
+        return state is not JobState.PENDING and (state is not JobState.QUEUED or self.background)
 
     def _changed(self) -> None:
         if self.on_change is not None:
