@@ -6,6 +6,13 @@ returned, and calls ``commit()`` once per batch of reads, so one fsync covers
 every job accepted in that batch.  On start the server replays every row
 (priority, epoch time and reducer kept).  A job running when the server dies
 is still stored, so it runs again after restart: at-least-once.
+
+Only adds are acknowledged, so only a batch with an add pays for the fsync:
+the rows of finished jobs are deleted with the next commit, and a commit that
+has nothing but those deletes is made at ``synchronous=NORMAL`` (in WAL mode
+it survives a crash of the server process; after a power loss those jobs may
+come back and run again, at least once, as a running job would).  The next
+durable commit's fsync of the WAL makes the earlier deletes durable as well.
 """
 
 from __future__ import annotations
@@ -51,12 +58,15 @@ class SQLiteStore:
         # of a batch, COMMIT in commit()), not the module's implicit ones.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._synchronous = synchronous.upper()
+        self._level = self._synchronous  # the connection's level now: NORMAL after a relaxed commit
+        self._db.execute(f"PRAGMA synchronous={self._synchronous}")
         self._db.execute(_SCHEMA.format(table=table))
         self._insert = (f"INSERT INTO {table} (function_name, unique_key, priority, data, "
                         f"when_to_run, reducer) VALUES (?, ?, ?, ?, ?, ?)")
         self._delete = f"DELETE FROM {table} WHERE id = ?"
         self._in_tx = False
+        self._removed: list[StoreKey] = []  # deleted at the next commit, in one executemany
         self.commits = 0
 
     @property
@@ -66,6 +76,11 @@ class SQLiteStore:
 
     def _begin(self) -> None:
         if not self._in_tx:
+            # SQLite only changes the level outside a transaction: every
+            # transaction but a relaxed commit's runs at the level asked for.
+            if self._level != self._synchronous:
+                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+                self._level = self._synchronous
             self._db.execute("BEGIN")
             self._in_tx = True
 
@@ -82,22 +97,44 @@ class SQLiteStore:
         return key
 
     def remove(self, key: StoreKey) -> None:
-        """Delete the row in the open transaction."""
-        try:
-            self._begin()
-            self._db.execute(self._delete, (key,))
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite: {exc}") from exc
+        """Forget the row: it is deleted with the next commit (or load, or len)."""
+        self._removed.append(key)
+
+    def _delete_removed(self) -> None:
+        """Delete the removed rows in the open transaction (opening one if needed)."""
+        removed = self._removed
+        if removed:
+            try:
+                self._begin()
+                self._db.executemany(self._delete, [(key,) for key in removed])
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+            removed.clear()
 
     def commit(self) -> None:
-        """Commit the batch: one fsync for every add and remove since the last commit."""
-        if self._in_tx:
-            self._db.execute("COMMIT")
-            self._in_tx = False
-            self.commits += 1
+        """Commit the batch: one fsync for every add and remove since the last commit.
+
+        A batch that only removed rows commits without the fsync (see the
+        module docstring): nothing in it was acknowledged to anybody.
+        """
+        if not self._in_tx:
+            if not self._removed:
+                return
+            # No transaction open: nothing was added since the last commit
+            # (an add opens one).  Delete the finished jobs' rows at NORMAL.
+            if self._level != "NORMAL":
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._level = "NORMAL"
+            self._db.execute("BEGIN")
+            self._in_tx = True
+        self._delete_removed()
+        self._db.execute("COMMIT")
+        self._in_tx = False
+        self.commits += 1
 
     def load(self) -> Iterator[tuple[StoreKey, StoredJob]]:
         """Every stored job, oldest first."""
+        self._delete_removed()
         rows = self._db.execute(
             f"SELECT id, function_name, unique_key, priority, data, when_to_run, reducer "
             f"FROM {self.table} ORDER BY id").fetchall()
@@ -107,6 +144,7 @@ class SQLiteStore:
                                  None if reducer is None else bytes(reducer))
 
     def __len__(self) -> int:
+        self._delete_removed()
         return int(self._db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
 
     def close(self) -> None:
