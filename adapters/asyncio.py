@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -84,6 +85,85 @@ async def _open(addr: Address, ssl: _ssl.SSLContext | None, server_hostname: str
     if sock is not None and keepalive:
         apply_keepalive(sock, keepalive)
     return reader, writer
+
+
+class _Link(asyncio.Protocol):
+    """One connection of a Client or Worker: each read goes straight to the core.
+
+    A StreamReader would buffer what the core buffers anyway and wake a reader
+    task for every read: one more turn of the event loop per packet received,
+    and a good part of what a job cost the client and the worker.  Here
+    ``data_received`` hands the bytes to ``on_data`` (those that arrive before
+    :meth:`start` wait for it).  ``closed`` resolves when the connection ends,
+    with the error that ended it, if any: a RemoteProtocolError from
+    ``on_data``, an OSError, or ``None`` for a clean EOF or :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.on_data: Callable[[bytes], object] | None = None
+        self.early: list[bytes] = []
+        self.closed: asyncio.Future[Exception | None] = (
+            asyncio.get_running_loop().create_future())
+
+    def start(self, on_data: Callable[[bytes], object]) -> None:
+        """Hand every read to ``on_data`` from now on (those already read first)."""
+        self.on_data = on_data
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_data is None:
+            self.early.append(data)
+            return
+        try:
+            self.on_data(data)
+        except (OSError, RemoteProtocolError) as exc:
+            self._end(exc)
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+
+    def _end(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the peer (it is written at once if the socket takes it)."""
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close the connection; ``closed`` resolves once it is gone."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _open_link(addr: Address, ssl: _ssl.SSLContext | None, server_hostname: str | None,
+                     timeout: float | None, keepalive: bool | KeepAlive) -> _Link:
+    """Connect as :func:`_open` does, with a :class:`_Link` as the protocol."""
+    host, port = addr
+    loop = asyncio.get_running_loop()
+    try:
+        _transport, link = await asyncio.wait_for(
+            loop.create_connection(_Link, host, port, ssl=ssl,
+                                   server_hostname=(server_hostname or host) if ssl else None),
+            timeout)
+    except asyncio.TimeoutError:
+        raise JobTimeout(f"connecting to {host}:{port} timed out") from None
+    assert link.transport is not None
+    sock = link.transport.get_extra_info("socket")
+    if sock is not None and keepalive:
+        apply_keepalive(sock, keepalive)
+    return link
 
 
 # -- client ---------------------------------------------------------------------------
@@ -175,8 +255,7 @@ class Client:
         self.retry_delay = retry_delay
         self._session: ClientSession[int] = ClientSession(exceptions=exceptions,
                                                           max_packet_size=max_packet_size)
-        self._writers: dict[int, asyncio.StreamWriter] = {}
-        self._readers: dict[int, asyncio.Task[None]] = {}
+        self._writers: dict[int, _Link] = {}
         self._connecting: dict[int, asyncio.Future[None]] = {}
         self._down_until: dict[int, float] = {}
         self._timed_out: set[int] = set()  # servers whose last connect attempt timed out
@@ -191,24 +270,33 @@ class Client:
 
     async def close(self) -> None:
         """Close every connection; jobs still in flight end as lost."""
-        for task in list(self._readers.values()):
-            task.cancel()
-        for idx, writer in list(self._writers.items()):
-            writer.close()
-            self._session.disconnect(idx)
-        self._writers.clear()
-        self._readers.clear()
+        for link in list(self._writers.values()):
+            self._lost(link)
+            link.close()
 
     async def _connect(self, idx: int) -> None:
-        reader, writer = await _open(self.servers[idx], self.ssl, self.server_hostname,
-                                     self.connect_timeout, self.keepalive)
+        link = await _open_link(self.servers[idx], self.ssl, self.server_hostname,
+                                self.connect_timeout, self.keepalive)
         data = self._session.connect(idx)
         if self.client_id is not None:
             data += self._session.set_client_id(idx, self.client_id)
         if data:
-            writer.write(data)
-        self._writers[idx] = writer
-        self._readers[idx] = asyncio.ensure_future(self._read(idx, reader, writer))
+            link.write(data)
+        self._writers[idx] = link
+        link.start(lambda data: self._session.receive_data(idx, data))
+        link.closed.add_done_callback(lambda done: self._lost(link, done.result()))
+
+    def _lost(self, link: _Link, exc: Exception | None = None) -> None:
+        """The connection ``link`` ended (or is being closed): its jobs are lost."""
+        idx = next((i for i, other in self._writers.items() if other is link), None)
+        if idx is None:  # already handled (close(), then the transport's own end)
+            return
+        if exc is not None:
+            log.warning("connection to %s:%d failed: %s", *self.servers[idx], exc)
+        del self._writers[idx]
+        link.close()
+        self._session.disconnect(idx)
+        self._down_until[idx] = time.monotonic() + self.retry_delay
 
     async def _ensure(self, idx: int) -> bool:
         if idx in self._writers:
@@ -233,23 +321,6 @@ class Client:
         # The reader may already have seen the server close it (a TLS server
         # refusing our certificate after the handshake, say).
         return idx in self._writers
-
-    async def _read(self, idx: int, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                data = await reader.read(_READ)
-                if not data:
-                    break
-                self._session.receive_data(idx, data)
-        except (OSError, RemoteProtocolError) as exc:
-            log.warning("connection to %s:%d failed: %s", *self.servers[idx], exc)
-        finally:
-            self._writers.pop(idx, None)
-            self._readers.pop(idx, None)
-            writer.close()
-            self._session.disconnect(idx)
-            self._down_until[idx] = time.monotonic() + self.retry_delay
 
     async def _pick(self, idx: int | None = None) -> int:
         if idx is not None and await self._ensure(idx):
@@ -426,7 +497,7 @@ class Worker:
         self.handlers: dict[bytes, Handler] = {}
         self.timeouts: dict[bytes, int | None] = {}
         self._session: WorkerSession[int] | None = None
-        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._writers: dict[int, _Link] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -555,13 +626,17 @@ class Worker:
         if not job.failed:
             self._send(key, WorkComplete(assign.handle, data))
 
+    def _received(self, key: int, data: bytes) -> None:
+        assert self._session is not None
+        self._apply(self._session.receive_data(key, data))
+
     async def _serve(self, key: int) -> None:
         delay = self.reconnect_delay
         assert self._session is not None
         while True:
             try:
-                reader, writer = await _open(self.servers[key], self.ssl, self.server_hostname,
-                                             self.connect_timeout, self.keepalive)
+                link = await _open_link(self.servers[key], self.ssl, self.server_hostname,
+                                        self.connect_timeout, self.keepalive)
             except (OSError, JobTimeout) as exc:
                 log.warning("job server %s:%d unavailable (%s); retrying in %.1fs",
                             *self.servers[key], exc, delay)
@@ -569,20 +644,19 @@ class Worker:
                 delay = min(delay * 2, self.max_reconnect_delay)
                 continue
             delay = self.reconnect_delay
-            self._writers[key] = writer
+            self._writers[key] = link
+            session = self._session
             try:
-                self._apply(self._session.connect(key))
-                while True:
-                    data = await reader.read(_READ)
-                    if not data:
-                        break
-                    self._apply(self._session.receive_data(key, data))
-            except (OSError, RemoteProtocolError) as exc:
-                log.warning("connection to %s:%d failed: %s", *self.servers[key], exc)
+                self._apply(session.connect(key))
+                # Each read is handled as it arrives (see _Link), not by this task.
+                link.start(functools.partial(self._received, key))
+                exc = await link.closed
+                if exc is not None:
+                    log.warning("connection to %s:%d failed: %s", *self.servers[key], exc)
             finally:
                 self._writers.pop(key, None)
-                self._session.disconnect(key, keep_slots=True)
-                writer.close()
+                session.disconnect(key, keep_slots=True)
+                link.close()
             await asyncio.sleep(delay)
 
 
