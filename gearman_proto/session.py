@@ -355,8 +355,11 @@ class WorkerSession(Generic[K]):
     @property
     def free_slots(self) -> int:
         """Slots neither running a job (orphans included) nor reserved by an unanswered grab."""
-        used = sum(len(c.jobs) + c.outstanding_grabs for c in self.connections.values())
-        return self.max_jobs - used - len(self._orphans)
+        # A loop, not sum() over a generator: asked after every job and grab.
+        used = len(self._orphans)
+        for conn in self.connections.values():
+            used += len(conn.jobs) + conn.outstanding_grabs
+        return self.max_jobs - used
 
     @property
     def idle(self) -> bool:
@@ -449,10 +452,10 @@ class WorkerSession(Generic[K]):
 
     def _pump(self, step: WorkerStep[K]) -> None:
         """Send grabs for free slots, one outstanding grab per connection, in turn."""
-        if self.draining:
+        hungry = self._hungry
+        if self.draining or not hungry:
             return
         free = self.free_slots
-        hungry = self._hungry
         for _ in range(len(hungry)):
             if free <= 0:
                 break
