@@ -56,7 +56,7 @@ _GRAB = packet(GRAB_JOB_UNIQ)
 _PRE_SLEEP = packet(PRE_SLEEP)
 
 
-def _packets(buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
+def _packets(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
     """The complete packets at the start of ``buf`` and how many bytes they took."""
     out = []
     pos = 0
@@ -67,9 +67,24 @@ def _packets(buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
         end = pos + 12 + size
         if end > n:
             break
-        out.append((ptype, bytes(buf[pos + 12:end])))
+        out.append((ptype, buf[pos + 12:end]))
         pos = end
     return out, pos
+
+
+class _Buffer:
+    """Bytes received and not yet parsed: usually none, so a read is parsed where it lies."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self) -> None:
+        self.rest = b""
+
+    def packets(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self.rest + data if self.rest else data
+        packets, used = _packets(buf)
+        self.rest = buf[used:] if used < len(buf) else b""
+        return packets
 
 
 async def _lines() -> asyncio.StreamReader:
@@ -99,7 +114,7 @@ class _WorkerStats:
 class _WorkerConn(asyncio.Protocol):
     def __init__(self, stats: _WorkerStats) -> None:
         self.stats = stats
-        self.buf = bytearray()
+        self.buf = _Buffer()
         self.grabbing = False
         self.registered = False
         self.transport: asyncio.Transport | None = None
@@ -110,17 +125,12 @@ class _WorkerConn(asyncio.Protocol):
         self.grabbing = True
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        packets, used = _packets(buf)
-        del buf[:used]
         out = []
         stats = self.stats
-        for ptype, payload in packets:
+        for ptype, payload in self.buf.packets(data):
             if ptype == JOB_ASSIGN_UNIQ:
-                handle, _, rest = payload.partition(b"\0")
-                _function, _, rest = rest.partition(b"\0")
-                _unique, _, data_ = rest.partition(b"\0")
+                # handle, function, unique, data: the result is the data.
+                handle, _function, _unique, data_ = payload.split(b"\0", 3)
                 out.append(packet(WORK_COMPLETE, handle, data_))
                 out.append(_GRAB)
                 stats.done += 1
@@ -175,7 +185,7 @@ async def worker_main(port: int, workers: int) -> None:
 
 class _ClientConn(asyncio.Protocol):
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.buf = _Buffer()
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.reset(0, 1, "bg", b"")
@@ -220,14 +230,10 @@ class _ClientConn(asyncio.Protocol):
         self.transport.write(self.submit * count)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        packets, used = _packets(buf)
-        del buf[:used]
         now = time.monotonic()
         more = 0
         lat = self.latencies
-        for ptype, payload in packets:
+        for ptype, payload in self.buf.packets(data):
             if ptype == JOB_CREATED:
                 t = self.sent_at.popleft()
                 if self.background:
