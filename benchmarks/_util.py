@@ -22,6 +22,9 @@ from typing import Any
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
+SERVER_ROOT = Path(os.environ.get("GEARMAN_BENCH_SERVER_ROOT", ROOT))
+"""Where ``gearman-proto server`` is run from: this checkout unless the environment
+variable ``GEARMAN_BENCH_SERVER_ROOT`` names another (to compare two versions)."""
 
 
 def free_port() -> int:
@@ -94,6 +97,8 @@ def machine() -> dict[str, Any]:
         "anyio": package_version("anyio"),
         "gearman-proto": package_version("gearman-proto"),
         "commit": _git_commit(),
+        # The machine is not ours alone: what else ran shows here.
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -174,7 +179,9 @@ class Server:
     def start(self, timeout: float = 15.0) -> Server:
         """Start it and wait until it accepts connections."""
         log = open(self.log, "ab")  # the child keeps it open
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL,
+        # Our server runs from SERVER_ROOT: another checkout may be measured
+        # against this one (``python -m`` imports from the working directory).
+        self.proc = subprocess.Popen(self.command(), cwd=SERVER_ROOT, stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout

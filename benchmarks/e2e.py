@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -154,7 +155,8 @@ def summarize(rows: list[dict[str, Any]], servers: list[str],
                 continue
             table[sc][kind] = {
                 key: median(r[key] for r in mine)
-                for key in ("jobs_per_s", "cpu_s_per_100k", "p50_us", "p99_us", "jobs")
+                for key in ("jobs_per_s", "cpu_s_per_100k", "p50_us", "p99_us", "jobs",
+                            "server_cores", "loadgen_cores")
             }
             table[sc][kind]["runs"] = len(mine)
             table[sc][kind]["timed_out"] = sum(bool(r["timed_out"]) for r in mine)
@@ -171,14 +173,15 @@ def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
     out = []
     for sc, cells in table.items():
         out.append(f"**{sc}** ({TITLES[sc]})\n")
-        out.append("| server | jobs/s | x gearmand | CPU s / 100k jobs | p50 ms | p99 ms "
-                   "| p99 x gearmand | runs |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| server | jobs/s | x gearmand | server CPU s / 100k jobs | p50 ms | p99 ms "
+                   "| p99 x gearmand | cores used: server, load generator | runs |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for kind, c in cells.items():
             note = f" ({int(c['timed_out'])} hit the time bound)" if c["timed_out"] else ""
             out.append(f"| {kind} | {c['jobs_per_s']:,.0f} | {c['ratio']:.2f} | "
                        f"{c['cpu_s_per_100k']:.2f} | {c['p50_us'] / 1000:.2f} | "
                        f"{c['p99_us'] / 1000:.2f} | {c['p99_ratio']:.2f} | "
+                       f"{c['server_cores']:.2f}, {c['loadgen_cores']:.2f} | "
                        f"{int(c['runs'])}{note} |")
         out.append("")
     return "\n".join(out)
@@ -285,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"  p99 {r['p99_us'] / 1000:7.2f} ms  ({r['jobs']} jobs{notes})",
                       flush=True)
     table = summarize(rows, servers, scenarios)
-    print()
+    info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"\n# load average at start {info['loadavg_at_start']}, at end {info['loadavg_at_end']}")
     print(markdown(table))
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows,
                            "summary": table})
