@@ -10,14 +10,17 @@ hooks ``_on_receive`` and ``_on_send`` are where each role's rules live.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import _DECODERS, AdminCommand, ConnectionClosed, Event, event_to_packet
 from .packets import (
     _HEADER,
+    _NARGS,
+    _NUMERIC,
     DEFAULT_MAX_PACKET_SIZE,
+    HEADER_SIZE,
     RECEIVABLE,
     REQ,
     RES,
@@ -31,6 +34,20 @@ from .packets import (
 __all__ = ["NEED_DATA", "NeedData", "ConnectionState", "Connection"]
 
 _pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
+
+_FastEntry = tuple[int, Callable[[Sequence[bytes]], Event]]
+_FAST: dict[Role, tuple[_FastEntry | None, ...]] = {
+    # Per role, by packet type: (argument count, event builder) for the types
+    # Connection.events() may decode in its own loop -- those the role
+    # receives that have no numeric argument to check.
+    role: tuple(
+        (_NARGS[t], _DECODERS[t])
+        if t in RECEIVABLE[role] and not _NUMERIC[t] and t in _DECODERS else None
+        for t in range(len(_NARGS))
+    )
+    for role in Role
+}
 
 
 class NeedData:
@@ -76,6 +93,7 @@ class Connection:
         self._magic_out = RES if self.role is Role.SERVER else REQ
         self._sendable = SENDABLE[self.role]
         self._receivable = RECEIVABLE[self.role]
+        self._fast = _FAST[self.role]
         self._decoder = Decoder(RES if self.role is not Role.SERVER else REQ,
                                 allow_text=allow_text, max_packet_size=max_packet_size)
         self._peer_closed = False
@@ -144,12 +162,51 @@ class Connection:
     def events(self) -> Iterator[Event]:
         """Yield every event that the buffered bytes hold, then stop."""
         decoder = self._decoder
+        fast = self._fast
+        nfast = len(fast)
+        magic = decoder.magic
+        on_receive = self._on_receive
         while True:
-            # Every byte read and the peer still open: next_event() could only
-            # say NEED_DATA, so stop without asking (once per read saved).
-            if (decoder._pos >= len(decoder._buf) and not self._peer_closed
-                    and self.state is ConnectionState.OPEN):
+            buf = decoder._buf
+            pos = decoder._pos
+            avail = len(buf) - pos
+            if avail <= 0 and not self._peer_closed and self.state is ConnectionState.OPEN:
+                # Every byte read and the peer still open: next_event() could
+                # only say NEED_DATA, so stop without asking.
                 return
+            # A whole, well-formed binary packet of a type this role receives
+            # and with no numeric argument is decoded here, in one frame: it is
+            # most of the traffic.  Anything else -- text, a partial packet,
+            # any doubt at all -- goes through next_event(), where every rule
+            # and every error lives, and which decodes it from the same place.
+            if avail >= HEADER_SIZE and buf[pos] == 0 and self.state is ConnectionState.OPEN:
+                pmagic, ptype, size = _unpack_header(buf, pos)
+                end = pos + HEADER_SIZE + size
+                entry = fast[ptype] if ptype < nfast else None
+                limit = decoder.max_packet_size
+                if (entry is not None and pmagic == magic and end <= len(buf)
+                        and (not limit or size <= limit)):
+                    nargs, build = entry
+                    if nargs == 0:
+                        args: Sequence[bytes] | None = () if size == 0 else None
+                    else:
+                        payload = buf[pos + HEADER_SIZE:end]
+                        if type(payload) is not bytes:  # sliced from a bytearray
+                            payload = bytes(payload)
+                        args = payload.split(b"\0", nargs - 1) if nargs > 1 else (payload,)
+                        if len(args) != nargs:
+                            args = None
+                    if args is not None:
+                        decoder._pos = end
+                        event = build(args)
+                        try:
+                            replaced = on_receive(event)
+                        except RemoteProtocolError as exc:
+                            self.state = ConnectionState.ERROR
+                            self._on_receive_error(exc, pos)
+                            raise
+                        yield event if replaced is None else replaced
+                        continue
             event = self.next_event()
             if type(event) is NeedData:
                 return

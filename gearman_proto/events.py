@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -678,7 +678,7 @@ for _cls, _names in (
 
 # Decoding: packet type -> constructor from the already-split, already-validated
 # argument tuple.  Numeric fields were checked to be decimal by the Decoder.
-_DECODERS: dict[int, Callable[[tuple[bytes, ...]], Event]] = {
+_DECODERS: dict[int, Callable[[Sequence[bytes]], Event]] = {
     PacketType.CAN_DO: lambda a: CanDo(a[0]),
     PacketType.CANT_DO: lambda a: CantDo(a[0]),
     PacketType.RESET_ABILITIES: lambda a: ResetAbilities(),
@@ -726,7 +726,7 @@ _DECODERS: dict[int, Callable[[tuple[bytes, ...]], Event]] = {
 }
 
 
-def _submit_decoder(ptype: PacketType) -> Callable[[tuple[bytes, ...]], Event]:
+def _submit_decoder(ptype: PacketType) -> Callable[[Sequence[bytes]], Event]:
     priority, background = _SUBMIT_FLAGS[ptype]
     return lambda a: SubmitJob(a[0], a[2], a[1], priority, background)
 

@@ -577,3 +577,62 @@ def test_framed_garbage_to_a_server_raises_only_remote_protocol_error(
     packets: list[bytes], close: bool
 ) -> None:
     only_remote_errors(ServerConnection(), packets, close)
+
+
+# -- events() decodes common packets in its own loop: it must agree with next_event() ------
+
+
+def outcome(conn: Connection, chunks: list[bytes], use_events: bool) -> list[object]:
+    """What the caller sees: each event, then the error (message and code) if one is raised."""
+    seen: list[object] = []
+    try:
+        for chunk in filter(None, chunks):
+            conn.receive_data(chunk)
+            if use_events:
+                seen.extend(conn.events())
+            else:
+                while (event := conn.next_event()) is not NEED_DATA:
+                    seen.append(event)
+                    if isinstance(event, ConnectionClosed):
+                        break
+    except RemoteProtocolError as exc:
+        seen.append((str(exc), exc.error_code, exc.error_text))
+    seen.append(conn.state)
+    return seen
+
+
+@given(sent=grabs, packets=st.lists(framed, max_size=8), cuts=st.lists(st.integers(0, 10**6)))
+def test_events_and_next_event_agree_for_a_worker(
+    sent: list[Event], packets: list[bytes], cuts: list[int]
+) -> None:
+    chunks = split(b"".join(packets), cuts)
+    results = []
+    for use_events in (True, False):
+        worker = WorkerConnection()
+        for request in sent:
+            worker.send(request)
+        results.append(outcome(worker, chunks, use_events))
+    assert results[0] == results[1]
+
+
+@given(sent=requests, packets=st.lists(framed, max_size=8),
+       cuts=st.lists(st.integers(0, 10**6)))
+def test_events_and_next_event_agree_for_a_client(
+    sent: list[Event], packets: list[bytes], cuts: list[int]
+) -> None:
+    chunks = split(b"".join(packets), cuts)
+    results = []
+    for use_events in (True, False):
+        client = ClientConnection()
+        for request in sent:
+            client.send(request)
+        results.append(outcome(client, chunks, use_events))
+    assert results[0] == results[1]
+
+
+@given(packets=st.lists(st.one_of(framed, admin_line.map(lambda b: b + b"\n")), max_size=8),
+       cuts=st.lists(st.integers(0, 10**6)))
+def test_events_and_next_event_agree_for_a_server(packets: list[bytes], cuts: list[int]) -> None:
+    chunks = split(b"".join(packets), cuts)
+    assert (outcome(ServerConnection(), chunks, True)
+            == outcome(ServerConnection(), chunks, False))
