@@ -278,6 +278,11 @@ def _is_decimal(value: bytes) -> bool:
     return value.isdigit() and value.isascii() and len(value) <= _MAX_DIGITS
 
 
+_JOIN_LIMIT = 4096
+"""Up to this many bytes, a message cut by the end of a read is joined to the next read
+as ``bytes``; beyond, gathered in a ``bytearray`` (see :meth:`Decoder.feed`)."""
+
+
 class Decoder:
     """Incremental decoder of a Gearman byte stream.
 
@@ -337,17 +342,26 @@ class Decoder:
             self._pos = 0
             self._scan = 0
             return
-        # A message spans reads: gather in a bytearray, which grows in
-        # amortised O(1), so a large packet arriving in many pieces is
-        # copied once.  Consumed bytes are dropped first, so a stream that
-        # always ends mid-packet cannot make the buffer grow without bound.
+        self._scan = max(0, self._scan - pos)
+        self._pos = 0
+        if len(buf) - pos <= _JOIN_LIMIT:
+            # A message spans reads, and only a small piece of it was waiting:
+            # join it to the new read as bytes.  Decoding goes on from bytes,
+            # whose slices are the arguments as they are, with no second copy.
+            # (The limit bounds what a peer trickling bytes makes us copy.)
+            rest = buf[pos:]
+            self._buf = (rest if type(rest) is bytes else bytes(rest)) + data
+            return
+        # A large message is arriving in pieces: gather in a bytearray, which
+        # grows in amortised O(1), so a large packet arriving in many pieces
+        # is copied once, where joining bytes would copy it again for every
+        # piece.  Consumed bytes are dropped first, so a stream that always
+        # ends mid-packet cannot make the buffer grow without bound.
         if isinstance(buf, bytearray):
             if pos:
                 del buf[:pos]
         else:
             buf = bytearray(memoryview(buf)[pos:])
-        self._scan = max(0, self._scan - pos)
-        self._pos = 0
         buf += data
         self._buf = buf
 
