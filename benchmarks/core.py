@@ -8,8 +8,9 @@ worker connection and WORK_COMPLETE from it, straight into
 * ``bg batch``    every job submitted first, then drained (a deep queue);
 * ``fg``          foreground jobs (JOB_CREATED and WORK_COMPLETE go to the client);
 * ``bg unique``   background jobs with a unique id each (the coalescing index);
-* ``hub bg``      as ``bg`` but through :class:`ServerHub` with bytes in and out:
-  decoding, the broker and encoding, everything a server does but the socket.
+* ``hub bg``      as ``bg`` but through :class:`ServerHub` with bytes in and out, one
+  packet per read and each read a turn of the loop (advance, receive, flush,
+  next_deadline): everything a server does but the socket.
 
 Memory -- ``--queue`` (1M) background jobs with 100-byte payloads left queued:
 
@@ -97,7 +98,11 @@ def _packet(ptype: int, *args: bytes) -> bytes:
 
 
 def hub_run(jobs: int) -> Callable[[], int]:
-    """Background jobs through a ServerHub, bytes in and bytes out, one read per packet."""
+    """Background jobs through a ServerHub, bytes in and bytes out, one read per packet.
+
+    Each read is a turn of a server's loop, as the adapters drive it: the
+    clock given to ``advance``, the read, ``flush``, then ``next_deadline``.
+    """
     submit = _packet(PacketType.SUBMIT_JOB_BG, FUNCTION, b"", b"x" * 100)
     grab = _packet(PacketType.GRAB_JOB_UNIQ)
     result = b"y" * 100
@@ -107,15 +112,24 @@ def hub_run(jobs: int) -> Callable[[], int]:
         client = hub.open()
         worker = hub.open()
         hub.receive(worker, _packet(PacketType.CAN_DO, FUNCTION))
-        receive, flush = hub.receive, hub.flush
+        receive, flush, advance = hub.receive, hub.flush, hub.advance
+        deadline = hub.next_deadline
+        clock = time.time
         for _ in range(jobs):
+            advance(clock())
             receive(client, submit)
+            flush()
+            deadline()
+            advance(clock())
             receive(worker, grab)
             out = flush().writes[worker]
+            deadline()
             # JOB_ASSIGN_UNIQ: the handle is the first argument.
             handle = out[12:out.index(b"\0", 12)]
+            advance(clock())
             receive(worker, _packet(PacketType.WORK_COMPLETE, handle, result))
             flush()
+            deadline()
         assert hub.broker.job_count == 0
         return jobs
     return run

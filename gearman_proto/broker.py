@@ -490,14 +490,16 @@ class JobServer:
         :meth:`next_deadline` has passed.
         """
         self._now = now
-        out: list[Output] = []
         epochs = self._epochs
+        timers = self._timers
+        if not epochs and not timers:
+            return []  # called every turn of a server's loop; usually nothing is timed
+        out: list[Output] = []
         while epochs and epochs[0][0] <= now:
             job = heapq.heappop(epochs)[2]
             if job.state == _SCHEDULED:
                 job.function.scheduled.discard(job)
                 self._enqueue(job, out)
-        timers = self._timers
         while timers and timers[0][0] <= now:
             _deadline, _tie, job, assign_no = heapq.heappop(timers)
             if job.state == _RUNNING and job.assign_no == assign_no:

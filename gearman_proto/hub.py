@@ -153,7 +153,9 @@ class ServerHub:
         """Let time-driven work happen (CAN_DO_TIMEOUT expiry, epoch jobs falling due,
         idle connections closed)."""
         self._now = now
-        self._route(self.broker.advance(now))
+        outputs = self.broker.advance(now)
+        if outputs:
+            self._route(outputs)
         if self._seen:
             self._close_idle(now)
 
@@ -185,10 +187,15 @@ class ServerHub:
 
     def flush(self) -> Flush:
         """Commit durable jobs once for the whole batch, then hand out what to write."""
-        self._route(self.broker.commit())
-        out = Flush({cid: b"".join(chunks) for cid, chunks in self._out.items() if chunks},
-                    self._close)
+        held = self.broker.commit()
+        if held:
+            self._route(held)
+        pending = self._out
         self._out = {}
+        # One packet is the usual output of a turn: written as it is, not joined.
+        writes = {cid: chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                  for cid, chunks in pending.items() if chunks}
+        out = Flush(writes, self._close)
         self._close = []
         return out
 
