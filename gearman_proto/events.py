@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, ClassVar
 
 from .errors import LocalProtocolError
-from .packets import PacketType
+from .packets import _HEADER, PacketType
 
 __all__ = [
     "Priority",
@@ -570,8 +570,8 @@ def event_to_packet(event: Event) -> tuple[int, tuple[bytes, ...]]:
     ptype, args = enc(event)
     # One C-level search over the leading arguments joined, rather than a
     # Python loop over them: this runs for every packet sent.
-    if len(args) > 1 and b"\0" in b"".join(args[:-1]):
-        arg = next(a for a in args[:-1] if b"\0" in a)
+    if len(args) > 1 and 0 in b"".join(args[:-1]):
+        arg = next(a for a in args[:-1] if 0 in a)
         raise LocalProtocolError(
             f"{type(event).__name__}: only the last argument may contain NUL, "
             f"got {arg[:32]!r}"
@@ -605,13 +605,17 @@ def _enc_reduce(e: SubmitReduceJob) -> tuple[int, tuple[bytes, ...]]:
     return e.packet_type, (e.function, e.unique, e.reducer, e.aggregate, e.data)
 
 
+# Module constants: looking a member up on an Enum class costs ~0.1 µs.
+_JOB_ASSIGN, _JOB_ASSIGN_UNIQ, _JOB_ASSIGN_ALL = (
+    PacketType.JOB_ASSIGN, PacketType.JOB_ASSIGN_UNIQ, PacketType.JOB_ASSIGN_ALL)
+
+
 def _enc_assign(e: JobAssign) -> tuple[int, tuple[bytes, ...]]:
     if e.reducer is not None:
-        return PacketType.JOB_ASSIGN_ALL, (e.handle, e.function, e.unique or b"",
-                                           e.reducer, e.data)
+        return _JOB_ASSIGN_ALL, (e.handle, e.function, e.unique or b"", e.reducer, e.data)
     if e.unique is not None:
-        return PacketType.JOB_ASSIGN_UNIQ, (e.handle, e.function, e.unique, e.data)
-    return PacketType.JOB_ASSIGN, (e.handle, e.function, e.data)
+        return _JOB_ASSIGN_UNIQ, (e.handle, e.function, e.unique, e.data)
+    return _JOB_ASSIGN, (e.handle, e.function, e.data)
 
 
 def _enc_status(e: WorkStatus) -> tuple[int, tuple[bytes, ...]]:
@@ -652,6 +656,8 @@ def _field_encoder(ptype: PacketType, *names: str
     return lambda e: (ptype, get(e))
 
 
+_FIELDS: dict[Any, tuple[str, ...]] = {}
+"""Events whose packet arguments are their fields, by name, in order."""
 _ENCODERS: dict[type, Callable[[Event], tuple[int, tuple[bytes, ...]]]] = {
     SubmitJob: _enc_submit,  # type: ignore[dict-item]
     SubmitJobEpoch: _enc_epoch,  # type: ignore[dict-item]
@@ -673,7 +679,94 @@ for _cls, _names in (
     (EchoRes, ("data",)), (OptionReq, ("name",)), (OptionRes, ("name",)),
     (Error, ("code", "text")), (SetClientId, ("client_id",)), (AllYours, ()),
 ):
+    _FIELDS[_cls] = _names
     _ENCODERS[_cls] = _field_encoder(_cls.packet_type, *_names)
+
+
+# -- straight to bytes ------------------------------------------------------------------
+
+WireEncoder = Callable[[Any], "bytes | None"]
+"""Bytes of one event, or ``None`` to send it the long way (which raises what is wrong)."""
+
+_NUL = b"\0"
+_pack_header = _HEADER.pack
+# NUL is looked for as ``0 in arg``: an int needle is a memchr, where ``b"\0" in arg``
+# goes through the buffer protocol and a substring search (~0.35 µs against ~0.02).
+
+
+def _wire_fields(ptype: int, names: tuple[str, ...], magic: bytes) -> WireEncoder:
+    """The wire encoder of an event whose arguments are its fields ``names``."""
+    if not names:
+        packet = _pack_header(magic, ptype, 0)
+        return lambda e: packet
+    if len(names) == 1:
+        get_one: Callable[[Any], bytes] = attrgetter(names[0])
+
+        def one(e: Any) -> bytes:
+            a = get_one(e)
+            return _pack_header(magic, ptype, len(a)) + a
+        return one
+    get: Callable[[Any], tuple[bytes, ...]] = attrgetter(*names)
+
+    def many(e: Any) -> bytes | None:
+        args = get(e)
+        if 0 in b"".join(args[:-1]):
+            return None
+        payload = _NUL.join(args)
+        return _pack_header(magic, ptype, len(payload)) + payload
+    return many
+
+
+def _wire_assign(magic: bytes) -> WireEncoder:
+    def assign(e: JobAssign) -> bytes | None:
+        if e.reducer is not None:
+            return None
+        h, f, u, d = e.handle, e.function, e.unique, e.data
+        if u is None:
+            if 0 in h or 0 in f:
+                return None
+            return b"".join((_pack_header(magic, _JOB_ASSIGN, len(h) + len(f) + len(d) + 2),
+                             h, _NUL, f, _NUL, d))
+        if 0 in h or 0 in f or 0 in u:
+            return None
+        return b"".join((
+            _pack_header(magic, _JOB_ASSIGN_UNIQ, len(h) + len(f) + len(u) + len(d) + 3),
+            h, _NUL, f, _NUL, u, _NUL, d))
+    return assign
+
+
+def _wire_submit(magic: bytes) -> WireEncoder:
+    types = _SUBMIT_TYPES
+
+    def submit(e: SubmitJob) -> bytes | None:
+        f, u, d = e.function, e.unique, e.data
+        ptype = types.get((e.priority, e.background))
+        if ptype is None or 0 in f or 0 in u:
+            return None
+        return b"".join((_pack_header(magic, ptype, len(f) + len(u) + len(d) + 2),
+                         f, _NUL, u, _NUL, d))
+    return submit
+
+
+def wire_encoders(magic: bytes, sendable: Collection[int]) -> dict[type, WireEncoder]:
+    """Per event class, a function from event to packet bytes with ``magic``, for the
+    common messages whose type is in ``sendable``.
+
+    Connections try these first: one call where :func:`event_to_packet` and
+    framing take several.  Messages with numeric arguments are left out (the
+    long way checks the numbers), and an encoder returns ``None`` whenever an
+    argument would need a refusal, so that every error is still raised in
+    one place.
+    """
+    table: dict[type, WireEncoder] = {
+        cls: _wire_fields(ptype, names, magic)
+        for cls, names in _FIELDS.items() if (ptype := cls.packet_type) in sendable
+    }
+    if PacketType.JOB_ASSIGN_UNIQ in sendable:
+        table[JobAssign] = _wire_assign(magic)
+    if PacketType.SUBMIT_JOB in sendable:
+        table[SubmitJob] = _wire_submit(magic)
+    return table
 
 
 # Decoding: packet type -> constructor from the already-split, already-validated

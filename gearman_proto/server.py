@@ -17,9 +17,17 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from ._connection import Connection
+from ._connection import _WIRE, Connection
 from .errors import ProtocolError, RemoteProtocolError
-from .events import AdminReply, CanDo, CantDo, Event, GetStatus, GetStatusUnique
+from .events import (
+    AdminReply,
+    CanDo,
+    CantDo,
+    Event,
+    GetStatus,
+    GetStatusUnique,
+    WireEncoder,
+)
 from .packets import (
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
@@ -40,6 +48,10 @@ _NUL_REFUSED: dict[type, Callable[[Any], bytes]] = {
 }
 
 
+# The server also writes admin text replies: as they are.
+_SERVER_WIRE: dict[type, WireEncoder] = {**_WIRE[Role.SERVER], AdminReply: attrgetter("text")}
+
+
 class ServerConnection(Connection):
     """A connection seen from the job server, accepting binary packets and admin lines.
 
@@ -58,6 +70,7 @@ class ServerConnection(Connection):
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
     ) -> None:
         super().__init__(max_packet_size=max_packet_size, allow_text=True)
+        self._wire = _SERVER_WIRE
         self._decoder.max_line_length = max_line_length
         # The error raised while reading an admin text line, if any: it is
         # answered with an ERR line rather than an ERROR packet.
@@ -81,7 +94,7 @@ class ServerConnection(Connection):
         # (One dict lookup by the event's exact class: events come from the
         # decoder, which builds exactly these classes.)
         field = _NUL_REFUSED.get(type(event))
-        if field is not None and b"\0" in field(event):
+        if field is not None and 0 in field(event):  # an int needle: memchr
             raise RemoteProtocolError(
                 f"{type(event).__name__} argument holds a NUL byte",
                 error_code=b"INVALID_ARGUMENTS",
@@ -89,10 +102,6 @@ class ServerConnection(Connection):
             )
         return None
 
-    def _encode(self, event: Event) -> bytes:
-        if type(event) is AdminReply:
-            return event.text
-        return Connection._encode(self, event)  # not super(): one object less per packet
 
     def error_reply(self, exc: ProtocolError) -> bytes:
         """The bytes to write before closing the connection after ``exc``.

@@ -235,6 +235,8 @@ def test_round_trip_through_the_peer(
     magic, wire_type, size = struct.unpack(">4sII", wire[:12])
     assert (magic, wire_type, size) == (RES if sender is Role.SERVER else REQ, ptype,
                                         len(wire) - 12)
+    # Connections write common messages with their own encoders: the same bytes.
+    assert wire == encode_packet(magic, *event_to_packet(event))
     into.receive_data(wire)
     assert into.next_event() == event
     assert into.next_event() is NEED_DATA
@@ -280,6 +282,22 @@ def test_only_the_last_argument_may_hold_nul() -> None:
     """§1: a NUL in an earlier argument would shift the fields the receiver reads."""
     with pytest.raises(LocalProtocolError, match="only the last argument may contain NUL"):
         ClientConnection().send(SubmitJob(b"re\0verse", b"test"))
+
+
+@pytest.mark.parametrize(("sender", "event"), [
+    (ClientConnection, SubmitJob(b"re\0verse", b"test")),
+    (ClientConnection, SubmitJob(b"reverse", b"test", b"u\0", background=True)),
+    (ServerConnection, JobAssign(b"H:\0", b"f", b"data")),
+    (ServerConnection, JobAssign(b"H:1", b"f\0", b"data", b"u")),
+    (ServerConnection, JobAssign(b"H:1", b"f", b"data", b"u\0")),
+    (ServerConnection, WorkComplete(b"H:\0:1", b"data")),
+    (ServerConnection, Error(b"CODE\0", b"text")),
+], ids=lambda v: type(v).__name__)
+def test_nul_before_the_last_argument_is_refused_by_every_encoder(
+    sender: Callable[[], Connection], event: Event
+) -> None:
+    with pytest.raises(LocalProtocolError, match="only the last argument may contain NUL"):
+        sender().send(event)
 
 
 def test_perl_servers_empty_status_numbers_read_as_zero() -> None:
