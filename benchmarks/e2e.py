@@ -108,11 +108,13 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
         win = inflight if scenario == "fgp" else window
         base = 0
         if warmup:
-            warm = client.ask(f"run {scenario} {warmup} {win} {max_seconds}")
+            # A slow server (gear's, 44 ms per one-at-a-time job) needs longer than
+            # a measured run's bound to finish the warm-up, which must finish.
+            warm = client.ask(f"run {scenario} {warmup} {win} {max(max_seconds, 60.0)}")
             if warm["timed_out"] or warm["lost"]:
                 raise RuntimeError(f"{kind} {scenario}: the warm-up did not finish: {warm}")
             if scenario == "bg":
-                base = worker.ask(f"wait {warmup} {max_seconds}")["done"]
+                base = worker.ask(f"wait {warmup} {max(max_seconds, 60.0)}")["done"]
         cpu0 = cpu_seconds(server.pid)
         gen0 = cpu_seconds(worker.proc.pid) + cpu_seconds(client.proc.pid)
         res = client.ask(f"run {scenario} {jobs} {win} {max_seconds}")
