@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from gearman_proto import NeedData, admin
+from gearman_proto import ConnectionState, NeedData, admin
 from gearman_proto.errors import LocalProtocolError, RemoteProtocolError
 from gearman_proto.events import (
     EchoReq,
@@ -663,9 +663,16 @@ class Worker:
                 try:
                     apply(session.send(conn, event))
                 except LocalProtocolError as exc:
-                    log.warning("cannot report on job: %s; reconnecting", exc)
-                    if conns.get(conn.server) is conn:
-                        drop(conn)
+                    # A report on a job no longer in hand is refused by the session
+                    # and leaves the connection as it was; anything the connection
+                    # itself refused left it unusable, so it is opened anew.
+                    live = session.connections.get(conn)
+                    if live is None or live.state is not ConnectionState.ERROR:
+                        log.warning("cannot report on job: %s", exc)
+                    else:
+                        log.warning("cannot report on job: %s; reconnecting", exc)
+                        if conns.get(conn.server) is conn:
+                            drop(conn)
 
         try:
             while self._stop != "now":

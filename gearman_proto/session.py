@@ -441,7 +441,17 @@ class WorkerSession(Generic[K]):
                 self._orphans.discard(orphan)
                 self._pump(step)
             return step
-        step = WorkerStep({key: self.connections[key].send(event)})
+        conn = self.connections[key]
+        if event.handle not in conn.jobs:
+            # Refused here, before the connection sees it: a refused send would
+            # put the connection in its ERROR state, and this is not worth the
+            # connection.  It happens to a job the server took back (its
+            # CAN_DO_TIMEOUT passed) and gave out again, to this same worker
+            # under the same handle, whose other run has ended already.
+            raise LocalProtocolError(
+                f"cannot send {event.packet_type.name} for job handle {event.handle!r}: "
+                f"no such job in hand")
+        step = WorkerStep({key: conn.send(event)})
         if final:
             self._pump(step)
         return step

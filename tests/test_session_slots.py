@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gearman_proto import RES, ClientConnection, PacketType, encode_packet
+import pytest
+
+from gearman_proto import RES, ClientConnection, LocalProtocolError, PacketType, encode_packet
 from gearman_proto.events import JobAssign, JobCreated, SubmitJob, WorkComplete, WorkFail
 from gearman_proto.session import WorkerSession
 
@@ -48,3 +50,23 @@ def test_work_fail_from_a_converted_work_exception_names_the_job() -> None:
     conn.receive_data(encode_packet(RES, PacketType.WORK_FAIL, (b"H:vm:2\0",)))
     assert list(conn.events()) == [JobCreated(b"H:vm:2"), WorkFail(b"H:vm:2")]
     assert not conn.jobs
+
+
+def test_a_report_on_a_job_no_longer_in_hand_is_refused_and_the_connection_lives() -> None:
+    """After a CAN_DO_TIMEOUT the server gives the job out again, possibly to the same
+    worker under the same handle; when one run's result is in, the other's late report
+    is refused -- and the connection must stay usable for every other job."""
+    session: WorkerSession[str] = WorkerSession({b"f": 200}, max_jobs=2)
+    session.connect("a")
+    assign = encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"f", b"", b"x"))
+    session.receive_data("a", assign)  # first run: overruns the timeout
+    session.receive_data("a", assign)  # the server took it back and gave it out again
+    session.send("a", WorkComplete(b"H:1", b"run2"))
+    with pytest.raises(LocalProtocolError, match="no such job in hand"):
+        session.send("a", WorkComplete(b"H:1", b"run1"))  # the first run, late
+    step = session.receive_data("a", encode_packet(
+        RES, PacketType.JOB_ASSIGN_UNIQ, (b"H:2", b"f", b"", b"y")))
+    assert step.jobs == [("a", JobAssign(b"H:2", b"f", b"y", b""))]
+    done = session.send("a", WorkComplete(b"H:2", b"run3"))
+    assert done.writes["a"].startswith(encode_packet(b"\0REQ", PacketType.WORK_COMPLETE,
+                                                     (b"H:2", b"run3")))
