@@ -103,9 +103,9 @@ def parse_servers(servers: ServersArg, default_port: int = DEFAULT_PORT) -> list
         return [("127.0.0.1", default_port)]
     if isinstance(servers, str) or (isinstance(servers, tuple) and len(servers) == 2
                                     and isinstance(servers[1], int)):
-        items: Sequence[str | Address] = [servers]  # type: ignore[list-item]
+        items: Sequence[str | Address] = [servers]
     else:
-        items = list(servers)  # type: ignore[arg-type]
+        items = list(servers)
     out: list[Address] = []
     for item in items:
         if isinstance(item, tuple):
