@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, cast
 
-from gearman_proto import admin
+from gearman_proto import NeedData, admin
 from gearman_proto.broker import JobServer
 from gearman_proto.errors import LocalProtocolError, RemoteProtocolError
 from gearman_proto.events import (
@@ -470,6 +470,19 @@ class WorkerJob:
 Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | None"]
 
 
+_AsyncHandler = Callable[[WorkerJob], Awaitable["bytes | str | None"]]
+_is_coroutine_function = functools.lru_cache(maxsize=256)(inspect.iscoroutinefunction)
+
+
+def _is_async(handler: Handler) -> bool:
+    """Whether ``handler`` is a coroutine function: remembered per handler, since
+    ``inspect`` takes a microsecond or two and the question comes with every job."""
+    try:
+        return _is_coroutine_function(handler)
+    except TypeError:  # an unhashable callable object
+        return inspect.iscoroutinefunction(handler)
+
+
 class Worker:
     """Runs registered functions for jobs from one or more job servers.
 
@@ -571,7 +584,10 @@ class Worker:
             log.warning("job server %s:%d: %s %s", *self.servers[key],
                         err.code.decode(errors="replace"), err.text.decode(errors="replace"))
         for key, assign in step.jobs:
-            task = asyncio.ensure_future(self._run(key, assign))
+            assert self._loop is not None
+            # loop.create_task, not ensure_future: one per job, and the argument
+            # is known to be a coroutine.
+            task = self._loop.create_task(self._run(key, assign))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -606,11 +622,12 @@ class Worker:
     async def _run(self, key: int, assign: JobAssign) -> None:
         job = WorkerJob(self, key, assign)
         handler = self.handlers.get(assign.function)
+        result: Any
         try:
             if handler is None:
                 raise LookupError(f"no handler for {assign.function!r}")
-            if inspect.iscoroutinefunction(handler):
-                result = await handler(job)
+            if _is_async(handler):
+                result = await cast(_AsyncHandler, handler)(job)
             else:
                 result = await asyncio.to_thread(handler, job)
                 if inspect.isawaitable(result):
@@ -650,9 +667,9 @@ class Worker:
                 self._apply(session.connect(key))
                 # Each read is handled as it arrives (see _Link), not by this task.
                 link.start(functools.partial(self._received, key))
-                exc = await link.closed
-                if exc is not None:
-                    log.warning("connection to %s:%d failed: %s", *self.servers[key], exc)
+                failure = await link.closed
+                if failure is not None:
+                    log.warning("connection to %s:%d failed: %s", *self.servers[key], failure)
             finally:
                 self._writers.pop(key, None)
                 session.disconnect(key, keep_slots=True)
@@ -719,8 +736,8 @@ class AdminClient:
     async def _next(self, reader: asyncio.StreamReader) -> admin.AdminResult:
         while True:
             result = self._conn.next_event()
-            if not isinstance(result, type(admin.NEED_DATA)):
-                return result  # type: ignore[return-value]
+            if not isinstance(result, NeedData):
+                return result
             data = await reader.read(_READ)
             self._conn.receive_data(data)
             if not data:
@@ -925,6 +942,8 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        """The deadline ``_timer`` was set for."""
         self._closed = asyncio.Event()
         self.finished: list[_Peer] = []
         """Peers that sent EOF: closed by the next flush, after their last bytes."""
@@ -992,9 +1011,12 @@ class Server:
 
     def _schedule_timer(self) -> None:
         deadline = self.hub.next_deadline()
+        if deadline == self._timer_at:
+            return  # asked after every turn; the timer set for it stands
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_at = deadline
         if deadline is None or self._loop is None:
             return
         delay = max(0.0, deadline - time.time())
@@ -1002,6 +1024,7 @@ class Server:
 
     def _tick(self) -> None:
         self._timer = None
+        self._timer_at = None
         self.hub.advance(time.time())
         self._flush()
 
@@ -1033,6 +1056,7 @@ class Server:
                 peer.transport.close()
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = self._timer_at = None
         self.broker.commit()
 
     def install_signal_handlers(self) -> None:
