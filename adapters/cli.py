@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import ssl
@@ -92,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", default="ERROR", type=str.upper, choices=list(_LEVELS))
     s.add_argument("-l", "--log-file", default=None,
                    help="write the log here (default: standard error)")
-    s.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "trio"])
+    s.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop", "trio"],
+                   help="event loop (default auto: uvloop if installed, else asyncio)")
 
     def _conn_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--help", action="help", help="show this help and exit")
@@ -189,6 +191,9 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _run_server(ns: argparse.Namespace) -> int:
     opts = _server_options(ns)
+    if ns.loop == "auto":
+        # uvloop is the fast path (benchmarks/RESULTS.md): taken whenever it is installed.
+        ns.loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
     def ready(server: Any) -> None:
         # Printed whatever the log level, as the one line that says it is up.

@@ -8,6 +8,7 @@ what ``gearadmin`` prints for the same server in the same state.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -166,7 +167,9 @@ def test_server_short_flags_ready_line_and_sigterm() -> None:
         assert proc.returncode == 0
         # Said once on standard error (which is also where the log goes without -l).
         assert err.count(b"listening on") == 1
-        assert f"listening on 127.0.0.1:{port} (asyncio, queue memory)".encode() in err
+        # --loop auto, the default: uvloop when it is installed.
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+        assert f"listening on 127.0.0.1:{port} ({loop}, queue memory)".encode() in err
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
