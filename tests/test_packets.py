@@ -619,32 +619,23 @@ def outcome(conn: Connection, chunks: list[bytes], use_events: bool) -> list[obj
     return seen
 
 
-@given(sent=grabs, packets=st.lists(framed, max_size=8), cuts=st.lists(st.integers(0, 10**6)))
-def test_events_and_next_event_agree_for_a_worker(
-    sent: list[Event], packets: list[bytes], cuts: list[int]
-) -> None:
-    chunks = split(b"".join(packets), cuts)
-    results = []
-    for use_events in (True, False):
-        worker = WorkerConnection()
-        for request in sent:
-            worker.send(request)
-        results.append(outcome(worker, chunks, use_events))
-    assert results[0] == results[1]
-
-
-@given(sent=requests, packets=st.lists(framed, max_size=8),
+@pytest.mark.parametrize(("role", "sent_before"), [(WorkerConnection, grabs),
+                                                   (ClientConnection, requests)],
+                         ids=["worker", "client"])
+@given(data=st.data(), packets=st.lists(framed, max_size=8),
        cuts=st.lists(st.integers(0, 10**6)))
-def test_events_and_next_event_agree_for_a_client(
-    sent: list[Event], packets: list[bytes], cuts: list[int]
+def test_events_and_next_event_agree_for_a_worker_or_a_client(
+    role: Callable[[], Connection], sent_before: st.SearchStrategy[list[Event]],
+    data: st.DataObject, packets: list[bytes], cuts: list[int],
 ) -> None:
+    sent = data.draw(sent_before)
     chunks = split(b"".join(packets), cuts)
     results = []
     for use_events in (True, False):
-        client = ClientConnection()
+        conn = role()
         for request in sent:
-            client.send(request)
-        results.append(outcome(client, chunks, use_events))
+            conn.send(request)
+        results.append(outcome(conn, chunks, use_events))
     assert results[0] == results[1]
 
 
