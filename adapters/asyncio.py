@@ -375,16 +375,25 @@ class Client:
         """Submit a job and return once the server accepted it (JOB_CREATED).
 
         ``unique=None`` picks a random unique id; ``epoch`` (Unix seconds) makes a
-        background job that runs no earlier; ``reducer`` makes a reduce job.
+        background job that runs no earlier; ``reducer`` makes a reduce job.  A
+        server that drops the connection before answering is skipped and the next
+        one tried.
         """
         request = make_submission(function, data, unique=unique, priority=priority,
                                   background=background, epoch=epoch, reducer=reducer)
-        idx = await self._pick()
-        job, out = self._session.submit(idx, request)
-        self._writers[idx].write(out)
-        await self._wait(job, self.created_timeout, "JOB_CREATED")
-        if job.handle is None:
-            job_outcome(job)  # type: ignore[arg-type]  # raises: refused or lost
+        n = len(self.servers)
+        for attempt in range(n + 1):
+            idx = await self._pick()
+            job, out = self._session.submit(idx, request)
+            self._writers[idx].write(out)
+            # Answered: JOB_CREATED came, or the submission was refused or lost.
+            await self._wait(job, self.created_timeout, "JOB_CREATED")
+            if job.handle is not None:
+                break
+            if job.state is not JobState.LOST or attempt == n:
+                job_outcome(job)  # type: ignore[arg-type]  # raises: refused or lost
+            # Lost before it was accepted: the server may never have seen it, and
+            # the next server gets it (the lost one waits out retry_delay).
         assert job.handle is not None
         self._handles[job.handle] = idx
         return ClientJob(job, self.result_timeout)

@@ -8,6 +8,8 @@ server's ``--job-handle-prefix``, which tells where a job ran.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -93,3 +95,66 @@ def test_several_servers_one_killed_mid_run(gm: GM, our_server_factory: Factory,
     gm.eventually(lambda: gm.status(a, f)[2] == 1, "the worker to return to a")
     gm.eventually(lambda: (try_do(client, f, "again") or b"").startswith(b"H:a:"),
                   "the client to use a again")
+
+
+class _DropsSubmissions:
+    """A job server that takes connections and answers OPTION_REQ, then closes a
+    connection without a word when a job is submitted on it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()[:2]
+        self.dropped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            conn.settimeout(20.0)
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while len(buf) >= 12:
+                    ptype, size = struct.unpack(">II", buf[4:12])
+                    if len(buf) < 12 + size:
+                        break
+                    arg, buf = buf[12:12 + size], buf[12 + size:]
+                    if ptype == 26:  # OPTION_REQ: say yes, as a server would
+                        conn.sendall(b"\0RES" + struct.pack(">II", 27, len(arg)) + arg)
+                    elif ptype != 22:  # not SET_CLIENT_ID: a submission; drop it
+                        self.dropped += 1
+                        return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_submission_lost_before_job_created_goes_to_the_next_server(
+        gm: GM, our_server: ServerProcess, fn: Fn) -> None:
+    """The connection closes after the submission, before JOB_CREATED: the server may
+    never have seen it, so the client submits it to the next server (as libgearman
+    does) and the caller sees only the result."""
+    f = fn("unanswered")
+    hole = _DropsSubmissions()
+    try:
+        worker = gm.worker(our_server)
+        worker.register(f, lambda job: bytes(job.data)[::-1])
+        worker.start()
+        client = gm.client([hole.address, our_server], retry_delay=5.0)
+        assert client.do(f, "ab") == b"ba"
+        assert hole.dropped == 1  # it was tried first, and lost there
+    finally:
+        hole.close()
