@@ -642,9 +642,8 @@ class Worker:
         try:
             step = session.send(key, event)
         except LocalProtocolError as exc:
-            # No longer in hand: the server took the job back (its CAN_DO_TIMEOUT
-            # passed) and gave it out again under the same handle, and that run
-            # ended first.  The report is the handler's to lose, not the worker's.
+            # A report the protocol cannot carry (a negative WORK_STATUS number,
+            # say): the handler's to lose, not the worker's.
             log.warning("cannot report on job %r: %s", event.handle, exc)
             return
         self._apply(step)

@@ -663,7 +663,7 @@ class Worker:
                 try:
                     apply(session.send(conn, event))
                 except LocalProtocolError as exc:
-                    # A report on a job no longer in hand is refused by the session
+                    # A report on a handle never given is refused by the session
                     # and leaves the connection as it was; anything the connection
                     # itself refused left it unusable, so it is opened anew.
                     live = session.connections.get(conn)

@@ -342,29 +342,35 @@ class WorkerSession(Generic[K]):
         self.draining = False
         # Connections that may have work for us (new, woken, or just gave a job).
         self._hungry: deque[K] = deque()
-        # Jobs whose connection closed while the program still runs them
+        # Runs the program has been given and not yet reported the end of, per
+        # connection and handle: usually one per job in hand, but two when the
+        # server took a job back (its CAN_DO_TIMEOUT passed) and gave it to this
+        # worker again under the same handle while the first run went on.
+        self._runs: dict[tuple[K, bytes], int] = {}
+        # Runs whose connection closed while the program still runs them
         # (disconnect(keep_slots=True)): each holds a slot until its final
         # report, which goes nowhere, arrives.
-        self._orphans: set[tuple[K, bytes]] = set()
+        self._orphans: dict[tuple[K, bytes], int] = {}
+        self._running = 0  # sum(self._runs.values()) + sum(self._orphans.values())
 
     @property
     def running(self) -> int:
-        """Jobs in hand over all connections."""
-        return sum(len(c.jobs) for c in self.connections.values())
+        """Jobs the program runs: given to it and not yet reported ended (orphans included)."""
+        return self._running
 
     @property
     def free_slots(self) -> int:
         """Slots neither running a job (orphans included) nor reserved by an unanswered grab."""
         # A loop, not sum() over a generator: asked after every job and grab.
-        used = len(self._orphans)
+        used = self._running
         for conn in self.connections.values():
-            used += len(conn.jobs) + conn.outstanding_grabs
+            used += conn.outstanding_grabs
         return self.max_jobs - used
 
     @property
     def idle(self) -> bool:
-        """True when no job is in hand or still running (a draining worker may stop)."""
-        return self.running == 0 and not self._orphans
+        """True when no job is running (a draining worker may stop)."""
+        return self._running == 0
 
     def connect(self, key: K) -> WorkerStep[K]:
         """Register on a new connection and start grabbing there."""
@@ -396,8 +402,13 @@ class WorkerSession(Generic[K]):
             self._hungry.remove(key)
         if conn is None:
             return []
-        if keep_slots:
-            self._orphans.update((key, handle) for handle in conn.jobs)
+        runs = self._runs
+        for run in [run for run in runs if run[0] == key]:
+            count = runs.pop(run)
+            if keep_slots:
+                self._orphans[run] = self._orphans.get(run, 0) + count
+            else:
+                self._running -= count
         return list(conn.jobs.values())
 
     def drain(self) -> None:
@@ -414,6 +425,9 @@ class WorkerSession(Generic[K]):
             kind = type(event)
             if kind is JobAssign:
                 step.jobs.append((key, event))  # type: ignore[arg-type]
+                run = (key, event.handle)  # type: ignore[attr-defined]
+                self._runs[run] = self._runs.get(run, 0) + 1
+                self._running += 1
                 self._want(key)
             elif kind is NoJob:
                 if not conn.sleeping and not conn.outstanding_grabs:
@@ -432,29 +446,43 @@ class WorkerSession(Generic[K]):
 
         A report on a job whose connection closed writes nothing; if the job
         kept its slot (``disconnect(keep_slots=True)``), its final report frees it.
+        So does a report from the second run of a job given to this worker twice
+        (the server took it back after its CAN_DO_TIMEOUT) once the other run's
+        result went out.  A report on a handle never given raises LocalProtocolError.
         """
         final = type(event) in _FINAL_STATES
-        orphan = (key, event.handle)
-        if orphan in self._orphans or key not in self.connections:
-            step: WorkerStep[K] = WorkerStep()
-            if final and orphan in self._orphans:
-                self._orphans.discard(orphan)
+        run = (key, event.handle)
+        step: WorkerStep[K] = WorkerStep()
+        if run in self._orphans:
+            if final:
+                self._end(self._orphans, run)
                 self._pump(step)
             return step
-        conn = self.connections[key]
-        if event.handle not in conn.jobs:
+        conn = self.connections.get(key)
+        if conn is None:
+            return step
+        if event.handle in conn.jobs:
+            step.writes[key] = conn.send(event)
+        elif run not in self._runs:
             # Refused here, before the connection sees it: a refused send would
-            # put the connection in its ERROR state, and this is not worth the
-            # connection.  It happens to a job the server took back (its
-            # CAN_DO_TIMEOUT passed) and gave out again, to this same worker
-            # under the same handle, whose other run has ended already.
+            # put the connection in its ERROR state, and this is not worth it.
             raise LocalProtocolError(
                 f"cannot send {event.packet_type.name} for job handle {event.handle!r}: "
                 f"no such job in hand")
-        step = WorkerStep({key: conn.send(event)})
+        # (else: the other run of a job whose result went out: written nowhere)
         if final:
+            self._end(self._runs, run)
             self._pump(step)
         return step
+
+    def _end(self, runs: dict[tuple[K, bytes], int], run: tuple[K, bytes]) -> None:
+        """One run of ``run`` reported its end: its slot is free."""
+        left = runs[run] - 1
+        if left:
+            runs[run] = left
+        else:
+            del runs[run]
+        self._running -= 1
 
     def _want(self, key: K) -> None:
         if key not in self._hungry:

@@ -52,21 +52,59 @@ def test_work_fail_from_a_converted_work_exception_names_the_job() -> None:
     assert not conn.jobs
 
 
-def test_a_report_on_a_job_no_longer_in_hand_is_refused_and_the_connection_lives() -> None:
+GRAB = encode_packet(b"\0REQ", PacketType.GRAB_JOB_UNIQ, ())
+
+
+def test_a_job_given_twice_holds_two_slots_until_both_runs_end() -> None:
     """After a CAN_DO_TIMEOUT the server gives the job out again, possibly to the same
-    worker under the same handle; when one run's result is in, the other's late report
-    is refused -- and the connection must stay usable for every other job."""
+    worker under the same handle while the first run goes on: two runs, two slots.
+    The first result goes out; the other run's report is written nowhere and frees
+    its slot; the connection stays usable throughout."""
     session: WorkerSession[str] = WorkerSession({b"f": 200}, max_jobs=2)
     session.connect("a")
     assign = encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"f", b"", b"x"))
     session.receive_data("a", assign)  # first run: overruns the timeout
-    session.receive_data("a", assign)  # the server took it back and gave it out again
-    session.send("a", WorkComplete(b"H:1", b"run2"))
-    with pytest.raises(LocalProtocolError, match="no such job in hand"):
-        session.send("a", WorkComplete(b"H:1", b"run1"))  # the first run, late
+    again = session.receive_data("a", assign)  # taken back, and given out again
+    assert session.running == 2 and session.free_slots == 0
+    assert "a" not in again.writes  # no grab: both slots are taken
+
+    first = session.send("a", WorkComplete(b"H:1", b"run2"))
+    assert first.writes["a"] == encode_packet(b"\0REQ", PacketType.WORK_COMPLETE,
+                                              (b"H:1", b"run2")) + GRAB
+    assert session.running == 1 and not session.idle
+    late = session.send("a", WorkComplete(b"H:1", b"run1"))  # the first run, late
+    assert late.writes == {} and session.running == 0 and session.idle
+
     step = session.receive_data("a", encode_packet(
         RES, PacketType.JOB_ASSIGN_UNIQ, (b"H:2", b"f", b"", b"y")))
     assert step.jobs == [("a", JobAssign(b"H:2", b"f", b"y", b""))]
     done = session.send("a", WorkComplete(b"H:2", b"run3"))
     assert done.writes["a"].startswith(encode_packet(b"\0REQ", PacketType.WORK_COMPLETE,
                                                      (b"H:2", b"run3")))
+
+
+def test_a_report_on_a_handle_never_given_is_refused_and_the_connection_lives() -> None:
+    session: WorkerSession[str] = WorkerSession({b"f": None}, max_jobs=1)
+    session.connect("a")
+    with pytest.raises(LocalProtocolError, match="no such job in hand"):
+        session.send("a", WorkComplete(b"H:9", b"?"))
+    step = session.receive_data("a", encode_packet(
+        RES, PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"f", b"", b"x")))
+    assert step.jobs == [("a", JobAssign(b"H:1", b"f", b"x", b""))]
+    assert session.send("a", WorkComplete(b"H:1", b"ok")).writes["a"].startswith(
+        encode_packet(b"\0REQ", PacketType.WORK_COMPLETE, (b"H:1", b"ok")))
+
+
+def test_both_runs_of_a_job_given_twice_keep_their_slots_when_the_connection_is_lost() -> None:
+    session: WorkerSession[str] = WorkerSession({b"f": 200}, max_jobs=2)
+    session.connect("a")
+    assign = encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"f", b"", b"x"))
+    session.receive_data("a", assign)
+    session.receive_data("a", assign)
+    session.disconnect("a", keep_slots=True)
+    session.connect("b")
+    assert session.running == 2 and session.free_slots == 0
+    assert session.send("a", WorkComplete(b"H:1", b"one")).writes == {"b": GRAB}
+    assert session.running == 1
+    assert session.send("a", WorkComplete(b"H:1", b"two")).writes == {}
+    assert session.idle and session.free_slots == 1  # one slot free, one grab out
