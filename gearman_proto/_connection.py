@@ -24,7 +24,6 @@ from .events import (
     wire_encoders,
 )
 from .packets import (
-    _HEADER,
     _NARGS,
     _NUMERIC,
     DEFAULT_MAX_PACKET_SIZE,
@@ -37,12 +36,12 @@ from .packets import (
     PacketType,
     Role,
     TextLine,
+    _unpack_header,
+    encode_packet,
 )
 
 __all__ = ["NEED_DATA", "NeedData", "ConnectionState", "Connection"]
 
-_pack_header = _HEADER.pack
-_unpack_header = _HEADER.unpack_from
 
 _FastEntry = tuple[int, Callable[[Sequence[bytes]], Event]]
 _FAST: dict[Role, tuple[_FastEntry | None, ...]] = {
@@ -260,9 +259,7 @@ class Connection:
             raise LocalProtocolError(
                 f"a {self.role.value} may not send {_name(event)}"
             )
-        # encode_packet, inlined: this runs for every packet sent.
-        payload = b"\0".join(args)
-        return _pack_header(self._magic_out, ptype, len(payload)) + payload
+        return encode_packet(self._magic_out, ptype, args)
 
     # -- role hooks ------------------------------------------------------------------
 

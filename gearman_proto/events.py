@@ -28,7 +28,7 @@ from operator import attrgetter
 from typing import Any, ClassVar
 
 from .errors import LocalProtocolError
-from .packets import _HEADER, PacketType
+from .packets import _HEADER, PacketType, encode_packet
 
 __all__ = [
     "Priority",
@@ -712,8 +712,7 @@ def _wire_fields(ptype: int, names: tuple[str, ...], magic: bytes) -> WireEncode
         args = get(e)
         if 0 in b"".join(args[:-1]):
             return None
-        payload = _NUL.join(args)
-        return _pack_header(magic, ptype, len(payload)) + payload
+        return encode_packet(magic, ptype, args)
     return many
 
 

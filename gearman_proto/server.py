@@ -102,7 +102,6 @@ class ServerConnection(Connection):
             )
         return None
 
-
     def error_reply(self, exc: ProtocolError) -> bytes:
         """The bytes to write before closing the connection after ``exc``.
 
