@@ -7,6 +7,8 @@ application sees, the same way for blocking sockets, asyncio, trio and anyio.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import socket
 import uuid
 from collections.abc import Iterable, Sequence
@@ -37,6 +39,7 @@ __all__ = [
     "make_submission",
     "job_outcome",
     "set_keepalive",
+    "is_async_handler",
     "KeepAlive",
     "apply_keepalive",
 ]
@@ -232,3 +235,15 @@ def apply_keepalive(sock: socket.socket, keepalive: bool | KeepAlive | None) -> 
         set_keepalive(sock, keepalive.idle, keepalive.interval, keepalive.count)
     elif keepalive:
         set_keepalive(sock)
+
+
+_is_coroutine_function = functools.lru_cache(maxsize=256)(inspect.iscoroutinefunction)
+
+
+def is_async_handler(handler: object) -> bool:
+    """Whether a worker's ``handler`` is a coroutine function: remembered per handler,
+    since ``inspect`` takes a microsecond or two and workers ask with every job."""
+    try:
+        return _is_coroutine_function(handler)
+    except TypeError:  # an unhashable callable object
+        return inspect.iscoroutinefunction(handler)

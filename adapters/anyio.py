@@ -28,7 +28,7 @@ import ssl as _ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.from_thread
@@ -78,6 +78,7 @@ from ._common import (
     ServerError,
     ServersArg,
     apply_keepalive,
+    is_async_handler,
     job_outcome,
     make_submission,
     parse_servers,
@@ -87,6 +88,7 @@ from ._common import (
 # A WorkerJob only needs its worker's _send_threadsafe(): the asyncio adapter's serves.
 WorkerJob = _asyncio.WorkerJob
 Handler = _asyncio.Handler
+_AsyncHandler = _asyncio._AsyncHandler
 
 __all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve",
            "KeepAlive"]
@@ -655,11 +657,12 @@ class Worker:
     async def _run(self, key: int, assign: JobAssign) -> None:
         job = WorkerJob(self, key, assign)  # type: ignore[arg-type]
         handler = self.handlers.get(assign.function)
+        result: Any
         try:
             if handler is None:
                 raise LookupError(f"no handler for {assign.function!r}")
-            if inspect.iscoroutinefunction(handler):
-                result = await handler(job)
+            if is_async_handler(handler):
+                result = await cast(_AsyncHandler, handler)(job)
             else:
                 # Abandoned on a hard stop, as a thread cannot be interrupted.
                 result = await anyio.to_thread.run_sync(handler, job, abandon_on_cancel=True,

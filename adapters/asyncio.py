@@ -56,6 +56,7 @@ from ._common import (
     ServerError,
     ServersArg,
     apply_keepalive,
+    is_async_handler,
     job_outcome,
     make_submission,
     parse_servers,
@@ -480,16 +481,6 @@ Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | N
 
 
 _AsyncHandler = Callable[[WorkerJob], Awaitable["bytes | str | None"]]
-_is_coroutine_function = functools.lru_cache(maxsize=256)(inspect.iscoroutinefunction)
-
-
-def _is_async(handler: Handler) -> bool:
-    """Whether ``handler`` is a coroutine function: remembered per handler, since
-    ``inspect`` takes a microsecond or two and the question comes with every job."""
-    try:
-        return _is_coroutine_function(handler)
-    except TypeError:  # an unhashable callable object
-        return inspect.iscoroutinefunction(handler)
 
 
 class Worker:
@@ -634,7 +625,7 @@ class Worker:
         try:
             if handler is None:
                 raise LookupError(f"no handler for {assign.function!r}")
-            if _is_async(handler):
+            if is_async_handler(handler):
                 result = await cast(_AsyncHandler, handler)(job)
             else:
                 result = await asyncio.to_thread(handler, job)
