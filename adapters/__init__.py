@@ -9,6 +9,7 @@ from here.
 from ._common import (
     ConnectionLost,
     GearmanError,
+    JobEnded,
     JobException,
     JobFailed,
     JobTimeout,
@@ -24,4 +25,5 @@ __all__ = [
     "JobFailed",
     "JobException",
     "JobTimeout",
+    "JobEnded",
 ]

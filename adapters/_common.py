@@ -1,8 +1,8 @@
-"""What every adapter shares that is not protocol: errors, addresses, argument coercion.
+"""What every adapter shares that is not protocol: addresses, argument coercion, sockets.
 
-Protocol rules live in the core (:mod:`gearman_proto.session` and below); this
-module only turns the core's records into the exceptions and values an
-application sees, the same way for blocking sockets, asyncio, trio and anyio.
+Protocol rules and policy live in the core (:mod:`gearman_proto.session`,
+:mod:`gearman_proto.policy`); the errors an application sees are defined in
+:mod:`gearman_proto.policy` and re-exported here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ from gearman_proto.events import (
     SubmitJobEpoch,
     SubmitReduceJob,
 )
-from gearman_proto.session import Job, JobState
+from gearman_proto.policy import (
+    ConnectionLost,
+    GearmanError,
+    JobEnded,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    NoServerAvailable,
+    ServerError,
+    job_outcome,
+)
 
 __all__ = [
     "DEFAULT_PORT",
@@ -32,6 +42,7 @@ __all__ = [
     "JobFailed",
     "JobException",
     "JobTimeout",
+    "JobEnded",
     "Address",
     "ServersArg",
     "parse_servers",
@@ -45,54 +56,6 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 4730
-
-
-class GearmanError(Exception):
-    """Base of every error the adapters raise."""
-
-
-class ConnectionLost(GearmanError, ConnectionError):
-    """The connection to the job server closed while a job or question was in flight.
-
-    The job may still run on that server; its result cannot reach us.
-    """
-
-
-class NoServerAvailable(GearmanError, ConnectionError):
-    """None of the configured job servers accepted a connection.
-
-    Also a :class:`ConnectionError`, so code that catches ``OSError`` around a
-    connect keeps working.
-    """
-
-
-class ServerError(GearmanError):
-    """The job server answered ERROR (``code`` is gearmand's name, e.g. ``QUEUE_ERROR``)."""
-
-    def __init__(self, code: bytes, text: bytes) -> None:
-        super().__init__(f"{code.decode('ascii', 'replace')}: {text.decode('utf-8', 'replace')}")
-        self.code = code
-        self.text = text
-
-
-class JobFailed(GearmanError):
-    """The job ended with WORK_FAIL."""
-
-    def __init__(self, handle: bytes | None, message: str = "job failed") -> None:
-        super().__init__(message)
-        self.handle = handle
-
-
-class JobException(JobFailed):
-    """The job ended with WORK_EXCEPTION; ``data`` is the worker's message."""
-
-    def __init__(self, handle: bytes | None, data: bytes) -> None:
-        super().__init__(handle, f"job raised an exception: {data.decode('utf-8', 'replace')}")
-        self.data = data
-
-
-class JobTimeout(GearmanError, TimeoutError):
-    """A timeout expired: connecting, waiting for JOB_CREATED, or waiting for the result."""
 
 
 Address = tuple[str, int]
@@ -166,30 +129,6 @@ def make_submission(
             raise ValueError("reduce jobs always run at NORMAL priority")
         return SubmitReduceJob(f, to_bytes(reducer), d, u, background)
     return SubmitJob(f, d, u, Priority(priority), background)
-
-
-def job_outcome(job: Job[object]) -> bytes | None:
-    """The value a finished job gives its waiter, or the exception it raises.
-
-    A completed foreground job gives its result; an accepted background job
-    gives ``None``.
-    """
-    state = job.state
-    if state is JobState.COMPLETE:
-        return job.result if job.result is not None else b""
-    if state is JobState.QUEUED and job.background:
-        return None
-    if state is JobState.FAILED:
-        raise JobFailed(job.handle)
-    if state is JobState.EXCEPTION:
-        raise JobException(job.handle, job.exception or b"")
-    if state is JobState.REFUSED:
-        assert job.error is not None
-        raise ServerError(job.error.code, job.error.text)
-    if state is JobState.LOST:
-        raise ConnectionLost(f"connection to job server {job.server!r} lost before job "
-                             f"{(job.handle or b'?').decode('utf-8', 'replace')} finished")
-    raise RuntimeError(f"job is not finished (state {state.value})")
 
 
 def set_keepalive(sock: socket.socket, idle: int | None = None, interval: int | None = None,

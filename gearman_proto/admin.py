@@ -56,6 +56,8 @@ __all__ = [
     "format_ok",
     "format_err",
     "AdminClientConnection",
+    "maxqueue_limits",
+    "result_value",
 ]
 
 # -- requests ---------------------------------------------------------------------
@@ -553,3 +555,42 @@ class AdminClientConnection:
             yield result
 
 
+
+
+# -- what a reply gives the caller ------------------------------------------------------
+
+
+def maxqueue_limits(limits: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """``maxqueue``'s limits as an admin client takes them: none (reset to the default),
+    one for every priority, or three (high, normal, low)."""
+    if not limits:
+        return None
+    if len(limits) == 1:
+        return (int(limits[0]),) * 3
+    if len(limits) == 3:
+        return (int(limits[0]), int(limits[1]), int(limits[2]))
+    raise ValueError("maxqueue takes no limit, one limit, or three (high, normal, low)")
+
+
+def result_value(request: AdminRequest, result: AdminResult) -> object:
+    """What an admin client's typed method returns for ``request``'s reply.
+
+    Listings give their rows; ``getpid`` an int; ``version`` and ``verbose`` a
+    str; the commands that only answer ``OK`` give ``None``.  An ``ERR`` reply
+    is raised as the :class:`AdminError` it is.
+    """
+    if isinstance(result, AdminError):
+        raise result
+    if isinstance(request, _LIST_REPLIES):
+        return result
+    if not isinstance(result, AdminOk):
+        raise RemoteProtocolError(f"unexpected admin reply {result!r} to {request!r}")
+    value = result.value or b""
+    if isinstance(request, GetPid):
+        try:
+            return int(value or b"0")
+        except ValueError:
+            raise RemoteProtocolError(f"getpid answered {value!r}, not a number") from None
+    if isinstance(request, (Version, Verbose)):
+        return value.decode("utf-8", "replace")
+    return None

@@ -53,6 +53,7 @@ from .events import (
     WorkStatus,
     WorkUpdate,
     WorkWarning,
+    event_to_packet,
 )
 from .packets import DEFAULT_MAX_PACKET_SIZE
 from .worker import WorkerConnection
@@ -64,13 +65,18 @@ __all__ = [
     "ClientSession",
     "WorkerStep",
     "WorkerSession",
+    "check_report",
 ]
 
 K = TypeVar("K", bound=Hashable)
 
 
-class JobState(enum.Enum):
-    """Where a submitted job is, as its submitter sees it."""
+class JobState(str, enum.Enum):
+    """Where a submitted job is, as its submitter sees it.
+
+    A ``str`` too, so ``job.state == "complete"`` (the asyncio adapter's old
+    string states) still holds.
+    """
 
     PENDING = "pending"
     """Sent; JOB_CREATED not yet received."""
@@ -302,6 +308,17 @@ class ClientSession(Generic[K]):
 # -- workers ------------------------------------------------------------------------
 
 
+def check_report(event: WorkUpdate) -> None:
+    """Raise LocalProtocolError if the wire cannot carry this report (a negative number).
+
+    Asked before a connection sees the report, so a bad report is refused to
+    the handler that made it and the connection stays usable for every other
+    job (a connection that refuses an event goes to its ERROR state).
+    """
+    if type(event) is WorkStatus:
+        event_to_packet(event)
+
+
 @dataclass(slots=True)
 class WorkerStep(Generic[K]):
     """What a worker must do next: bytes to write per connection, jobs to start, errors to log."""
@@ -462,6 +479,7 @@ class WorkerSession(Generic[K]):
         if conn is None:
             return step
         if event.handle in conn.jobs:
+            check_report(event)
             step.writes[key] = conn.send(event)
         elif run not in self._runs:
             # Refused here, before the connection sees it: a refused send would

@@ -179,7 +179,7 @@ async def test_many_jobs_in_flight_are_matched_by_handle(target: Target) -> None
         jobs = [(await client.submit(fn, f"payload-{i}"), f"payload-{i}".encode()[::-1])
                 for i in range(60)]
         assert len({job.handle for job, _ in jobs}) == 60
-        assert len(client._conns) == 1  # all on one connection
+        assert len(client._links) == 1  # all on one connection
         results: dict[bytes | None, bytes | None] = {}
 
         async def wait_one(job: Any) -> None:  # many tasks wait at once; one reads for all
@@ -244,7 +244,7 @@ async def test_exception_reaches_a_client_with_the_exceptions_option(target: Tar
         async with Client([target.address], result_timeout=BOUND) as client:
             with pytest.raises(JobException, match="it went boom") as info:
                 await client.do(fn)
-            assert info.value.data == b"it went boom"
+            assert info.value.data == b"ValueError: it went boom"
         # A client without the option gets WORK_FAIL instead.
         async with Client([target.address], result_timeout=BOUND, exceptions=False) as client:
             with pytest.raises(JobFailed) as failed:

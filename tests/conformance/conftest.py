@@ -94,6 +94,9 @@ async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
 
 
 class _Runner:
+    blocking = False
+    """Whether the adapter's calls block (rather than return awaitables)."""
+
     def spawn(self, fn: Callable[..., Any], *args: Any, **kwargs: Any
               ) -> concurrent.futures.Future[Any]:
         raise NotImplementedError
@@ -114,6 +117,8 @@ class _Runner:
 
 class _Threads(_Runner):
     """The blocking adapter: calls run in the caller's thread, spawns in a new one."""
+
+    blocking = True
 
     def spawn(self, fn: Callable[..., Any], *args: Any, **kwargs: Any
               ) -> concurrent.futures.Future[Any]:
@@ -199,13 +204,12 @@ class JobProxy(_Proxy):
         return self.obj.handle  # type: ignore[no-any-return]
 
     def wait(self, timeout: float | None = None) -> bytes | None:
-        fn = self.obj.wait if hasattr(self.obj, "wait") else self.obj.result
-        return self._runner.call(fn, timeout)  # type: ignore[no-any-return]
+        return self._runner.call(self.obj.wait, timeout)  # type: ignore[no-any-return]
 
     def updates(self, timeout: float | None = BOUND) -> Iterator[Any]:
         """WORK_DATA / WORK_WARNING / WORK_STATUS one by one, as they arrive."""
         it = self.obj.updates(timeout)
-        if not hasattr(it, "__anext__"):
+        if self._runner.blocking:
             yield from it
             return
 
@@ -257,7 +261,7 @@ class WorkerProxy(_Proxy):
         return self
 
     def _functions(self) -> list[bytes]:
-        return list(getattr(self.obj, "handlers", None) or self.obj._handlers)
+        return list(self.obj.handlers)
 
     def stop(self, graceful: bool = True) -> None:
         self.obj.stop(graceful)  # documented as safe from any thread
@@ -293,9 +297,9 @@ class GM:
                 from gearman_proto.adapters import trio as module  # type: ignore[no-redef]
             self.module = module
             self.runner = _Portal("asyncio" if name == "anyio" else "trio")
-        self.async_handlers = name != "sync"
-        """Whether ``async def`` handlers are supported (the blocking adapter runs
-        handlers in threads and takes only plain functions)."""
+        self.async_handlers = True
+        """Whether ``async def`` handlers are supported (by every flavour now: the
+        blocking one runs them on its worker's event loop)."""
         self._made: list[_Proxy] = []
         self._gates: list[Gate] = []
         self.tls: dict[Any, ssl.SSLContext] = {}
@@ -314,10 +318,7 @@ class GM:
         return getattr(servers, "address", servers)
 
     def client(self, servers: Any, **kwargs: Any) -> ClientProxy:
-        """The adapter's Client; ``retry_delay`` is dropped for the blocking one (whose
-        backoff after a lost server is fixed)."""
-        if self.name == "sync":
-            kwargs.pop("retry_delay", None)
+        """The adapter's Client."""
         proxy = ClientProxy(self.runner, self._make(self.module.Client,
                                                     self._addresses(servers), **kwargs))
         self._made.append(proxy)

@@ -440,7 +440,7 @@ def test_work_exception_with_and_without_the_option(kit: Kit, gearmand: ServerPr
     with worker.serving():
         with pytest.raises(JobException) as info:
             kit.client(gearmand.address).do(fn)
-        assert info.value.data == b"it went boom"
+        assert info.value.data == b"ValueError: it went boom"
         # gearmand turns WORK_EXCEPTION into WORK_FAIL for a client without the option.
         with pytest.raises(JobFailed) as failed:
             kit.client(gearmand.address, exceptions=False).do(fn)

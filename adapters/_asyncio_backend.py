@@ -1,0 +1,241 @@
+"""The seam bound to asyncio (uvloop too): raw Protocols and bare futures.
+
+A StreamReader would buffer what the core buffers anyway and wake a reader
+task for every read: one more turn of the event loop per packet, a good part
+of what a job cost the client and the worker.  Here ``data_received`` hands
+the bytes straight to the core, and each waiter is a bare future woken when
+its condition holds, rather than an ``asyncio.Event`` under ``wait_for()``
+(which runs a Task of its own per wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+from gearman_proto.errors import RemoteProtocolError
+from gearman_proto.policy import JobTimeout, describe
+
+from ._backend import Backend, ConnectOptions, Event, Link, Lock, OnClose, OnData, TaskGroup
+from ._backend import ThreadRunner as _ThreadRunner
+from ._common import Address, apply_keepalive
+
+__all__ = ["AsyncioBackend", "BACKEND"]
+
+
+class _Link(asyncio.Protocol, Link):
+    def __init__(self, on_data: OnData, on_close: OnClose | None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.on_data = on_data
+        self.on_close = on_close
+        self.error: BaseException | None = None
+        self._closed = False
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
+        self._drained: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.on_data(data)
+        except (OSError, RemoteProtocolError) as exc:
+            self._end(exc)
+            self.close()
+            return
+        if self._waiters:
+            self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+
+    def pause_writing(self) -> None:
+        self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    # Link
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.error = exc
+        if self.on_close is not None:
+            self.on_close(exc)
+        if not self._ended.done():
+            self._ended.set_result(None)
+        self.resume_writing()
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(False)
+        self._waiters.clear()
+
+    def _wake(self) -> None:
+        keep = []
+        for ready, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if ready():
+                waiter.set_result(True)
+            else:
+                keep.append((ready, waiter))
+        self._waiters = keep
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closed and data:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def run(self) -> None:
+        await asyncio.shield(self._ended)
+
+    async def wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        if ready() or self._closed:
+            return ready()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        entry = (ready, waiter)
+        self._waiters.append(entry)
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_result(False)
+        timer = None if deadline is None else loop.call_at(deadline, expire)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not waiter.done() or entry in self._waiters:
+                try:
+                    self._waiters.remove(entry)
+                except ValueError:
+                    pass
+        return ready()
+
+    async def drain(self, deadline: float | None) -> None:
+        drained = self._drained
+        if drained is None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            await asyncio.wait_for(asyncio.shield(drained), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+class _Tasks(TaskGroup):
+    """Tasks cancelled and awaited when the group ends (asyncio.TaskGroup is 3.11+)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> _Tasks:
+        self._loop = asyncio.get_running_loop()
+        return self
+
+    def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        assert self._loop is not None
+        task: asyncio.Task[Any] = self._loop.create_task(fn(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        if exc[0] is not None:
+            self.cancel()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        return None
+
+
+class _Threads(_ThreadRunner):
+    def __init__(self, size: int) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(size,
+                                                           thread_name_prefix="gearman-worker")
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AsyncioBackend(Backend):
+    """asyncio's primitives (and uvloop's, which are the same API)."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def connect(self, address: Address, options: ConnectOptions, on_data: OnData,
+                      on_close: OnClose | None = None) -> Link:
+        host, port = address
+        loop = asyncio.get_running_loop()
+        try:
+            _, link = await asyncio.wait_for(loop.create_connection(
+                lambda: _Link(on_data, on_close), host, port, ssl=options.ssl,
+                server_hostname=(options.server_hostname or host) if options.ssl else None),
+                options.timeout)
+        except asyncio.TimeoutError:
+            raise JobTimeout(f"connecting to {describe(address)} timed out") from None
+        assert link.transport is not None
+        sock = link.transport.get_extra_info("socket")
+        if sock is not None and options.keepalive:
+            apply_keepalive(sock, options.keepalive)
+        return link
+
+    def event(self) -> Event:
+        return asyncio.Event()
+
+    def lock(self) -> Lock:
+        return asyncio.Lock()
+
+    def task_group(self) -> TaskGroup:
+        return _Tasks()
+
+    def thread_runner(self, size: int) -> _ThreadRunner:
+        return _Threads(size)
+
+    def caller(self) -> Callable[..., None]:
+        loop = asyncio.get_running_loop()
+        me = threading.get_ident()
+
+        def call(fn: Callable[..., Any], *args: Any) -> None:
+            if threading.get_ident() == me:
+                fn(*args)
+            elif not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(fn, *args)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+        return call
+
+
+BACKEND = AsyncioBackend()

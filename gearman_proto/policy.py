@@ -1,0 +1,330 @@
+"""The decisions a client, worker or admin client program makes, written once.
+
+:mod:`gearman_proto.session` follows one conversation per connection and the
+jobs on it.  Around that, a program decides things its user can observe:
+which server gets the next submission, how long a server that failed is left
+alone, what a submission lost before JOB_CREATED becomes, which error to raise
+when no server answers, what a handler's return value or exception becomes on
+the wire, what a finished job gives its waiter.  Every adapter (blocking,
+asyncio, anyio, trio) asks this module, so the four behave alike; nothing
+here does I/O or reads a clock (``now`` is passed in).
+
+The errors an application sees are defined here too, since choosing which one
+to raise is part of the policy; :mod:`gearman_proto.adapters` re-exports them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .events import (
+    WorkComplete,
+    WorkException,
+    WorkFail,
+)
+from .session import Job, JobState
+
+__all__ = [
+    "GearmanError",
+    "ConnectionLost",
+    "NoServerAvailable",
+    "ServerError",
+    "JobFailed",
+    "JobException",
+    "JobTimeout",
+    "JobEnded",
+    "Backoff",
+    "ServerPool",
+    "REMEMBERED_HANDLES",
+    "job_outcome",
+    "handler_outcome",
+    "exception_text",
+    "unreachable",
+    "describe",
+]
+
+Address = tuple[str, int]
+
+
+# -- the errors an application sees ---------------------------------------------------
+
+
+class GearmanError(Exception):
+    """Base of every error the clients, workers and admin clients raise."""
+
+
+class ConnectionLost(GearmanError, ConnectionError):
+    """The connection to the job server closed while a job or question was in flight.
+
+    The job may still run on that server; its result cannot reach us.
+    """
+
+
+class NoServerAvailable(GearmanError, ConnectionError):
+    """None of the configured job servers accepted a connection.
+
+    Also a :class:`ConnectionError`, so code that catches ``OSError`` around a
+    connect keeps working.
+    """
+
+
+class ServerError(GearmanError):
+    """The job server answered ERROR (``code`` is gearmand's name, e.g. ``QUEUE_ERROR``)."""
+
+    def __init__(self, code: bytes, text: bytes) -> None:
+        super().__init__(f"{code.decode('ascii', 'replace')}: {text.decode('utf-8', 'replace')}")
+        self.code = code
+        self.text = text
+
+
+class JobFailed(GearmanError):
+    """The job ended with WORK_FAIL (or was failed by the server)."""
+
+    def __init__(self, handle: bytes | None, message: str = "job failed",
+                 function: bytes | None = None) -> None:
+        super().__init__(message)
+        self.handle = handle
+        self.function = function
+
+
+class JobException(JobFailed):
+    """The job ended with WORK_EXCEPTION; ``data`` is the worker's message."""
+
+    def __init__(self, handle: bytes | None, data: bytes, function: bytes | None = None) -> None:
+        super().__init__(handle, f"job {_name(handle, function)} raised an exception: "
+                                 f"{data.decode('utf-8', 'replace')}", function)
+        self.data = data
+
+
+class JobTimeout(GearmanError, TimeoutError):
+    """A timeout expired: connecting, waiting for JOB_CREATED, or waiting for the result."""
+
+
+class JobEnded(GearmanError, RuntimeError):
+    """A worker reported on a job after its final report (complete, fail, exception)."""
+
+
+def _name(handle: bytes | None, function: bytes | None) -> str:
+    h = (handle or b"?").decode("utf-8", "replace")
+    if function is None:
+        return h
+    return f"{h} ({function.decode('utf-8', 'replace')})"
+
+
+def describe(address: Address) -> str:
+    """``host:port`` as a person types it (``[v6]:port`` for IPv6)."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- which server ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Backoff:
+    """How long a server that failed is left alone: ``initial`` doubling up to ``maximum``.
+
+    The same rule serves a client's submissions (a server in backoff is tried
+    last, not skipped) and a worker's reconnects (it waits :meth:`delay`).
+    """
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    failures: int = 0
+    retry_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.maximum < self.initial:
+            raise ValueError(f"backoff needs 0 <= initial <= maximum, got {self.initial} and "
+                             f"{self.maximum}")
+
+    def delay(self) -> float:
+        """The wait after the failures so far (0 before the first)."""
+        if not self.failures:
+            return 0.0
+        return min(self.initial * 2.0 ** (self.failures - 1), self.maximum)
+
+    def failed(self, now: float) -> float:
+        """Count a failure at ``now``; returns how long to wait before the next try."""
+        self.failures += 1
+        wait = self.delay()
+        self.retry_at = now + wait
+        return wait
+
+    def succeeded(self) -> None:
+        """The server answered: the next failure starts from ``initial`` again."""
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def ready(self, now: float) -> bool:
+        """True once the wait after the last failure is over."""
+        return now >= self.retry_at
+
+
+REMEMBERED_HANDLES = 10_000
+"""How many recent job handles a client remembers the server of (for ``get_status``)."""
+
+
+@dataclass(slots=True)
+class ServerPool:
+    """A client's servers: the order to try them in, their backoff, and handle affinity.
+
+    Submissions go round-robin.  Each call of :meth:`order` takes the next
+    starting point at once, so concurrent submissions that wait for a connect
+    never shift each other's turn.  A server that failed stays in the order,
+    after the ones that did not: while every server is in backoff, the one
+    whose wait is nearest over is still tried rather than failing at once.
+    """
+
+    count: int
+    retry_delay: float = 0.5
+    max_retry_delay: float = 30.0
+    remembered: int = REMEMBERED_HANDLES
+    _backoff: list[Backoff] = field(default_factory=list)
+    _next: int = 0
+    _handles: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    _timed_out: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError("no job server given")
+        self._backoff = [Backoff(self.retry_delay, self.max_retry_delay)
+                         for _ in range(self.count)]
+
+    def order(self, now: float, prefer: int | None = None) -> list[int]:
+        """The servers to try for the next request, best first.
+
+        ``prefer`` (the server that issued a handle) comes first; then, from
+        this call's turn on, the servers not in backoff, then those in backoff
+        by the time their wait ends.
+        """
+        start = self._next
+        self._next = (start + 1) % self.count
+        turn = [(start + i) % self.count for i in range(self.count)]
+        ready = [i for i in turn if self._backoff[i].ready(now)]
+        waiting = sorted((i for i in turn if not self._backoff[i].ready(now)),
+                         key=lambda i: self._backoff[i].retry_at)
+        out = ready + waiting
+        if prefer is not None and 0 <= prefer < self.count:
+            out.remove(prefer)
+            out.insert(0, prefer)
+        return out
+
+    def submission_plan(self, now: float) -> list[int]:
+        """The servers a submission may go to, in turn: each once, then the first again.
+
+        A submission whose connection drops before JOB_CREATED goes to the next
+        one; the first comes again at the end because a connection that was
+        closed while idle (a restarted server) fails the first try only.
+        """
+        order = self.order(now)
+        return order + order[:1]
+
+    def first(self, now: float) -> list[int]:
+        """The servers in their configured order, those in backoff last (for questions)."""
+        ready = [i for i in range(self.count) if self._backoff[i].ready(now)]
+        return ready + [i for i in range(self.count) if i not in ready]
+
+    def connected(self, server: int) -> None:
+        """A connection to ``server`` opened."""
+        self._backoff[server].succeeded()
+        self._timed_out.discard(server)
+
+    def failed(self, server: int, now: float, *, timed_out: bool = False) -> float:
+        """Connecting to ``server`` failed, or its connection broke; returns its backoff."""
+        if timed_out:
+            self._timed_out.add(server)
+        else:
+            self._timed_out.discard(server)
+        return self._backoff[server].failed(now)
+
+    def all_timed_out(self, servers: Sequence[int]) -> bool:
+        """True if the last connect attempt to each of ``servers`` timed out."""
+        return bool(servers) and all(s in self._timed_out for s in servers)
+
+    def remember(self, handle: bytes, server: int) -> None:
+        """``server`` issued ``handle``: ask it about the job later (bounded memory)."""
+        handles = self._handles
+        handles[handle] = server
+        handles.move_to_end(handle)
+        while len(handles) > self.remembered:
+            handles.popitem(last=False)
+
+    def server_of(self, handle: bytes) -> int | None:
+        """The server that issued ``handle``, if it is still remembered."""
+        return self._handles.get(handle)
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+
+def unreachable(addresses: Sequence[Address], timed_out: bool, why: str | None = None
+                ) -> GearmanError:
+    """The error for "no server answered": :class:`JobTimeout` if every attempt timed out."""
+    names = ", ".join(describe(a) for a in addresses)
+    if timed_out:
+        return JobTimeout(f"timed out connecting to {names}")
+    return NoServerAvailable(f"no job server reachable: {names}" + (f" ({why})" if why else ""))
+
+
+# -- what a job gives its waiter ------------------------------------------------------
+
+
+def job_outcome(job: Job[object], address: Address | None = None) -> bytes | None:
+    """The value a finished job gives its waiter, or the exception it raises.
+
+    A completed foreground job gives its result (``b""`` for none); an accepted
+    background job gives ``None``.
+    """
+    state = job.state
+    function = job.request.function
+    if state is JobState.COMPLETE:
+        return job.result if job.result is not None else b""
+    if state is JobState.QUEUED and job.background:
+        return None
+    if state is JobState.FAILED:
+        raise JobFailed(job.handle, f"job {_name(job.handle, function)} failed", function)
+    if state is JobState.EXCEPTION:
+        raise JobException(job.handle, job.exception or b"", function)
+    if state is JobState.REFUSED:
+        assert job.error is not None
+        raise ServerError(job.error.code, job.error.text)
+    if state is JobState.LOST:
+        where = describe(address) if address is not None else repr(job.server)
+        what = _name(job.handle, function) if job.handle else \
+            f"submission of {function.decode('utf-8', 'replace')}"
+        raise ConnectionLost(f"connection to job server {where} lost before {what} finished")
+    raise RuntimeError(f"job is not finished (state {state.value})")
+
+
+# -- what a handler's end becomes -----------------------------------------------------
+
+
+def exception_text(exc: BaseException) -> bytes:
+    """WORK_EXCEPTION's text for a handler's exception: ``Type: message``, or ``Type``."""
+    message = str(exc)
+    name = type(exc).__name__
+    return (f"{name}: {message}" if message else name).encode("utf-8", "replace")
+
+
+def handler_outcome(handle: bytes, result: object = None, exc: BaseException | None = None
+                    ) -> WorkComplete | WorkException | WorkFail:
+    """The final report for a handler that returned ``result`` or raised ``exc``.
+
+    A return of bytes or str completes the job with it (str as UTF-8), ``None``
+    with no data; any other return value is the handler's error, reported as
+    an exception (``bytes(42)`` would be 42 NUL bytes, not a result).
+    """
+    if exc is not None:
+        return WorkException(handle, exception_text(exc))
+    if result is None:
+        return WorkComplete(handle, b"")
+    if isinstance(result, str):
+        return WorkComplete(handle, result.encode("utf-8"))
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return WorkComplete(handle, bytes(memoryview(result)))
+    return WorkException(handle, exception_text(TypeError(
+        f"a handler returns bytes, str or None, not {type(result).__name__}")))
+
