@@ -359,15 +359,24 @@ class Client:
 
     async def _ask(self, request: GetStatus | GetStatusUnique | EchoReq | OptionReq,
                    order: list[int]) -> object:
-        idx, link = await self._connected(order)
-        reply, out = self._session.ask(idx, request)
-        link.write(out)
-        if not await self._wait(reply, lambda: reply.done, self.created_timeout):
-            raise JobTimeout(f"no answer to {type(request).__name__} from "
-                             f"{describe(self.servers[idx])} in {self.created_timeout}s")
-        if reply.lost:
-            raise ConnectionLost(f"connection to job server {describe(self.servers[idx])} "
-                                 f"lost before it answered {type(request).__name__}")
+        # Questions change nothing on the server, so one whose connection drops
+        # before the answer is asked again, of the next server, as a
+        # submission lost before JOB_CREATED is.
+        plan = order + order[:1]
+        while True:
+            idx, link = await self._connected(plan)
+            plan = plan[plan.index(idx) + 1:]
+            reply, out = self._session.ask(idx, request)
+            link.write(out)
+            if not await self._wait(reply, lambda: reply.done,  # noqa: B023 (used at once)
+                                    self.created_timeout):
+                raise JobTimeout(f"no answer to {type(request).__name__} from "
+                                 f"{describe(self.servers[idx])} in {self.created_timeout}s")
+            if not reply.lost:
+                break
+            if not plan:
+                raise ConnectionLost(f"connection to job server {describe(self.servers[idx])} "
+                                     f"lost before it answered {type(request).__name__}")
         if isinstance(reply.answer, Error):
             raise ServerError(reply.answer.code, reply.answer.text)
         return reply.answer

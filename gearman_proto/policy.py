@@ -136,9 +136,11 @@ class Backoff:
     retry_at: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.initial < 0 or self.maximum < self.initial:
-            raise ValueError(f"backoff needs 0 <= initial <= maximum, got {self.initial} and "
-                             f"{self.maximum}")
+        if self.initial < 0:
+            raise ValueError(f"a retry delay cannot be negative, got {self.initial}")
+        # A first delay above the cap (retry_delay=60 with the default cap of 30)
+        # means "wait that long": the cap rises to it.
+        self.maximum = max(self.maximum, self.initial)
 
     def delay(self) -> float:
         """The wait after the failures so far (0 before the first)."""
