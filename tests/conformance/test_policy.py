@@ -15,12 +15,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from gearman_proto import LocalProtocolError
-from gearman_proto.adapters._common import (
+from gearman_proto.adapters import (
+    JobEnded,
     JobException,
     JobTimeout,
     NoServerAvailable,
 )
+
+from gearman_proto import LocalProtocolError
 from gearman_proto.session import JobState
 
 if TYPE_CHECKING:
@@ -164,7 +166,7 @@ def test_a_report_after_the_end_raises_on_every_flavour(
         job.fail()
         try:
             job.send_data(b"too late")
-        except RuntimeError as exc:
+        except JobEnded as exc:
             errors.append(exc)
         return b"ignored"
     worker = gm.worker(our_server)
