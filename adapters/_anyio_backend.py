@@ -24,7 +24,17 @@ from anyio.abc import ByteStream, SocketAttribute
 from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.policy import JobTimeout, describe
 
-from ._backend import Backend, ConnectOptions, Event, Link, Lock, OnClose, OnData, TaskGroup
+from ._backend import (
+    Backend,
+    ConnectOptions,
+    Event,
+    Link,
+    Lock,
+    OnClose,
+    OnData,
+    TaskGroup,
+    Watched,
+)
 from ._backend import ThreadRunner as _ThreadRunner
 from ._common import Address, apply_keepalive
 
@@ -118,9 +128,11 @@ class _Link(Link):
         if self._closed:
             await anyio.aclose_forcefully(self.stream)
 
-    async def wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
-        timeout = math.inf if deadline is None else max(0.0, deadline - anyio.current_time())
-        with anyio.move_on_after(timeout):
+    async def wait(self, ready: Callable[[], bool], timeout: float | None,
+                   watch: Watched | None = None) -> bool:
+        # Every read wakes every waiter here (one of them did the read), so the
+        # record to watch adds nothing.
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
             while not ready() and not self._closed:
                 await self._flush()
                 if self._closing and not self._out:

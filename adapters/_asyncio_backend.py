@@ -19,7 +19,17 @@ from typing import Any, cast
 from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.policy import JobTimeout, describe
 
-from ._backend import Backend, ConnectOptions, Event, Link, Lock, OnClose, OnData, TaskGroup
+from ._backend import (
+    Backend,
+    ConnectOptions,
+    Event,
+    Link,
+    Lock,
+    OnClose,
+    OnData,
+    TaskGroup,
+    Watched,
+)
 from ._backend import ThreadRunner as _ThreadRunner
 from ._common import Address, apply_keepalive
 
@@ -109,28 +119,44 @@ class _Link(asyncio.Protocol, Link):
     async def run(self) -> None:
         await asyncio.shield(self._ended)
 
-    async def wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
-        if ready() or self._closed:
-            return ready()
+    async def wait(self, ready: Callable[[], bool], timeout: float | None,
+                   watch: Watched | None = None) -> bool:
+        if ready():
+            return True
+        if self._closed:
+            return False
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
-        entry = (ready, waiter)
-        self._waiters.append(entry)
+
         def expire() -> None:
             if not waiter.done():
                 waiter.set_result(False)
-        timer = None if deadline is None else loop.call_at(deadline, expire)
+        timer = None if timeout is None else loop.call_later(timeout, expire)
+        if watch is not None and watch.on_change is None:
+            # Woken by its own record's change: no scan of every waiter per read.
+            # A lost connection changes the record too (its jobs end as lost).
+            # A second waiter on the same record joins the scanned ones instead.
+            def changed(_: object) -> None:
+                if not waiter.done() and ready():
+                    waiter.set_result(True)
+            watch.on_change = changed
+            try:
+                done = await waiter
+            finally:
+                watch.on_change = None
+                if timer is not None:
+                    timer.cancel()
+            return done or ready()
+        entry = (ready, waiter)
+        self._waiters.append(entry)
         try:
-            await waiter
+            done = await waiter
         finally:
             if timer is not None:
                 timer.cancel()
-            if not waiter.done() or entry in self._waiters:
-                try:
-                    self._waiters.remove(entry)
-                except ValueError:
-                    pass
-        return ready()
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+        return done or ready()
 
     async def drain(self, deadline: float | None) -> None:
         drained = self._drained

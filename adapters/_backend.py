@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ._common import Address, KeepAlive
 
-__all__ = ["ConnectOptions", "Link", "Backend", "Event", "TaskGroup", "ThreadRunner"]
+__all__ = ["ConnectOptions", "Link", "Backend", "Event", "TaskGroup", "ThreadRunner", "Watched"]
 
 OnData = Callable[[bytes], object]
 """Called with each read; raising RemoteProtocolError (or OSError) ends the link with it."""
@@ -68,15 +68,25 @@ class Link(abc.ABC):
         """Read and write until the connection ends."""
 
     @abc.abstractmethod
-    async def wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
-        """Wait until ``ready()`` or the link closed or ``deadline`` (backend time) passed.
+    async def wait(self, ready: Callable[[], bool], timeout: float | None,
+                   watch: Watched | None = None) -> bool:
+        """Wait until ``ready()`` or the link closed or ``timeout`` seconds passed.
 
         Returns ``ready()``.  The link is read meanwhile, so the answer can arrive.
+        ``watch``, a session record whose ``on_change`` is called after every
+        change to it, lets a backend wake this waiter alone rather than asking
+        every waiter's ``ready()`` after every read.
         """
 
     @abc.abstractmethod
     async def drain(self, deadline: float | None) -> None:
         """Wait until what was written has been handed to the socket (or the link closed)."""
+
+
+class Watched(Protocol):
+    """A session record (Job, Reply) that calls ``on_change`` after each change."""
+
+    on_change: Callable[[Any], None] | None
 
 
 class Event(Protocol):

@@ -84,6 +84,7 @@ _LINGER = 5.0
 """How long a graceful stop waits for the last results to be written."""
 
 _FINAL = (WorkComplete, WorkFail, WorkException)
+_FINAL_TYPES = frozenset(_FINAL)
 
 
 # -- client ---------------------------------------------------------------------------
@@ -239,7 +240,7 @@ class Client:
         self._closed = True
         for link in list(self._links.values()):
             link.close()
-            await link.wait(lambda: False, self.backend.now() + 1.0)
+            await link.wait(lambda: False, 1.0)
 
     # -- connections --------------------------------------------------------------
 
@@ -292,11 +293,9 @@ class Client:
                     timeout: float | None) -> bool:
         """Wait until ``ready()`` (reading the item's connection meanwhile); False on timeout."""
         link = self._links.get(item.server)
-        if link is None or ready():
+        if link is None:  # lost: the record says how it ended
             return ready()
-        deadline = None if timeout is None else self.backend.now() + timeout
-        await link.wait(ready, deadline)
-        return ready()
+        return await link.wait(ready, timeout, item)
 
     async def _connected(self, order: list[int]) -> tuple[int, Link]:
         """The first server of ``order`` that is connected or connects."""
@@ -329,7 +328,10 @@ class Client:
         plan = self.pool.submission_plan(self.backend.now())
         job: Job[int] | None = None
         while plan:
-            idx, link = await self._connected(plan)
+            idx = plan[0]
+            link = self._links.get(idx)  # connected: no coroutine to run
+            if link is None or link.closed:
+                idx, link = await self._connected(plan)
             plan = plan[plan.index(idx) + 1:]
             job, out = self._session.submit(idx, request)
             link.write(out)
@@ -460,6 +462,9 @@ class WorkerJob:
 
 
 Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | None"]
+_AsyncHandler = Callable[[WorkerJob], Awaitable[Any]]
+"""(A name, not a subscription in the call: ``cast(Callable[...], f)`` builds the
+generic alias anew on every job.)"""
 H = TypeVar("H", bound=Handler)
 
 
@@ -617,7 +622,7 @@ class Worker:
             worker_log.warning("cannot report on job %r: %s", event.handle, exc)
             return
         self._apply(step)
-        if isinstance(event, _FINAL):
+        if type(event) in _FINAL_TYPES:
             self.jobs_done += 1
             if session.draining and session.idle and self._stopping is not None:
                 self._stopping.set()
@@ -631,7 +636,7 @@ class Worker:
             if handler is None:
                 raise LookupError(f"no handler for {assign.function!r}")
             if is_async_handler(handler):
-                result = await cast(Callable[[WorkerJob], Awaitable[Any]], handler)(job)
+                result = await cast(_AsyncHandler, handler)(job)
             else:
                 assert self._threads is not None
                 result = await self._threads.run(handler, job)
@@ -727,7 +732,7 @@ class AdminClient:
         link, self._link = self._link, None
         if link is not None:
             link.close()
-            await link.wait(lambda: False, self.backend.now() + 1.0)
+            await link.wait(lambda: False, 1.0)
 
     def _received(self, data: bytes) -> None:
         self._conn.receive_data(data)
@@ -739,7 +744,6 @@ class AdminClient:
             self._lock = self.backend.lock()
         async with self._lock:
             backend = self.backend
-            deadline = None if self.timeout is None else backend.now() + self.timeout
             link = self._link
             if link is None or link.closed:
                 self._conn = admin.AdminClientConnection()
@@ -752,7 +756,7 @@ class AdminClient:
                                             f"{exc}") from exc
             link.write(self._conn.send(request))
             results = self._results
-            if not await link.wait(lambda: bool(results), deadline):
+            if not await link.wait(lambda: bool(results), self.timeout):
                 lost = link.closed
                 # Start afresh: the late reply would answer the next command.
                 await self.close()

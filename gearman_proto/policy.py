@@ -15,7 +15,6 @@ to raise is part of the policy; :mod:`gearman_proto.adapters` re-exports them.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -186,8 +185,10 @@ class ServerPool:
     remembered: int = REMEMBERED_HANDLES
     _backoff: list[Backoff] = field(default_factory=list)
     _next: int = 0
-    _handles: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    _handles: dict[bytes, int] = field(default_factory=dict)
     _timed_out: set[int] = field(default_factory=set)
+    _failing: set[int] = field(default_factory=set)
+    """Servers whose last attempt failed (so :meth:`order` must look at their backoff)."""
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -203,8 +204,11 @@ class ServerPool:
         by the time their wait ends.
         """
         start = self._next
-        self._next = (start + 1) % self.count
-        turn = [(start + i) % self.count for i in range(self.count)]
+        count = self.count
+        self._next = (start + 1) % count
+        if not self._failing and prefer is None:  # the usual case, asked per submission
+            return [0] if count == 1 else [(start + i) % count for i in range(count)]
+        turn = [(start + i) % count for i in range(count)]
         ready = [i for i in turn if self._backoff[i].ready(now)]
         waiting = sorted((i for i in turn if not self._backoff[i].ready(now)),
                          key=lambda i: self._backoff[i].retry_at)
@@ -233,6 +237,7 @@ class ServerPool:
         """A connection to ``server`` opened."""
         self._backoff[server].succeeded()
         self._timed_out.discard(server)
+        self._failing.discard(server)
 
     def failed(self, server: int, now: float, *, timed_out: bool = False) -> float:
         """Connecting to ``server`` failed, or its connection broke; returns its backoff."""
@@ -240,6 +245,7 @@ class ServerPool:
             self._timed_out.add(server)
         else:
             self._timed_out.discard(server)
+        self._failing.add(server)
         return self._backoff[server].failed(now)
 
     def all_timed_out(self, servers: Sequence[int]) -> bool:
@@ -250,9 +256,8 @@ class ServerPool:
         """``server`` issued ``handle``: ask it about the job later (bounded memory)."""
         handles = self._handles
         handles[handle] = server
-        handles.move_to_end(handle)
         while len(handles) > self.remembered:
-            handles.popitem(last=False)
+            del handles[next(iter(handles))]
 
     def server_of(self, handle: bytes) -> int | None:
         """The server that issued ``handle``, if it is still remembered."""
@@ -321,6 +326,8 @@ def handler_outcome(handle: bytes, result: object = None, exc: BaseException | N
     """
     if exc is not None:
         return WorkException(handle, exception_text(exc))
+    if type(result) is bytes:  # the usual case first: once per job
+        return WorkComplete(handle, result)
     if result is None:
         return WorkComplete(handle, b"")
     if isinstance(result, str):

@@ -479,7 +479,8 @@ class WorkerSession(Generic[K]):
         if conn is None:
             return step
         if event.handle in conn.jobs:
-            check_report(event)
+            if type(event) is WorkStatus:  # the only report with numbers to check
+                check_report(event)
             step.writes[key] = conn.send(event)
         elif run not in self._runs:
             # Refused here, before the connection sees it: a refused send would
