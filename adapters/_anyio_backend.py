@@ -11,7 +11,6 @@ that handing out the core's bytes never waits on a socket.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -27,13 +26,12 @@ from gearman_proto.policy import JobTimeout, describe
 from ._backend import (
     Backend,
     ConnectOptions,
-    Event,
     Link,
-    Lock,
     OnClose,
     OnData,
     TaskGroup,
     Watched,
+    thread_caller,
 )
 from ._backend import ThreadRunner as _ThreadRunner
 from ._common import Address, apply_keepalive
@@ -252,31 +250,20 @@ class AnyioBackend(Backend):
         apply_keepalive(stream.extra(SocketAttribute.raw_socket), options.keepalive)
         return _Link(stream, on_data, on_close)
 
-    def event(self) -> Event:
-        return anyio.Event()
-
-    def lock(self) -> Lock:
-        return anyio.Lock()
-
-    def task_group(self) -> TaskGroup:
-        return _Group()
-
-    def thread_runner(self, size: int) -> _ThreadRunner:
-        return _Threads(size)
+    event = staticmethod(anyio.Event)
+    lock = staticmethod(anyio.Lock)
+    task_group = staticmethod(_Group)
+    thread_runner = staticmethod(_Threads)
 
     def caller(self) -> Callable[..., None]:
         token = anyio.lowlevel.current_token()
-        me = threading.get_ident()
 
-        def call(fn: Callable[..., Any], *args: Any) -> None:
-            if threading.get_ident() == me:
-                fn(*args)
-                return
+        def post(fn: Callable[..., Any], *args: Any) -> None:
             try:
                 anyio.from_thread.run_sync(fn, *args, token=token)
             except RuntimeError:  # the loop ended meanwhile (RunFinishedError, or closed)
                 pass
-        return call
+        return thread_caller(post)
 
 
 BACKEND = AnyioBackend()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -22,13 +21,12 @@ from gearman_proto.policy import JobTimeout, describe
 from ._backend import (
     Backend,
     ConnectOptions,
-    Event,
     Link,
-    Lock,
     OnClose,
     OnData,
     TaskGroup,
     Watched,
+    thread_caller,
 )
 from ._backend import ThreadRunner as _ThreadRunner
 from ._common import Address, apply_keepalive
@@ -237,31 +235,20 @@ class AsyncioBackend(Backend):
             apply_keepalive(sock, options.keepalive)
         return link
 
-    def event(self) -> Event:
-        return asyncio.Event()
-
-    def lock(self) -> Lock:
-        return asyncio.Lock()
-
-    def task_group(self) -> TaskGroup:
-        return _Tasks()
-
-    def thread_runner(self, size: int) -> _ThreadRunner:
-        return _Threads(size)
+    event = staticmethod(asyncio.Event)
+    lock = staticmethod(asyncio.Lock)
+    task_group = staticmethod(_Tasks)
+    thread_runner = staticmethod(_Threads)
 
     def caller(self) -> Callable[..., None]:
         loop = asyncio.get_running_loop()
-        me = threading.get_ident()
 
-        def call(fn: Callable[..., Any], *args: Any) -> None:
-            if threading.get_ident() == me:
-                fn(*args)
-            elif not loop.is_closed():
-                try:
-                    loop.call_soon_threadsafe(fn, *args)
-                except RuntimeError:  # the loop closed meanwhile
-                    pass
-        return call
+        def post(fn: Callable[..., Any], *args: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop closed meanwhile: nothing to report to
+                pass
+        return thread_caller(post)
 
 
 BACKEND = AsyncioBackend()

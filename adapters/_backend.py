@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import ssl as _ssl
+import threading
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import Any, Protocol
 
 from ._common import Address, KeepAlive
 
-__all__ = ["ConnectOptions", "Link", "Backend", "Event", "TaskGroup", "ThreadRunner", "Watched"]
+__all__ = ["thread_caller", "ConnectOptions", "Link", "Backend", "Event", "TaskGroup",
+           "ThreadRunner", "Watched"]
 
 OnData = Callable[[bytes], object]
 """Called with each read; raising RemoteProtocolError (or OSError) ends the link with it."""
@@ -143,19 +145,33 @@ class Backend(abc.ABC):
                       on_close: OnClose | None = None) -> Link:
         """Open a connection; raises OSError, or JobTimeout after ``options.timeout``."""
 
-    @abc.abstractmethod
-    def event(self) -> Event: ...
-
-    @abc.abstractmethod
-    def lock(self) -> Lock: ...
-
-    @abc.abstractmethod
-    def task_group(self) -> TaskGroup: ...
-
-    @abc.abstractmethod
-    def thread_runner(self, size: int) -> ThreadRunner: ...
+    event: Callable[[], Event]
+    """A new one-shot flag."""
+    lock: Callable[[], Lock]
+    """A new lock."""
+    task_group: Callable[[], TaskGroup]
+    """A new task group (``async with``)."""
+    thread_runner: Callable[[int], ThreadRunner]
+    """Threads for at most that many blocking handlers at once."""
 
     @abc.abstractmethod
     def caller(self) -> Callable[..., None]:
         """A function that runs ``fn(*args)`` in this event loop, called from any thread
         (at once when called from the loop's own thread)."""
+
+
+def thread_caller(post: Callable[..., None]) -> Callable[..., None]:
+    """A caller (see :meth:`Backend.caller`) for the loop of this thread.
+
+    ``post(fn, *args)`` hands a call to the loop from another thread; a call
+    made on the loop's own thread runs at once, so a report from an async
+    handler is written before the handler goes on.
+    """
+    me = threading.get_ident()
+
+    def call(fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == me:
+            fn(*args)
+        else:
+            post(fn, *args)
+    return call

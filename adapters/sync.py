@@ -39,7 +39,6 @@ from gearman_proto.events import (
     WorkStatus,
     WorkWarning,
 )
-from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 from gearman_proto.session import JobState
 
 from . import _impl
@@ -177,19 +176,10 @@ class Client:
     use ``with``) to end its connections.
     """
 
-    def __init__(self, servers: ServersArg = None, *, ssl: Any = None,
-                 server_hostname: str | None = None, exceptions: bool = True,
-                 connect_timeout: float | None = 5.0, created_timeout: float | None = 30.0,
-                 result_timeout: float | None = None, client_id: bytes | str | None = None,
-                 keepalive: bool | KeepAlive = False, retry_delay: float = 0.5,
-                 max_retry_delay: float = 30.0,
-                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
-        self._client: _aio.Client = _make(
-            _aio.Client, servers, ssl=ssl, server_hostname=server_hostname,
-            exceptions=exceptions, connect_timeout=connect_timeout,
-            created_timeout=created_timeout, result_timeout=result_timeout,
-            client_id=client_id, keepalive=keepalive, retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay, max_packet_size=max_packet_size)
+    def __init__(self, servers: ServersArg = None, **options: Any) -> None:
+        """``options`` are those of the asyncio :class:`~gearman_proto.adapters.asyncio.Client`
+        (``connect_timeout``, ``created_timeout``, ``result_timeout``, ``retry_delay``, ...)."""
+        self._client: _aio.Client = _make(_aio.Client, servers, **options)
 
     def __getattr__(self, name: str) -> Any:
         # Options and state (servers, result_timeout, client_id, pool, ...) are the
