@@ -3,6 +3,10 @@
     python -m tools.gen_docs            # rewrite the tables in docs/
     python -m tools.gen_docs --check    # exit 1, naming each stale page, if one is out of date
 
+Both also check every ``python -m pytest ...`` command written in README.md and
+docs/: each test path, ``path::test`` and ``-k word`` it names must select a
+collected test.
+
 The tests are collected (``pytest --collect-only``, in this process, with a plugin
 that reads each item's markers), so every test id in a table is one pytest collects
 today: a renamed or removed test changes the table, and ``--check`` (run by
@@ -16,6 +20,7 @@ import argparse
 import contextlib
 import io
 import re
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -213,11 +218,11 @@ def _block(name: str) -> re.Pattern[str]:
 def fill(page: str, text: str, tables: dict[str, str]) -> str:
     """``text`` with each table of ``tables`` written between its markers."""
     for name, markdown in tables.items():
-        pattern = _block(name)
-        if not pattern.search(text):
+        match = _block(name).search(text)
+        if match is None:
             raise DocsError(f"docs/{page} has no <!-- BEGIN gen_docs {name} --> ... "
                             f"<!-- END gen_docs {name} --> block")
-        text = pattern.sub(lambda m, md=markdown: m.group(1) + md + "\n" + m.group(3), text)
+        text = text[:match.start(2)] + markdown + "\n" + text[match.end(2):]
     return text
 
 
@@ -234,6 +239,45 @@ def pages(tables: dict[str, str], docs: Path = DOCS) -> dict[Path, tuple[str, st
     return out
 
 
+_PYTEST = re.compile(r"python -m pytest\b([^`#\n]*)")
+
+
+def _selects(target: str, word: str | None, functions: Iterable[str]) -> bool:
+    """Whether ``pytest target [-k word]`` collects something."""
+    path, _, name = target.partition("::")
+    chosen = [f for f in functions
+              if f == f"{path}::{name}" or (not name and (f.startswith(path.rstrip("/") + "/")
+                                                          or f.split("::")[0] == path))]
+    return any(word is None or word in f.split("::", 1)[1] for f in chosen)
+
+
+def bad_commands(texts: dict[str, str], functions: Iterable[str]) -> list[str]:
+    """The pytest commands in ``texts`` (page name -> text) that select no collected test."""
+    functions = list(functions)
+    bad = []
+    for page, text in texts.items():
+        for match in _PYTEST.finditer(text):
+            try:
+                args = shlex.split(match.group(1))
+            except ValueError:
+                args = match.group(1).split()
+            word = args[args.index("-k") + 1] if "-k" in args[:-1] else None
+            if word is not None and not re.fullmatch(r"\w+", word):
+                word = None  # an expression: pytest's to judge
+            targets = [a for a in args if a.startswith("tests")]
+            for target in targets or ["tests"]:
+                if not _selects(target.split("[", 1)[0], word, functions):
+                    bad.append(f"{page}: `python -m pytest{match.group(1).rstrip()}` "
+                               f"selects no test ({target}{f' -k {word}' if word else ''})")
+    return bad
+
+
+def command_pages() -> dict[str, str]:
+    """README.md and every page of docs/, by name."""
+    paths = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    return {str(p.relative_to(ROOT)): p.read_text() for p in paths}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.gen_docs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DocsError as exc:
         print(f"gen_docs: {exc}", file=sys.stderr)
         return 2
+    bad = bad_commands(command_pages(), found.counts)
+    for line in bad:
+        print(f"gen_docs: {line}", file=sys.stderr)
     stale = [path for path, (now, wanted) in result.items() if now != wanted]
     for path in stale:
         name = path.relative_to(ROOT)
@@ -255,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path.write_text(result[path][1])
             print(f"gen_docs: wrote {name}")
-    return 1 if args.check and stale else 0
+    return 1 if bad or (args.check and stale) else 0
 
 
 if __name__ == "__main__":
