@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tools import gen_docs
-from tools.doc_tables import TABLES, Commands
-from tools.gen_docs import Cited, DocsError
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # tools/ is not installed; `python -m pytest` has it, `pytest` not
+    sys.path.append(str(ROOT))
+
+from tools import gen_docs  # noqa: E402
+from tools.doc_tables import TABLES, Commands  # noqa: E402
+from tools.gen_docs import Cited, DocsError  # noqa: E402
+
 README = ROOT / "README.md"
 
 
