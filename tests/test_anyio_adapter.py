@@ -133,6 +133,7 @@ async def status_of(admin: AdminClient, function: str) -> StatusRow | None:
 
 @pytest.mark.parametrize("background", [False, True], ids=["fg", "bg"])
 @pytest.mark.parametrize("priority", list(Priority), ids=lambda p: p.name)
+@pytest.mark.feature("adapters.every-priority")
 async def test_reverse_at_each_priority(target: Target, priority: Priority,
                                         background: bool) -> None:
     fn = name("reverse")
@@ -191,6 +192,7 @@ async def test_many_jobs_in_flight_are_matched_by_handle(target: Target) -> None
         assert results == {job.handle: expected for job, expected in jobs}
 
 
+@pytest.mark.feature("adapters.streaming")
 async def test_data_warning_and_status_stream_through_updates(target: Target) -> None:
     fn = name("stream")
     worker = Worker([target.address])
@@ -215,6 +217,7 @@ async def test_data_warning_and_status_stream_through_updates(target: Target) ->
         assert job.status == (2, 2)
 
 
+@pytest.mark.feature("adapters.work-fail")
 async def test_work_fail_raises_job_failed(target: Target) -> None:
     fn = name("fail")
     worker = Worker([target.address])
@@ -232,6 +235,7 @@ async def test_work_fail_raises_job_failed(target: Target) -> None:
         assert job.state == "failed"
 
 
+@pytest.mark.feature("adapters.work-exception")
 async def test_exception_reaches_a_client_with_the_exceptions_option(target: Target) -> None:
     fn = name("boom")
     worker = Worker([target.address])
@@ -255,6 +259,7 @@ async def test_exception_reaches_a_client_with_the_exceptions_option(target: Tar
 # -- questions: GET_STATUS, GET_STATUS_UNIQUE, ECHO --------------------------------------
 
 
+@pytest.mark.feature("adapters.get-status")
 async def test_get_status_of_a_running_and_a_finished_job(target: Target) -> None:
     fn = name("status")
     release = anyio.Event()
@@ -290,6 +295,7 @@ async def test_get_status_of_a_running_and_a_finished_job(target: Target) -> Non
         assert not (await client.get_status_unique(unique)).known
 
 
+@pytest.mark.feature("adapters.echo")
 async def test_echo(target: Target) -> None:
     async with Client([target.address], keepalive=True) as client:
         assert await client.echo(b"ping \x00 pong") == b"ping \x00 pong"

@@ -1,4 +1,8 @@
-"""Every Python example in the README runs, and prints what the README says it prints."""
+"""Every Python example in the README and in docs/ runs, and prints what the page says.
+
+An example is a ``python`` block right after a ``<!-- readme-example: NAME -->``
+comment, in README.md or in a page of docs/.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EXAMPLE = re.compile(r"<!-- readme-example: ([\w-]+) -->\n```python\n(.*?)```", re.S)
+
+
+def _examples() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for page in PAGES:
+        for name, code in EXAMPLE.findall(page.read_text()):
+            assert name not in found, f"example {name!r} appears twice"
+            found[name] = code
+    return found
 
 
 def _example(name: str) -> str:
-    text = README.read_text()
-    match = re.search(rf"<!-- readme-example: {name} -->\n```python\n(.*?)```", text, re.S)
-    assert match, f"README example {name!r} not found"
-    return match.group(1)
+    examples = _examples()
+    assert name in examples, f"example {name!r} not found in README.md or docs/"
+    return examples[name]
 
 
 def _run(code: str) -> str:
@@ -23,6 +37,11 @@ def _run(code: str) -> str:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def test_every_example_is_run_here() -> None:
+    """An example added to a page without a test here would never run."""
+    assert sorted(_examples()) == ["asyncio", "core", "epoch", "sync", "trio"]
 
 
 def test_core_example_reverses_hello_world_in_memory() -> None:
@@ -34,6 +53,29 @@ def test_core_example_reverses_hello_world_in_memory() -> None:
     ]
 
 
+def test_epoch_example_is_held_until_its_time() -> None:
+    lines = _run(_example("epoch")).splitlines()
+    assert lines == [
+        "[(1, JobCreated(handle=b'H:gearman-proto:1'))]",
+        "1060.0",
+        "[]",
+        "[(2, Noop())]",
+        "[(2, JobAssign(handle=b'H:gearman-proto:1', function=b'report', data=b'q3',"
+        " unique=b'', reducer=None))]",
+    ]
+
+
+def _against(name: str, port: int) -> str:
+    return _run(_example(name).replace("localhost:4730", f"127.0.0.1:{port}"))
+
+
+def test_sync_example_against_our_server(our_server: Any) -> None:
+    assert _against("sync", our_server.port).splitlines() == ["b'!dlrow olleH'"]
+
+
 def test_asyncio_example_against_our_server(our_server: Any) -> None:
-    code = _example("asyncio").replace("localhost:4730", f"127.0.0.1:{our_server.port}")
-    assert _run(code).splitlines() == ["b'!dlrow olleH'"]
+    assert _against("asyncio", our_server.port).splitlines() == ["b'!dlrow olleH'"]
+
+
+def test_trio_example_against_our_server(our_server: Any) -> None:
+    assert _against("trio", our_server.port).splitlines() == ["b'!dlrow olleH'"]

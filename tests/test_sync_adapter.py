@@ -80,6 +80,7 @@ def status_of(admin: AdminClient, function: str) -> StatusRow | None:
 
 
 @pytest.mark.parametrize("priority", list(Priority))
+@pytest.mark.feature("adapters.every-priority", "sync")
 def test_foreground_reverse_at_each_priority(gearmand: ServerProcess,
                                              priority: Priority) -> None:
     fn = name("reverse")
@@ -93,6 +94,7 @@ def test_foreground_reverse_at_each_priority(gearmand: ServerProcess,
 
 
 @pytest.mark.parametrize("priority", list(Priority))
+@pytest.mark.feature("adapters.every-priority", "sync")
 def test_background_reverse_at_each_priority(gearmand: ServerProcess,
                                              priority: Priority) -> None:
     fn = name("reverse-bg")
@@ -112,6 +114,7 @@ def test_background_reverse_at_each_priority(gearmand: ServerProcess,
     assert done == [b"olleh"]
 
 
+@pytest.mark.feature("adapters.priority-order", "sync")
 def test_queued_background_jobs_run_in_priority_order(gearmand: ServerProcess) -> None:
     """PROTOCOL.txt: HIGH jobs run before NORMAL, NORMAL before LOW."""
     fn = name("order")
@@ -167,6 +170,7 @@ def test_many_jobs_in_flight_on_one_connection_are_matched_by_handle(
         assert results == {job.handle: expected for job, expected in jobs.items()}
 
 
+@pytest.mark.feature("adapters.streaming", "sync")
 def test_data_warning_and_status_stream_through_updates(gearmand: ServerProcess) -> None:
     fn = name("stream")
     worker = Worker([gearmand.address])
@@ -190,6 +194,7 @@ def test_data_warning_and_status_stream_through_updates(gearmand: ServerProcess)
         assert (job.numerator, job.denominator) == (2, 2)
 
 
+@pytest.mark.feature("adapters.work-fail", "sync")
 def test_work_fail_raises_job_failed(gearmand: ServerProcess) -> None:
     fn = name("fail")
     worker = Worker([gearmand.address])
@@ -207,6 +212,7 @@ def test_work_fail_raises_job_failed(gearmand: ServerProcess) -> None:
         assert job.state is JobState.FAILED
 
 
+@pytest.mark.feature("adapters.work-exception", "sync")
 def test_exception_reaches_a_client_with_the_exceptions_option(gearmand: ServerProcess
                                                                ) -> None:
     fn = name("boom")
@@ -231,6 +237,7 @@ def test_exception_reaches_a_client_with_the_exceptions_option(gearmand: ServerP
 # -- questions: GET_STATUS, GET_STATUS_UNIQUE, ECHO --------------------------------------
 
 
+@pytest.mark.feature("adapters.get-status", "sync")
 def test_get_status_of_a_running_and_a_finished_job(gearmand: ServerProcess) -> None:
     fn = name("status")
     release = threading.Event()
@@ -261,12 +268,14 @@ def test_get_status_of_a_running_and_a_finished_job(gearmand: ServerProcess) -> 
         assert not client.get_status_unique(unique).known
 
 
+@pytest.mark.feature("adapters.echo", "sync")
 def test_echo(gearmand: ServerProcess) -> None:
     with Client([gearmand.address]) as client:
         assert client.echo(b"ping \x00 pong") == b"ping \x00 pong"
         assert client.echo("") == b""
 
 
+@pytest.mark.feature("adapters.client-id", "sync")
 def test_client_ids_show_in_admin_workers(gearmand: ServerProcess) -> None:
     fn = name("ids")
     client_id, worker_id = name("sync-client"), name("sync-worker")

@@ -38,6 +38,7 @@ def reverse(job: Any) -> bytes:
 # -- unique ids -------------------------------------------------------------------------------
 
 
+@pytest.mark.feature("adapters.coalescing")
 def test_unique_coalescing_two_clients_one_job(kit: Kit, gearmand: ServerProcess,
                                                fresh: Callable[[str], str]) -> None:
     """Two clients submit the same (function, unique): one job, one run, both get the result."""
@@ -74,6 +75,7 @@ def test_unique_coalescing_two_clients_one_job(kit: Kit, gearmand: ServerProcess
     assert runs == [b"first data"]  # the first submission's data; the job ran once
 
 
+@pytest.mark.feature("adapters.dash-unique")
 def test_dash_unique_coalesces_on_the_data(kit: Kit, gearmand: ServerProcess,
                                            fresh: Callable[[str], str],
                                            until: Callable[..., None]) -> None:
@@ -102,6 +104,7 @@ def test_dash_unique_coalesces_on_the_data(kit: Kit, gearmand: ServerProcess,
 # -- timers: CAN_DO_TIMEOUT, SUBMIT_JOB_EPOCH ----------------------------------------------------
 
 
+@pytest.mark.feature("adapters.can-do-timeout")
 def test_can_do_timeout_expiry_requeues_the_job(kit: Kit, gearmand: ServerProcess,
                                                 tap: Callable[..., WireTap],
                                                 fresh: Callable[[str], str]) -> None:
@@ -134,6 +137,8 @@ def test_can_do_timeout_expiry_requeues_the_job(kit: Kit, gearmand: ServerProces
     assert sent and sent[0].args == (fn.encode(), b"200")  # milliseconds, as 1.1.19+ reads
 
 
+@pytest.mark.feature("adapters.epoch")
+@pytest.mark.feature("differences.epoch-timer")
 def test_submit_job_epoch_is_held_until_its_time(kit: Kit, gearmand: ServerProcess,
                                                  tap: Callable[..., WireTap],
                                                  fresh: Callable[[str], str],
@@ -176,6 +181,7 @@ def test_submit_job_epoch_is_held_until_its_time(kit: Kit, gearmand: ServerProce
 
 
 @pytest.mark.parametrize("background", [False, True], ids=["fg", "bg"])
+@pytest.mark.feature("adapters.reduce")
 def test_reduce_submission_is_accepted(kit: Kit, gearmand: ServerProcess, background: bool,
                                        fresh: Callable[[str], str],
                                        until: Callable[..., None]) -> None:
@@ -205,6 +211,7 @@ def test_reduce_submission_is_accepted(kit: Kit, gearmand: ServerProcess, backgr
 # -- the worker's sleep ---------------------------------------------------------------------
 
 
+@pytest.mark.feature("adapters.pre-sleep")
 def test_pre_sleep_noop_cycle(kit: Kit, gearmand: ServerProcess, tap: Callable[..., WireTap],
                               fresh: Callable[[str], str],
                               until: Callable[..., None]) -> None:
@@ -232,6 +239,7 @@ def test_pre_sleep_noop_cycle(kit: Kit, gearmand: ServerProcess, tap: Callable[.
 
 
 @pytest.mark.parametrize("kit", ["asyncio", "anyio", "trio"], indirect=True)
+@pytest.mark.feature("adapters.client-id")
 def test_set_client_id_shows_in_admin_workers(kit: Kit, gearmand: ServerProcess,
                                               tap: Callable[..., WireTap],
                                               fresh: Callable[[str], str],
@@ -260,6 +268,7 @@ def test_set_client_id_shows_in_admin_workers(kit: Kit, gearmand: ServerProcess,
 # -- the admin protocol -----------------------------------------------------------------------
 
 
+@pytest.mark.feature("adapters.admin-replies")
 def test_admin_client_parses_every_gearmand_reply(kit: Kit, gearmand: ServerProcess,
                                                   fresh: Callable[[str], str],
                                                   until: Callable[..., None]) -> None:
@@ -345,6 +354,7 @@ def test_admin_client_parses_every_gearmand_reply(kit: Kit, gearmand: ServerProc
 @ONLY_ASYNCIO
 @pytest.mark.parametrize("background", [False, True], ids=["fg", "bg"])
 @pytest.mark.parametrize("priority", list(Priority), ids=lambda p: p.name)
+@pytest.mark.feature("adapters.every-priority")
 def test_jobs_at_every_priority(kit: Kit, gearmand: ServerProcess, priority: Priority,
                                 background: bool, fresh: Callable[[str], str],
                                 until: Callable[..., None]) -> None:
@@ -365,6 +375,7 @@ def test_jobs_at_every_priority(kit: Kit, gearmand: ServerProcess, priority: Pri
 
 
 @pytest.mark.parametrize("kit", ["asyncio", "anyio", "trio"], indirect=True)
+@pytest.mark.feature("adapters.priority-order")
 def test_queued_jobs_run_in_priority_order(kit: Kit, gearmand: ServerProcess,
                                            fresh: Callable[[str], str],
                                            until: Callable[..., None]) -> None:
@@ -384,6 +395,7 @@ def test_queued_jobs_run_in_priority_order(kit: Kit, gearmand: ServerProcess,
 
 
 @ONLY_ASYNCIO
+@pytest.mark.feature("adapters.streaming")
 def test_data_warning_and_status_stream(kit: Kit, gearmand: ServerProcess,
                                         fresh: Callable[[str], str]) -> None:
     fn = fresh("stream")
@@ -409,6 +421,7 @@ def test_data_warning_and_status_stream(kit: Kit, gearmand: ServerProcess,
 
 
 @ONLY_ASYNCIO
+@pytest.mark.feature("adapters.work-fail")
 def test_work_fail(kit: Kit, gearmand: ServerProcess, fresh: Callable[[str], str]) -> None:
     fn = fresh("fail")
 
@@ -428,6 +441,7 @@ def test_work_fail(kit: Kit, gearmand: ServerProcess, fresh: Callable[[str], str
 
 
 @ONLY_ASYNCIO
+@pytest.mark.feature("adapters.work-exception")
 def test_work_exception_with_and_without_the_option(kit: Kit, gearmand: ServerProcess,
                                                      fresh: Callable[[str], str]) -> None:
     fn = fresh("boom")
@@ -448,6 +462,7 @@ def test_work_exception_with_and_without_the_option(kit: Kit, gearmand: ServerPr
 
 
 @ONLY_ASYNCIO
+@pytest.mark.feature("adapters.get-status")
 def test_get_status_and_get_status_unique(kit: Kit, gearmand: ServerProcess,
                                           fresh: Callable[[str], str],
                                           until: Callable[..., None]) -> None:
@@ -487,6 +502,7 @@ def test_get_status_and_get_status_unique(kit: Kit, gearmand: ServerProcess,
 
 
 @ONLY_ASYNCIO
+@pytest.mark.feature("adapters.echo")
 def test_echo(kit: Kit, gearmand: ServerProcess) -> None:
     client = kit.client(gearmand.address)
     assert client.echo(b"ping \0 pong") == b"ping \0 pong"

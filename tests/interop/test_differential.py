@@ -118,6 +118,7 @@ def coalescing(run: Run, fn: bytes, other: bytes) -> None:
         c3.expect("JOB_CREATED")
 
 
+@pytest.mark.feature("differential.coalescing")
 def test_coalescing(both: Callable[..., dict[str, Transcript]],
                     fresh: Callable[[str], str]) -> None:
     """Same (function, unique): one job, one handle, every foreground submitter gets every
@@ -172,6 +173,7 @@ def requeue_after_disconnect(run: Run, fn: bytes, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["disconnect", "cant_do", "timeout"])
+@pytest.mark.feature("differential.requeue")
 def test_requeue_of_a_lost_job(both: Callable[..., dict[str, Transcript]],
                                fresh: Callable[[str], str], how: str) -> None:
     """A worker that disconnects, says CANT_DO, or overruns its CAN_DO_TIMEOUT loses its
@@ -213,6 +215,7 @@ def maxqueue(run: Run, fn: bytes) -> None:
     run.notes["prioritystatus"] = line_of(run.notes["prioritystatus"], fn)
 
 
+@pytest.mark.feature("differential.maxqueue-full")
 def test_maxqueue_full(both: Callable[..., dict[str, Transcript]],
                        fresh: Callable[[str], str]) -> None:
     """``maxqueue FN N`` and ``maxqueue FN H N L``: a submission that would pass the limit
@@ -255,6 +258,7 @@ def errors(run: Run, fn: bytes) -> None:
     w.recv()
 
 
+@pytest.mark.feature("differential.errors")
 def test_errors_and_odd_requests(both: Callable[..., dict[str, Transcript]],
                                  fresh: Callable[[str], str]) -> None:
     """OPTION_REQ, unknown handles, SUBMIT_JOB_SCHED, ALL_YOURS, a too-long unique, WORK_*
@@ -287,6 +291,7 @@ def cancel_queued(run: Run, fn: bytes) -> None:
     run.notes["status"] = line_of(run.admin("status"), fn)
 
 
+@pytest.mark.feature("differential.cancel")
 def test_cancel_job(both: Callable[..., dict[str, Transcript]],
                     fresh: Callable[[str], str]) -> None:
     """``cancel job``: OK, WORK_FAIL to its client, never assigned; unknown → ERR."""
@@ -339,6 +344,7 @@ def ownership(run: Run, fn: bytes) -> None:
                                      run.admin("workers").split(b"\n") if b"LLLL" in line]
 
 
+@pytest.mark.feature("differential.who-reports")
 def test_who_may_report_on_a_job(both: Callable[..., dict[str, Transcript]],
                                  fresh: Callable[[str], str]) -> None:
     """WORK_* from a worker that does not hold the job get JOB_NOT_FOUND and reach nobody;
@@ -375,6 +381,8 @@ def priorities(run: Run, f1: bytes, f2: bytes) -> None:
     run.notes["order"] = order
 
 
+@pytest.mark.feature("differential.priority")
+@pytest.mark.feature("differences.priority")
 def test_priority_order_across_functions(both: Callable[..., dict[str, Transcript]],
                                          fresh: Callable[[str], str]) -> None:
     """Deliberate difference: our priority is global across a worker's functions (every
@@ -403,6 +411,7 @@ def cancel_running(run: Run, fn: bytes) -> None:
     w.send("WORK_COMPLETE", h, b"late")
 
 
+@pytest.mark.feature("differences.cancel-running")
 def test_cancel_a_running_job(both: Callable[..., dict[str, Transcript]],
                               fresh: Callable[[str], str]) -> None:
     """Deliberate difference: ``cancel job`` on a running job detaches it from its worker,
@@ -436,6 +445,7 @@ def exceptions(run: Run, fn: bytes) -> None:
     w.send("WORK_EXCEPTION", h, b"it went \0 boom")
 
 
+@pytest.mark.feature("differences.exception-as-fail")
 def test_exception_to_clients_with_and_without_the_option(
         both: Callable[..., dict[str, Transcript]], fresh: Callable[[str], str]) -> None:
     """WORK_EXCEPTION reaches a client that asked for the exceptions option as it is, and
@@ -470,6 +480,7 @@ def abandoned(run: Run, fn: bytes) -> None:
     w.recv()
 
 
+@pytest.mark.feature("differences.client-left")
 def test_foreground_job_whose_client_left(both: Callable[..., dict[str, Transcript]],
                                           fresh: Callable[[str], str]) -> None:
     """Deliberate difference: a queued foreground job whose only client left is gone at
@@ -509,6 +520,7 @@ def epoch_wakeup(run: Run, fn: bytes) -> None:
     run.notes["when due"] = sleeper.sync()
 
 
+@pytest.mark.feature("differences.epoch-timer")
 def test_epoch_job_wakes_a_sleeping_worker(both: Callable[..., dict[str, Transcript]],
                                            fresh: Callable[[str], str]) -> None:
     """Deliberate difference: our server NOOPs sleeping workers when a SUBMIT_JOB_EPOCH job
@@ -534,6 +546,7 @@ def can_do_twice(run: Run, fn: bytes) -> None:
     run.notes["status"] = line_of(run.admin("status"), fn)
 
 
+@pytest.mark.feature("differences.can-do-twice")
 def test_can_do_twice(both: Callable[..., dict[str, Transcript]],
                       fresh: Callable[[str], str]) -> None:
     """Deliberate difference: a repeated CAN_DO is one registration on our server; gearmand
@@ -565,6 +578,7 @@ def can_do_timeout_and_pre_sleep(run: Run, fn: bytes) -> None:
     run.notes["worker2 after the timeout"] = w2.sync()
 
 
+@pytest.mark.feature("differences.can-do-timeout-timer")
 def test_pre_sleep_does_not_cancel_can_do_timeout(both: Callable[..., dict[str, Transcript]],
                                                   fresh: Callable[[str], str]) -> None:
     """Deliberate difference: our CAN_DO_TIMEOUT timer belongs to the job and runs until it
@@ -584,6 +598,7 @@ def drop_function(run: Run, fn: bytes) -> None:
     run.notes["show jobs"] = line_of(run.admin("show jobs"), b"<1>")
 
 
+@pytest.mark.feature("differences.drop-function")
 def test_drop_function_with_queued_jobs(both: Callable[..., dict[str, Transcript]],
                                         fresh: Callable[[str], str]) -> None:
     """Deliberate difference: ``drop function`` with queued jobs fails them (WORK_FAIL to
@@ -610,6 +625,7 @@ def can_do_wakes(run: Run, f1: bytes, f2: bytes) -> None:
     w.send("CAN_DO", f2)  # work is waiting for it
 
 
+@pytest.mark.feature("differences.can-do-wakes")
 def test_can_do_for_waiting_work_wakes_a_sleeping_worker(
         both: Callable[..., dict[str, Transcript]], fresh: Callable[[str], str]) -> None:
     """Deliberate difference: a sleeping worker that registers a function with queued jobs
@@ -630,6 +646,7 @@ def long_unique(run: Run, fn: bytes) -> None:
     w.expect("JOB_ASSIGN_UNIQ")
 
 
+@pytest.mark.feature("differences.unique-64")
 def test_a_64_byte_unique(both: Callable[..., dict[str, Transcript]],
                           fresh: Callable[[str], str]) -> None:
     """Deliberate difference: a 64-byte unique id is kept whole and coalesces.  gearmand
@@ -652,6 +669,7 @@ def status_of_dash(run: Run, fn: bytes) -> None:
     c.expect("STATUS_RES_UNIQUE")
 
 
+@pytest.mark.feature("differences.status-unique-dash")
 def test_get_status_unique_of_a_dash_job(both: Callable[..., dict[str, Transcript]],
                                          fresh: Callable[[str], str]) -> None:
     """Deliberate difference: ``GET_STATUS_UNIQUE -`` never finds jobs submitted with
@@ -690,6 +708,8 @@ def lose_twice(run: Run, fn: bytes) -> None:
     c.expect("WORK_FAIL")
 
 
+@pytest.mark.feature("differential.job-retries")
+@pytest.mark.feature("differences.job-retries")
 def test_job_retries_counts_runs_in_gearmand(lib: Any, gearmand_factory: Callable[..., Any],
                                              our_server_factory: Callable[..., Any],
                                              fresh: Callable[[str], str]) -> None:
@@ -707,6 +727,7 @@ def test_job_retries_counts_runs_in_gearmand(lib: Any, gearmand_factory: Callabl
     assert out["ours"]["client"] == [("JOB_CREATED", (b"<1>",)), ("WORK_FAIL", (b"<1>",))]
 
 
+@pytest.mark.feature("differences.store-keys")
 def test_store_keeps_background_jobs_that_share_a_key(
         lib: Any, gearmand_factory: Callable[..., Any], our_server_factory: Callable[..., Any],
         tmp_path: Any, fresh: Callable[[str], str]) -> None:
@@ -760,6 +781,7 @@ def admin_lines(run: Run, fn: bytes) -> None:
         run.notes[line] = reply
 
 
+@pytest.mark.feature("differential.admin-lines")
 def test_admin_lines_answer_alike(both: Callable[..., dict[str, Transcript]],
                                   fresh: Callable[[str], str]) -> None:
     """Odd, misspelt and malformed admin lines: the exact reply bytes, one after another on
@@ -782,6 +804,7 @@ def maxqueue_too_many(run: Run, fn: bytes) -> None:
         run.notes["reply"] = b"<closed>"
 
 
+@pytest.mark.feature("differences.maxqueue-limits")
 def test_maxqueue_with_too_many_limits(both: Callable[..., dict[str, Transcript]],
                                        fresh: Callable[[str], str]) -> None:
     """Deliberate difference: ``maxqueue FN`` with four or more limits answers ERR
@@ -833,6 +856,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.feature("differences.malformed")
 def test_malformed_packets(lib: Any, gearmand_factory: Callable[..., Any],
                            our_server: ServerProcess) -> None:
     """Deliberate difference: every malformed packet gets an ERROR packet with gearmand's

@@ -108,6 +108,8 @@ READ_ONLY = [["--status"], ["--priority-status"], ["--workers"], ["--show-jobs"]
 
 
 @pytest.mark.parametrize("flags", READ_ONLY, ids=lambda f: " ".join(f))
+@pytest.mark.feature("tools.listings", "gearadmin")
+@pytest.mark.feature("differences.listing-order")
 def test_same_output_as_gearmand(gearadmin_tool: str, twins: dict[str, Twin], lib: Any,
                                  flags: list[str]) -> None:
     outs = both(lib, gearadmin_tool, twins, *flags)
@@ -116,6 +118,7 @@ def test_same_output_as_gearmand(gearadmin_tool: str, twins: dict[str, Twin], li
     assert normalize(twins["ours"], ours.stdout) == normalize(twins["gearmand"], theirs.stdout)
 
 
+@pytest.mark.feature("tools.listings", "gearadmin")
 def test_listings_show_the_state(gearadmin_tool: str, twins: dict[str, Twin], lib: Any) -> None:
     """What the shared state looks like (so that "equal" above is not "equally empty")."""
     twin = twins["ours"]
@@ -132,6 +135,8 @@ def test_listings_show_the_state(gearadmin_tool: str, twins: dict[str, Twin], li
     assert b"<fd> 127.0.0.1 the-client :\n" in workers
 
 
+@pytest.mark.feature("tools.version", "gearadmin")
+@pytest.mark.feature("differences.version")
 def test_server_version(gearadmin_tool: str, twins: dict[str, Twin], lib: Any) -> None:
     """One line, ``OK`` stripped; the version itself is each server's own."""
     outs = both(lib, gearadmin_tool, twins, "--server-version")
@@ -141,6 +146,7 @@ def test_server_version(gearadmin_tool: str, twins: dict[str, Twin], lib: Any) -
         assert (out.returncode, out.stderr, out.stdout.count(b"\n")) == (0, b"", 1)
 
 
+@pytest.mark.feature("tools.flags", "gearadmin")
 def test_help_and_no_flag(gearadmin_tool: str, twins: dict[str, Twin], lib: Any) -> None:
     for flags in (["--help"], []):
         outs = both(lib, gearadmin_tool, twins, *flags)
@@ -148,6 +154,7 @@ def test_help_and_no_flag(gearadmin_tool: str, twins: dict[str, Twin], lib: Any)
         assert outs["ours"].returncode == outs["gearmand"].returncode
 
 
+@pytest.mark.feature("tools.flags", "gearadmin")
 def test_ssl_flag(gearadmin_tool: str, twins: dict[str, Twin], lib: Any) -> None:
     """``-S``: Debian's gearman-tools is built without TLS and ignores it (as gearmand
     built without TLS ignores ``--ssl``), so it talks plain text to either server."""
@@ -157,6 +164,7 @@ def test_ssl_flag(gearadmin_tool: str, twins: dict[str, Twin], lib: Any) -> None
         twins["gearmand"], outs["gearmand"].stdout)
 
 
+@pytest.mark.feature("tools.functions", "gearadmin")
 def test_create_and_drop_function(gearadmin_tool: str, twins: dict[str, Twin],
                                   lib: Any) -> None:
     for flags in (["--create-function", "brand-new"], ["--drop-function", "brand-new"],
@@ -168,6 +176,8 @@ def test_create_and_drop_function(gearadmin_tool: str, twins: dict[str, Twin],
             theirs.returncode, theirs.stdout, theirs.stderr), flags
 
 
+@pytest.mark.feature("tools.cancel", "gearadmin")
+@pytest.mark.feature("differences.cancel-queued")
 def test_cancel_job(gearadmin_tool: str, twins: dict[str, Twin], lib: Any) -> None:
     """``--cancel-job``: the same answers.  Deliberate difference in what follows: gearmand
     1.1.20 keeps a cancelled queued job (flagged ignore) until a worker reaches it, so

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from gearman_proto.adapters.sync import AdminClient, Client, Worker
 
 from gearman_proto.events import WorkData
@@ -44,6 +45,7 @@ def gearman(tool: str, server: ServerProcess, *args: str) -> list[str]:
     return [tool, "-h", server.host, "-p", str(server.port), *args]
 
 
+@pytest.mark.feature("tools.foreground", "client")
 def test_client_foreground(gearman_tool: str, server: ServerProcess, run: Callable[..., Tool],
                            fresh: Callable[[str], str]) -> None:
     fn = fresh("cli-fg")
@@ -59,6 +61,7 @@ def test_client_foreground(gearman_tool: str, server: ServerProcess, run: Callab
     assert seen == [b"hello \x01 world\n"]  # stdin, whole, is the workload
 
 
+@pytest.mark.feature("tools.arguments", "client")
 def test_client_data_from_arguments_and_dash_s(gearman_tool: str, server: ServerProcess,
                                                run: Callable[..., Tool],
                                                fresh: Callable[[str], str]) -> None:
@@ -72,6 +75,8 @@ def test_client_data_from_arguments_and_dash_s(gearman_tool: str, server: Server
     assert seen == [b"from", b"args", b""]
 
 
+@pytest.mark.feature("tools.background", "client")
+@pytest.mark.feature("tools.priorities", "client")
 def test_client_background_and_priorities(gearman_tool: str, server: ServerProcess,
                                           run: Callable[..., Tool],
                                           fresh: Callable[[str], str]) -> None:
@@ -99,6 +104,7 @@ def test_client_background_and_priorities(gearman_tool: str, server: ServerProce
     assert seen == [b"high", b"normal", b"low"]
 
 
+@pytest.mark.feature("tools.priorities", "client")
 def test_client_foreground_high_and_low(gearman_tool: str, server: ServerProcess,
                                         run: Callable[..., Tool],
                                         fresh: Callable[[str], str]) -> None:
@@ -110,6 +116,7 @@ def test_client_foreground_high_and_low(gearman_tool: str, server: ServerProcess
     assert (low.returncode, low.stdout) == (0, b"wol")
 
 
+@pytest.mark.feature("tools.unique", "client")
 def test_client_unique_coalesces(gearman_tool: str, server: ServerProcess,
                                  fresh: Callable[[str], str],
                                  until: Callable[..., None]) -> None:
@@ -142,6 +149,7 @@ def test_client_unique_coalesces(gearman_tool: str, server: ServerProcess,
     assert seen == [(unique.encode(), b"first")]
 
 
+@pytest.mark.feature("tools.unique", "client")
 def test_client_background_unique(gearman_tool: str, server: ServerProcess,
                                   run: Callable[..., Tool], fresh: Callable[[str], str]) -> None:
     fn, unique = fresh("cli-bg-unique"), fresh("u")
@@ -153,6 +161,7 @@ def test_client_background_unique(gearman_tool: str, server: ServerProcess,
         assert rows[fn.encode()].total == 1  # coalesced
 
 
+@pytest.mark.feature("tools.line-mode", "client")
 def test_client_line_mode(gearman_tool: str, server: ServerProcess, run: Callable[..., Tool],
                           fresh: Callable[[str], str]) -> None:
     """``-n``: one job per input line (newline kept); ``-N`` strips it; ``-P`` prefixes
@@ -174,6 +183,7 @@ def test_client_line_mode(gearman_tool: str, server: ServerProcess, run: Callabl
     assert (big_n.returncode, big_n.stdout) == (0, f"{fn}: ONE{fn}: TWO".encode())
 
 
+@pytest.mark.feature("tools.fail", "client")
 def test_client_sees_work_fail(gearman_tool: str, server: ServerProcess,
                                run: Callable[..., Tool], fresh: Callable[[str], str]) -> None:
     fn = fresh("cli-fail")
@@ -186,6 +196,8 @@ def test_client_sees_work_fail(gearman_tool: str, server: ServerProcess,
     assert (out.returncode, out.stdout, out.stderr) == (1, b"", b"Job failed\n")
 
 
+@pytest.mark.feature("tools.exception", "client")
+@pytest.mark.feature("differences.exception-as-fail")
 def test_client_without_exceptions_sees_an_exception_as_a_failure(
         gearman_tool: str, server: ServerProcess, run: Callable[..., Tool],
         fresh: Callable[[str], str]) -> None:
@@ -230,6 +242,8 @@ def wait_for_worker(server: ServerProcess, fn: str, until: Callable[..., None]) 
                           for r in admin.status()), "the gearman worker to register")
 
 
+@pytest.mark.feature("tools.foreground", "worker")
+@pytest.mark.feature("tools.background", "worker")
 def test_worker_serves_our_client_and_the_gearman_client(
         gearman_tool: str, server: ServerProcess, run: Callable[..., Tool],
         fresh: Callable[[str], str], until: Callable[..., None]) -> None:
@@ -248,6 +262,7 @@ def test_worker_serves_our_client_and_the_gearman_client(
         assert proc.wait(BOUND) == 0  # -c 3: done
 
 
+@pytest.mark.feature("tools.line-mode", "worker")
 def test_worker_line_mode_sends_work_data(gearman_tool: str, server: ServerProcess,
                                           fresh: Callable[[str], str],
                                           until: Callable[..., None]) -> None:
@@ -268,6 +283,7 @@ def test_worker_line_mode_sends_work_data(gearman_tool: str, server: ServerProce
     assert result == b""
 
 
+@pytest.mark.feature("tools.no-command", "worker")
 def test_worker_echoes_without_a_command(gearman_tool: str, server: ServerProcess,
                                          fresh: Callable[[str], str],
                                          until: Callable[..., None]) -> None:

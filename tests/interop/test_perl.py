@@ -105,6 +105,8 @@ def our_worker(server: ServerProcess, fn: str, handler: Callable[[Any], Any]) ->
         thread.join(BOUND)
 
 
+@pytest.mark.feature("tools.foreground", "perl-client")
+@pytest.mark.feature("tools.status", "perl-client")
 def test_perl_client_foreground_with_status_data_and_warning(
         server: ServerProcess, perl: Callable[..., Perl], fresh: Callable[[str], str]) -> None:
     fn = fresh("perl-fg")
@@ -125,6 +127,7 @@ def test_perl_client_foreground_with_status_data_and_warning(
     assert client.close() == 0
 
 
+@pytest.mark.feature("tools.fail", "perl-client")
 def test_perl_client_sees_work_fail(server: ServerProcess, perl: Callable[..., Perl],
                                     fresh: Callable[[str], str]) -> None:
     fn = fresh("perl-fail")
@@ -135,6 +138,8 @@ def test_perl_client_sees_work_fail(server: ServerProcess, perl: Callable[..., P
     assert client.close() == 0
 
 
+@pytest.mark.feature("tools.background", "perl-client")
+@pytest.mark.feature("tools.status", "perl-client")
 def test_perl_client_background_and_get_status(server: ServerProcess,
                                                perl: Callable[..., Perl],
                                                fresh: Callable[[str], str],
@@ -179,6 +184,9 @@ def wait_for_worker(server: ServerProcess, fn: str, until: Callable[..., None]) 
                           for r in admin.status()), "the Perl worker to register")
 
 
+@pytest.mark.feature("tools.foreground", "perl-worker")
+@pytest.mark.feature("tools.status", "perl-worker")
+@pytest.mark.feature("tools.fail", "perl-worker")
 def test_perl_worker_serves_our_client(server: ServerProcess, perl: Callable[..., Perl],
                                        fresh: Callable[[str], str],
                                        until: Callable[..., None]) -> None:
@@ -202,6 +210,7 @@ def test_perl_worker_serves_our_client(server: ServerProcess, perl: Callable[...
     assert worker.close() == 0  # stop_if: three jobs done
 
 
+@pytest.mark.feature("tools.perl-both", "perl-client", "perl-worker")
 def test_perl_client_and_perl_worker(server: ServerProcess, perl: Callable[..., Perl],
                                      fresh: Callable[[str], str],
                                      until: Callable[..., None]) -> None:

@@ -233,6 +233,7 @@ def job_running_beside(address: Address) -> Iterator[list[bytes]]:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.bad-input")
 def test_bad_input_matrix_against_the_running_server(
         our_server_factory: Callable[..., ServerProcess], loop: str) -> None:
     server = our_server_factory(loop=loop, extra=("--max-packet", str(1024 * 1024)))

@@ -48,6 +48,8 @@ def report(**figures: object) -> None:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.sigkill")
+@pytest.mark.feature("reliability.sigkill-long")
 def test_workers_sigkilled_mid_job_lose_nothing_and_complete_nothing_twice(
         our_server_factory: Callable[..., ServerProcess],
         workers: Callable[..., WorkerProcess], tmp_path: Path, rng: random.Random,
@@ -187,6 +189,7 @@ class Submitter(threading.Thread):
                 client.close()
 
 
+@pytest.mark.feature("reliability.durable")
 def test_server_sigkilled_in_durable_mode_loses_no_acknowledged_job(
         our_server_factory: Callable[..., ServerProcess],
         workers: Callable[..., WorkerProcess], tmp_path: Path, rng: random.Random) -> None:
@@ -260,6 +263,7 @@ time.sleep(600)
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
 @pytest.mark.parametrize("how", ["SIGKILL", "RST"])
+@pytest.mark.feature("reliability.vanishing")
 def test_client_vanishing_frees_its_foreground_jobs(
         our_server_factory: Callable[..., ServerProcess],
         workers: Callable[..., WorkerProcess], tmp_path: Path, loop: str, how: str) -> None:

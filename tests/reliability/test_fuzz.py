@@ -105,6 +105,7 @@ good_streams = st.lists(valid_packets(), min_size=1, max_size=6).map(b"".join)
 @FUZZ
 @given(streams | st.binary(max_size=600), st.lists(st.integers(0, 2000), max_size=8),
        st.sampled_from([REQ, RES]), st.booleans())
+@pytest.mark.feature("reliability.hypothesis")
 def test_decoder_only_raises_remote_protocol_error_and_ignores_splits(
         data: bytes, cuts: list[int], magic: bytes, allow_text: bool) -> None:
     fuzzed["decoder"] += 1
@@ -113,6 +114,7 @@ def test_decoder_only_raises_remote_protocol_error_and_ignores_splits(
 
 @FUZZ
 @given(streams | st.binary(max_size=600), st.booleans())
+@pytest.mark.feature("reliability.hypothesis")
 def test_server_connection_only_raises_remote_protocol_error(data: bytes, eof: bool) -> None:
     fuzzed["server_connection"] += 1
     harness.server_connection(data, eof)
@@ -133,6 +135,7 @@ ops = st.one_of(
 @FUZZ
 @given(st.lists(ops, min_size=4, max_size=60), st.booleans(), st.sampled_from([None, 0, 1, 3]),
        st.sampled_from([0.0, 0.0, 2.0]))
+@pytest.mark.feature("reliability.hypothesis")
 def test_job_server_keeps_its_invariants_under_hostile_peers(
         script: list[object], durable: bool, job_retries: int | None,
         idle_timeout: float) -> None:

@@ -68,6 +68,7 @@ def run_jobs(address: tuple[str, int], fn: bytes, n: int, timeout: float = 30) -
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.never-reads")
 def test_a_client_that_submits_and_never_reads_cannot_grow_server_memory_without_bound(
         our_server_factory: Callable[..., ServerProcess],
         workers: Callable[..., WorkerProcess], tmp_path: Path, loop: str) -> None:
@@ -125,6 +126,7 @@ def test_a_client_that_submits_and_never_reads_cannot_grow_server_memory_without
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.idle-5000")
 def test_5000_idle_connections_are_held_while_jobs_are_served(
         our_server_factory: Callable[..., ServerProcess],
         workers: Callable[..., WorkerProcess], tmp_path: Path, loop: str) -> None:
@@ -277,6 +279,7 @@ def _check_soak(m: dict[str, float]) -> None:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.short-soak")
 def test_short_soak_returns_to_its_baseline(
         our_server_factory: Callable[..., ServerProcess],
         workers: Callable[..., WorkerProcess], tmp_path: Path, rng: random.Random,
@@ -287,6 +290,7 @@ def test_short_soak_returns_to_its_baseline(
 
 @pytest.mark.soak
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.long-soak")
 def test_long_soak_returns_to_its_baseline(
         our_server_factory: Callable[..., ServerProcess],
         workers: Callable[..., WorkerProcess], tmp_path: Path, rng: random.Random,

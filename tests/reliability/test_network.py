@@ -48,6 +48,7 @@ def keepalive_of(sock: socket.socket) -> tuple[int, int, int, int]:
             sock.getsockopt(TCP, socket.TCP_KEEPCNT))
 
 
+@pytest.mark.feature("reliability.keepalive")
 def test_keepalive_timings_are_set_on_the_socket() -> None:
     with socket.socket() as s:
         apply_keepalive(s, KeepAlive(idle=11, interval=4, count=3))
@@ -63,6 +64,7 @@ def test_keepalive_timings_are_set_on_the_socket() -> None:
         KeepAlive(idle=0)
 
 
+@pytest.mark.feature("reliability.keepalive")
 def test_asyncio_server_applies_keepalive_timings_to_accepted_connections() -> None:
     async def main() -> tuple[int, int, int, int]:
         async with Server("127.0.0.1", 0, keepalive=KeepAlive(idle=13, interval=5, count=4)
@@ -112,6 +114,7 @@ def _settled_timers(port: int, side: str, settled: Callable[[list[float]], bool]
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.keepalive")
 def test_server_keepalive_flags_reach_the_kernel(
         our_server_factory: Callable[..., ServerProcess], loop: str) -> None:
     server = our_server_factory(loop=loop, extra=(
@@ -137,6 +140,7 @@ def test_server_keepalive_flags_reach_the_kernel(
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.feature("reliability.keepalive")
 def test_idle_timeout_closes_silent_connections_and_spares_busy_ones(
         our_server_factory: Callable[..., ServerProcess], loop: str) -> None:
     server = our_server_factory(loop=loop, extra=("--idle-timeout", "1"))
@@ -231,6 +235,7 @@ def namespaces() -> Iterator[_Namespaces]:
 
 
 @pytest.mark.parametrize("keepalive", [True, False], ids=["keepalive", "no-keepalive"])
+@pytest.mark.feature("reliability.half-dead")
 def test_half_dead_worker_is_dropped_by_keepalive_and_its_job_runs_again(
         namespaces: _Namespaces, tmp_path: Path, keepalive: bool) -> None:
     """The worker's network goes down while it holds a job (its process lives on,

@@ -1,0 +1,1 @@
+"""Development tools of gearman-proto (not installed): ``python -m tools.gen_docs``."""
