@@ -352,6 +352,12 @@ class WorkerSession(Generic[K]):
         self.grab_fallback = grab_fallback
         # Connections whose server refused `grab`: they are sent GRAB_JOB.
         self._plain_grab: set[K] = set()
+        # Connections none of whose grabs was answered yet.  Only there does an
+        # ERROR stand for the grab: the grab is then the one packet sent that
+        # may draw an answer (CAN_DO and SET_CLIENT_ID do not), where later an
+        # ERROR may be the refusal of a WORK_* report (Perl's Gearman::Server
+        # has no WORK_DATA nor WORK_WARNING) crossing the next grab.
+        self._unverified: set[K] = set()
         self.max_packet_size = max_packet_size
         self.connections: dict[K, WorkerConnection] = {}
         self.draining = False
@@ -397,6 +403,7 @@ class WorkerSession(Generic[K]):
         if self.client_id is not None:
             out.append(conn.send(SetClientId(self.client_id)))
         step: WorkerStep[K] = WorkerStep({key: b"".join(out)})
+        self._unverified.add(key)
         self._hungry.append(key)
         self._pump(step)
         return step
@@ -414,6 +421,7 @@ class WorkerSession(Generic[K]):
         """
         conn = self.connections.pop(key, None)
         self._plain_grab.discard(key)
+        self._unverified.discard(key)
         if key in self._hungry:
             self._hungry.remove(key)
         if conn is None:
@@ -445,14 +453,19 @@ class WorkerSession(Generic[K]):
                 self._runs[run] = self._runs.get(run, 0) + 1
                 self._running += 1
                 self._want(key)
+                if self._unverified:
+                    self._unverified.discard(key)
             elif kind is NoJob:
+                if self._unverified:
+                    self._unverified.discard(key)
                 if not conn.sleeping and not conn.outstanding_grabs:
                     out.append(conn.send(PreSleep()))
             elif kind is Noop:
                 self._want(key)
             elif kind is Error:
                 step.errors.append((key, event))  # type: ignore[arg-type]
-                if (conn.outstanding_grabs and event.request is None  # type: ignore[attr-defined]
+                if (key in self._unverified and conn.outstanding_grabs
+                        and event.request is None  # type: ignore[attr-defined]
                         and event.code.lower() in _REFUSALS):  # type: ignore[attr-defined]
                     self._grab_refused(key, conn, event)  # type: ignore[arg-type]
         if out:
@@ -504,7 +517,7 @@ class WorkerSession(Generic[K]):
         self._running -= 1
 
     def _grab_refused(self, key: K, conn: WorkerConnection, error: Error) -> None:
-        """The server answered the oldest grab with ERROR: it does not know that packet."""
+        """The server answered the first grab with ERROR: it does not know that packet."""
         # The server answers in order, so the ERROR stands for the oldest grab,
         # which will get no JOB_ASSIGN / NO_JOB: forget it, or no slot frees.
         refused = conn._grabs.popleft()

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from gearman_proto.errors import GrabRefused
-from gearman_proto.events import Error, GrabJob, GrabJobUniq, JobAssign, PreSleep
+from gearman_proto.events import (
+    Error,
+    GrabJob,
+    GrabJobUniq,
+    JobAssign,
+    PreSleep,
+    WorkComplete,
+    WorkData,
+)
 from gearman_proto.packets import RES, PacketType, encode_packet
 from gearman_proto.server import ServerConnection
 from gearman_proto.session import WorkerSession
@@ -68,3 +76,21 @@ def test_other_errors_do_not_change_the_grab() -> None:
     assert not step.writes
     step = session.receive_data("gearmand", encode_packet(RES, PacketType.NO_JOB, ()))
     assert sent(step.writes["gearmand"]) == [PreSleep]
+
+
+def test_an_error_after_a_grab_was_answered_is_only_logged() -> None:
+    """Perl's server refuses WORK_DATA too: that ERROR may cross the next grab."""
+    session: WorkerSession[str] = WorkerSession({b"reverse": None})
+    session.connect("perl")
+    session.receive_data("perl", PERL_REFUSAL)  # the first grab: fall back
+    step = session.receive_data("perl", encode_packet(
+        RES, PacketType.JOB_ASSIGN, (b"H:perl:1", b"reverse", b"Hello")))
+    session.send("perl", WorkData(b"H:perl:1", b"part"))
+    step = session.send("perl", WorkComplete(b"H:perl:1", b"olleH"))
+    assert sent(step.writes["perl"])[-1] is GrabJob   # outstanding when the ERROR comes
+    step = session.receive_data("perl", PERL_REFUSAL)  # (for the WORK_DATA)
+    assert [e.code for _, e in step.errors] == [b"server_error"]
+    assert session.connections["perl"].outstanding_grabs == 1
+    step = session.receive_data("perl", encode_packet(
+        RES, PacketType.JOB_ASSIGN, (b"H:perl:2", b"reverse", b"again")))
+    assert [job.handle for _, job in step.jobs] == [b"H:perl:2"]
