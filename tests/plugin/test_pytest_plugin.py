@@ -8,6 +8,7 @@ user who installed the package) and checks the outcome.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,13 @@ def test_gearmand_missing_skips_with_the_install_line(pytester: pytest.Pytester,
 def test_the_plugin_is_registered_by_its_entry_point(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--trace-config", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*gearman_proto.adapters.pytest_plugin*"])
+
+
+def test_the_documented_example(pytester: pytest.Pytester) -> None:
+    """docs/pytest-plugin.md's complete example runs and passes as it stands."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "pytest-plugin.md").read_text()
+    block = doc.split("<!-- pytest-plugin-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    pytester.makepyfile(test_reverse=block)
+    outcomes = {"passed": 5} if HAS_GEARMAND or os.environ.get("CI") else {
+        "passed": 4, "skipped": 1}
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(**outcomes)
