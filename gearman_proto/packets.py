@@ -262,9 +262,19 @@ which must never escape the decoder."""
 # these (type, argument index) pairs read an empty field as 0.
 _EMPTY_IS_ZERO = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
 # A leniency, as gearmand's: a widely used npm client sends CAN_DO_TIMEOUT's
-# timeout as four binary bytes.  gearmand reads any such field as 0 (no
-# timeout) and carries on; so do we, noting it in Decoder.leniencies.
-_ANY_IS_ZERO = frozenset({(23, 1)})
+# timeout as four binary bytes.  gearmand reads the field with strtol(): its
+# leading digits, else 0 (no timeout), and carries on.  So do we, for a field
+# of at most _MAX_DIGITS bytes (gearmand refuses longer ones too), noting it in
+# Decoder.leniencies.
+_LENIENT = frozenset({(23, 1)})
+
+
+def _leading_digits(value: bytes) -> bytes:
+    """The decimal digits ``value`` starts with, or ``b"0"``: what strtol() reads."""
+    n = 0
+    while n < len(value) and 48 <= value[n] <= 57:
+        n += 1
+    return value[:n] or b"0"
 
 
 # Per type number, the indexes of its numeric arguments, in order (SPECS'
@@ -444,11 +454,12 @@ class Decoder:
             for i in numeric:
                 if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
                     spec = SPECS[ptype]
-                    if (ptype, i) in _ANY_IS_ZERO:
+                    if (ptype, i) in _LENIENT and len(args[i]) <= _MAX_DIGITS:
+                        value = _leading_digits(args[i])
                         self.leniencies.append(
                             f"{spec.type.name} argument {spec.args[i]!r} is not decimal "
-                            f"({args[i][:32]!r}): read as 0, as gearmand does")
-                        args = (*args[:i], b"0", *args[i + 1:])
+                            f"({args[i]!r}): read as {int(value)}, as gearmand does")
+                        args = (*args[:i], value, *args[i + 1:])
                         continue
                     raise RemoteProtocolError(
                         f"{spec.type.name} argument {spec.args[i]!r} must be decimal "

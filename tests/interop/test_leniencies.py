@@ -34,6 +34,26 @@ def test_the_hub_registers_it_without_a_timeout_and_notes_it() -> None:
     assert hub.flush().notices == []  # said once
 
 
+@pytest.mark.parametrize(("timeout", "read"), [
+    (b"10s", 10), (b"abc", 0), (b"", 0), (struct.pack(">I", 0x31320000), 12)])
+def test_a_bent_timeout_is_read_as_strtol_reads_it(timeout: bytes, read: int) -> None:
+    """gearmand reads the field with strtol(): its leading digits, else 0."""
+    hub = ServerHub(JobServer())
+    cid = hub.open()
+    hub.receive(cid, encode_packet(REQ, PacketType.CAN_DO_TIMEOUT, (b"f", timeout)))
+    out = hub.flush()
+    assert out.close == [] and len(out.notices) == 1
+    assert out.notices[0][1].endswith(f"read as {read}, as gearmand does")
+
+
+def test_a_timeout_field_too_long_is_still_refused() -> None:
+    hub = ServerHub(JobServer())
+    cid = hub.open()
+    hub.receive(cid, encode_packet(REQ, PacketType.CAN_DO_TIMEOUT, (b"f", b"\xff" * 21)))
+    out = hub.flush()
+    assert out.close == [cid] and b"INVALID_ARGUMENTS" in out.writes[cid]
+
+
 def test_other_numeric_fields_stay_strict() -> None:
     hub = ServerHub(JobServer())
     cid = hub.open()
