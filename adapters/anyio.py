@@ -371,6 +371,8 @@ class Server:
         flushed, self._flushed = self._flushed, anyio.Event()
         flushed.set()
         out = self.hub.flush()
+        for cid, text in out.notices:  # input accepted leniently (rare)
+            log.warning("connection %d: %s", cid, text)
         links = self.links
         for cid, data in out.writes.items():
             link = links.get(cid)

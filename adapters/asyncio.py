@@ -217,6 +217,8 @@ class Server:
     def _flush(self) -> None:
         self._flush_pending = False
         out = self.hub.flush()
+        for cid, text in out.notices:  # input accepted leniently (rare)
+            log.warning("connection %d: %s", cid, text)
         peers = self.peers
         for cid, data in out.writes.items():
             peer = peers.get(cid)

@@ -14,6 +14,7 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "PacketTooLarge",
+    "GrabRefused",
 ]
 
 
@@ -52,4 +53,12 @@ class PacketTooLarge(RemoteProtocolError):
     """A packet header (or admin line) announced more bytes than the configured maximum.
 
     Raised from the header alone, before any of the payload is buffered.
+    """
+
+
+class GrabRefused(RemoteProtocolError):
+    """The job server refused the worker's grab packet and no other grab is left to try.
+
+    A worker that gets this cannot be given jobs by that server: it should say
+    so and stop rather than wait for work that will never come.
     """

@@ -35,6 +35,8 @@ class Flush:
 
     writes: dict[int, bytes] = field(default_factory=dict)
     close: list[int] = field(default_factory=list)
+    notices: list[tuple[int, str]] = field(default_factory=list)
+    """Warnings for the log, per connection (input accepted leniently)."""
 
 
 class ServerHub:
@@ -75,6 +77,7 @@ class ServerHub:
         self._conns: dict[int, ServerConnection] = {}
         self._out: dict[int, list[bytes]] = {}
         self._close: list[int] = []
+        self._notices: list[tuple[int, str]] = []
         self._next_id = 1
         self.protocol_errors = 0
         """How many connections were closed for breaking the protocol."""
@@ -113,6 +116,7 @@ class ServerHub:
             self._seen[cid] = self._now
             self._seen.move_to_end(cid)
         conn.receive_data(data)
+        notices = conn.notices
         try:
             for event in conn.events():
                 if type(event) is ConnectionClosed:
@@ -129,6 +133,10 @@ class ServerHub:
             self._out.setdefault(cid, []).append(conn.error_reply(exc))
             self._close.append(cid)
             self._drop(cid)
+        finally:
+            if notices:  # rare: input accepted leniently, for the log
+                self._notices.extend((cid, text) for text in notices)
+                notices.clear()
 
     def may_read(self, cid: int) -> bool:
         """Whether to read more from ``cid``: False while it waits for ``max_client_jobs``
@@ -195,8 +203,10 @@ class ServerHub:
         # One packet is the usual output of a turn: written as it is, not joined.
         writes = {cid: chunks[0] if len(chunks) == 1 else b"".join(chunks)
                   for cid, chunks in pending.items() if chunks}
-        out = Flush(writes, self._close)
+        out = Flush(writes, self._close, self._notices)
         self._close = []
+        if self._notices:
+            self._notices = []
         return out
 
     def _drop(self, cid: int) -> None:

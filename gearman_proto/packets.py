@@ -261,6 +261,20 @@ which must never escape the decoder."""
 # STATUS_RES_UNIQUE when no WORK_STATUS was ever reported (PROTOCOL-NOTES §2);
 # these (type, argument index) pairs read an empty field as 0.
 _EMPTY_IS_ZERO = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
+# A leniency, as gearmand's: a widely used npm client sends CAN_DO_TIMEOUT's
+# timeout as four binary bytes.  gearmand reads the field with strtol(): its
+# leading digits, else 0 (no timeout), and carries on.  So do we, for a field
+# of at most _MAX_DIGITS bytes (gearmand refuses longer ones too), noting it in
+# Decoder.leniencies.
+_LENIENT = frozenset({(23, 1)})
+
+
+def _leading_digits(value: bytes) -> bytes:
+    """The decimal digits ``value`` starts with, or ``b"0"``: what strtol() reads."""
+    n = 0
+    while n < len(value) and 48 <= value[n] <= 57:
+        n += 1
+    return value[:n] or b"0"
 
 
 # Per type number, the indexes of its numeric arguments, in order (SPECS'
@@ -303,6 +317,7 @@ class Decoder:
         "_pos",
         "_scan",
         "allow_text",
+        "leniencies",
         "magic",
         "max_line_length",
         "max_packet_size",
@@ -329,6 +344,9 @@ class Decoder:
         self.allow_text = allow_text
         self.max_packet_size = max_packet_size
         self.max_line_length = max_line_length
+        self.leniencies: list[str] = []
+        """What was accepted against the letter of the protocol (see _ANY_IS_ZERO), for
+        the adapter to log; it takes them out."""
 
     def feed(self, data: bytes) -> None:
         """Append received bytes to the buffer."""
@@ -436,6 +454,13 @@ class Decoder:
             for i in numeric:
                 if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
                     spec = SPECS[ptype]
+                    if (ptype, i) in _LENIENT and len(args[i]) <= _MAX_DIGITS:
+                        value = _leading_digits(args[i])
+                        self.leniencies.append(
+                            f"{spec.type.name} argument {spec.args[i]!r} is not decimal "
+                            f"({args[i]!r}): read as {int(value)}, as gearmand does")
+                        args = (*args[:i], value, *args[i + 1:])
+                        continue
                     raise RemoteProtocolError(
                         f"{spec.type.name} argument {spec.args[i]!r} must be decimal "
                         f"ASCII of at most {_MAX_DIGITS} digits, got {args[i][:32]!r}",

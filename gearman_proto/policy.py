@@ -70,12 +70,20 @@ class NoServerAvailable(GearmanError, ConnectionError):
 
 
 class ServerError(GearmanError):
-    """The job server answered ERROR (``code`` is gearmand's name, e.g. ``QUEUE_ERROR``)."""
+    """The job server answered ERROR (``code`` is gearmand's name, e.g. ``QUEUE_ERROR``).
 
-    def __init__(self, code: bytes, text: bytes) -> None:
-        super().__init__(f"{code.decode('ascii', 'replace')}: {text.decode('utf-8', 'replace')}")
+    ``refused`` names the packet the server refused, when known: a server
+    without some SUBMIT_JOB variant (Perl's Gearman::Server has no
+    SUBMIT_JOB_LOW, _HIGH_BG, _LOW_BG) refuses that priority.
+    """
+
+    def __init__(self, code: bytes, text: bytes, refused: str | None = None) -> None:
+        reason = f"{code.decode('ascii', 'replace')}: {text.decode('utf-8', 'replace').strip()}"
+        super().__init__(reason if refused is None
+                         else f"the job server refused {refused} ({reason})")
         self.code = code
         self.text = text
+        self.refused = refused
 
 
 class JobFailed(GearmanError):
@@ -297,7 +305,7 @@ def job_outcome(job: Job[object], address: Address | None = None) -> bytes | Non
         raise JobException(job.handle, job.exception or b"", function)
     if state is JobState.REFUSED:
         assert job.error is not None
-        raise ServerError(job.error.code, job.error.text)
+        raise ServerError(job.error.code, job.error.text, job.request.packet_type.name)
     if state is JobState.LOST:
         where = describe(address) if address is not None else repr(job.server)
         what = _name(job.handle, function) if job.handle else \

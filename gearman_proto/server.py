@@ -72,6 +72,9 @@ class ServerConnection(Connection):
         super().__init__(max_packet_size=max_packet_size, allow_text=True)
         self._wire = _SERVER_WIRE
         self._decoder.max_line_length = max_line_length
+        self.notices = self._decoder.leniencies
+        """Lines for the server's log: input accepted leniently (a CAN_DO_TIMEOUT with a
+        binary timeout).  Whoever logs them clears the list."""
         # The error raised while reading an admin text line, if any: it is
         # answered with an ERR line rather than an ERROR packet.
         self._text_error: RemoteProtocolError | None = None

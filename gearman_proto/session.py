@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .client import ClientConnection
-from .errors import LocalProtocolError
+from .errors import GrabRefused, LocalProtocolError
 from .events import (
     CanDo,
     CanDoTimeout,
@@ -162,6 +162,10 @@ class Reply(Generic[K]):
 
 
 _REPLIES = (StatusRes, StatusResUnique, EchoRes, OptionRes)
+# ERROR codes that say "unknown packet", which a worker only sees after a grab
+# the server lacks (Perl's Gearman::Server: server_error); lower case.  Others,
+# such as JOB_NOT_FOUND after a WORK_* on a requeued job, are only logged.
+_REFUSALS = frozenset({b"server_error", b"unknown_command", b"invalid_command"})
 _FINAL_STATES: dict[type, JobState] = {
     WorkComplete: JobState.COMPLETE,
     WorkFail: JobState.FAILED,
@@ -337,6 +341,13 @@ class WorkerSession(Generic[K]):
     A connection that answered NO_JOB is put to sleep (PRE_SLEEP) until the
     server's NOOP; the others are asked in turn.  :meth:`drain` stops all
     grabbing while the jobs in hand finish.
+
+    ``grab`` is the grab packet to send.  A server that refuses it (Perl's
+    Gearman::Server has no GRAB_JOB_UNIQ nor GRAB_JOB_ALL and answers ``ERROR
+    server_error``) is asked with plain GRAB_JOB from then on, on that
+    connection only, unless ``grab_fallback`` is false; a refused grab that
+    cannot fall back raises :class:`~gearman_proto.errors.GrabRefused`, since
+    such a worker could never get a job there.
     """
 
     def __init__(
@@ -346,6 +357,7 @@ class WorkerSession(Generic[K]):
         max_jobs: int = 1,
         client_id: bytes | None = None,
         grab: type[GrabJob] | type[GrabJobUniq] | type[GrabJobAll] = GrabJobUniq,
+        grab_fallback: bool = True,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
     ) -> None:
         if max_jobs < 1:
@@ -354,6 +366,15 @@ class WorkerSession(Generic[K]):
         self.max_jobs = max_jobs
         self.client_id = client_id
         self.grab = grab
+        self.grab_fallback = grab_fallback
+        # Connections whose server refused `grab`: they are sent GRAB_JOB.
+        self._plain_grab: set[K] = set()
+        # Connections none of whose grabs was answered yet.  Only there does an
+        # ERROR stand for the grab: the grab is then the one packet sent that
+        # may draw an answer (CAN_DO and SET_CLIENT_ID do not), where later an
+        # ERROR may be the refusal of a WORK_* report (Perl's Gearman::Server
+        # has no WORK_DATA nor WORK_WARNING) crossing the next grab.
+        self._unverified: set[K] = set()
         self.max_packet_size = max_packet_size
         self.connections: dict[K, WorkerConnection] = {}
         self.draining = False
@@ -399,6 +420,7 @@ class WorkerSession(Generic[K]):
         if self.client_id is not None:
             out.append(conn.send(SetClientId(self.client_id)))
         step: WorkerStep[K] = WorkerStep({key: b"".join(out)})
+        self._unverified.add(key)
         self._hungry.append(key)
         self._pump(step)
         return step
@@ -415,6 +437,8 @@ class WorkerSession(Generic[K]):
         of every job it started.
         """
         conn = self.connections.pop(key, None)
+        self._plain_grab.discard(key)
+        self._unverified.discard(key)
         if key in self._hungry:
             self._hungry.remove(key)
         if conn is None:
@@ -446,13 +470,21 @@ class WorkerSession(Generic[K]):
                 self._runs[run] = self._runs.get(run, 0) + 1
                 self._running += 1
                 self._want(key)
+                if self._unverified:
+                    self._unverified.discard(key)
             elif kind is NoJob:
+                if self._unverified:
+                    self._unverified.discard(key)
                 if not conn.sleeping and not conn.outstanding_grabs:
                     out.append(conn.send(PreSleep()))
             elif kind is Noop:
                 self._want(key)
             elif kind is Error:
                 step.errors.append((key, event))  # type: ignore[arg-type]
+                if (key in self._unverified and conn.outstanding_grabs
+                        and event.request is None  # type: ignore[attr-defined]
+                        and event.code.lower() in _REFUSALS):  # type: ignore[attr-defined]
+                    self._grab_refused(key, conn, event)  # type: ignore[arg-type]
         if out:
             step.writes[key] = b"".join(out)
         self._pump(step)
@@ -503,6 +535,21 @@ class WorkerSession(Generic[K]):
             del runs[run]
         self._running -= 1
 
+    def _grab_refused(self, key: K, conn: WorkerConnection, error: Error) -> None:
+        """The server answered the first grab with ERROR: it does not know that packet."""
+        # The server answers in order, so the ERROR stands for the oldest grab,
+        # which will get no JOB_ASSIGN / NO_JOB: forget it, or no slot frees.
+        refused = conn._grabs.popleft()
+        if refused is GrabJob or not self.grab_fallback:
+            raise GrabRefused(
+                f"the job server refused {refused.packet_type.name} "
+                f"({error.code.decode(errors='replace')}: "
+                f"{error.text.decode(errors='replace').strip()}); this worker cannot get "
+                f"jobs from it" + ("" if refused is GrabJob else
+                                   " (grab_fallback=True would use GRAB_JOB)"))
+        self._plain_grab.add(key)
+        self._want(key)
+
     def _want(self, key: K) -> None:
         if key not in self._hungry:
             self._hungry.append(key)
@@ -523,5 +570,6 @@ class WorkerSession(Generic[K]):
             if conn.outstanding_grabs:
                 hungry.append(key)
                 continue
-            step.writes[key] = step.writes.get(key, b"") + conn.send(self.grab())
+            grab = GrabJob if key in self._plain_grab else self.grab
+            step.writes[key] = step.writes.get(key, b"") + conn.send(grab())
             free -= 1

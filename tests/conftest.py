@@ -106,9 +106,11 @@ class ServerProcess:
 
 
 def _gearmand_binary() -> str:
-    path = shutil.which("gearmand") or next(
+    # /usr/sbin first: Perl's Gearman::Server (Debian gearman-server, in the
+    # interop suite) installs another `gearmand`, in /usr/bin.
+    path = next(
         (p for p in ("/usr/sbin/gearmand", "/usr/local/sbin/gearmand") if os.path.exists(p)),
-        None)
+        None) or shutil.which("gearmand")
     if path is None:
         message = "gearmand not found: apt-get install gearman-job-server"
         if os.environ.get("CI"):

@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FLAVOURS = ["sync", "asyncio", "anyio", "trio"]
+OTHER_LANGUAGES = ["php"]  # examples/php/: run by tests/interop/test_php.py
 BOUND = 60
 EXPECTED = {"anyio": "!dlrow olleH\nnamraeG\noiyna\n"}
 
 
 def test_every_flavour_has_a_worker_and_a_client() -> None:
-    assert sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()) == sorted(FLAVOURS)
+    assert sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()) == sorted(
+        FLAVOURS + OTHER_LANGUAGES)
     for flavour in FLAVOURS:
         assert {p.name for p in (EXAMPLES / flavour).glob("*.py")} == {
             "reverse_worker.py", "reverse_client.py"}

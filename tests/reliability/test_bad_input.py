@@ -85,10 +85,12 @@ CASES = [
          "ERROR INVALID_ARGUMENTS", True),
     Case("21-digit WORK_STATUS", packet(T.WORK_STATUS, _OTHER, b"9" * 21, b"2"),
          "ERROR INVALID_ARGUMENTS", True),
-    Case("non-numeric CAN_DO_TIMEOUT", packet(T.CAN_DO_TIMEOUT, b"f", b"10s"),
+    # (A short non-decimal timeout is read as gearmand reads it:
+    # tests/interop/test_leniencies.py.)
+    Case("21-byte CAN_DO_TIMEOUT timeout", packet(T.CAN_DO_TIMEOUT, b"f", b"9" * 21),
          "ERROR INVALID_ARGUMENTS", True),
-    Case("NUL in a CAN_DO_TIMEOUT name", packet(T.CAN_DO_TIMEOUT, b"fu\0nc", b"10"),
-         "ERROR INVALID_ARGUMENTS", True),
+    # (No "NUL in a CAN_DO_TIMEOUT name": the first NUL ends the name, and the rest is
+    # a bent timeout, read as gearmand reads it.)
     Case("NOOP sent to the server", packet(T.NOOP), "ERROR INVALID_COMMAND", True),
     Case("JOB_CREATED sent to the server", packet(T.JOB_CREATED, b"H:x:1"),
          "ERROR INVALID_COMMAND", True),
