@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, ClassVar, TypeVar, cast
 
 from gearman_proto import admin
+from gearman_proto.errors import GrabRefused
 from gearman_proto.events import (
     EchoReq,
     EchoRes,
@@ -460,6 +461,12 @@ class WorkerJob:
         self.failed = True
         self._report(WorkFail(self.handle))
 
+    def send_exception(self, data: bytes | str) -> None:
+        """End the job with WORK_EXCEPTION carrying ``data`` (what raising an exception
+        does, with a text of your own); the handler's return value is then ignored."""
+        self.failed = True
+        self._report(WorkException(self.handle, to_bytes(data)))
+
 
 Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | None"]
 _AsyncHandler = Callable[[WorkerJob], Awaitable[Any]]
@@ -489,7 +496,8 @@ class Worker:
                  max_reconnect_delay: float = 30.0, keepalive: bool | KeepAlive = False,
                  connect_timeout: float | None = 5.0,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-                 grab: type[GrabJob] | type[GrabJobUniq] = GrabJobUniq) -> None:
+                 grab: type[GrabJob] | type[GrabJobUniq] = GrabJobUniq,
+                 grab_fallback: bool = True) -> None:
         if max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
         Backoff(reconnect_delay, max_reconnect_delay)  # checks the pair
@@ -501,6 +509,9 @@ class Worker:
         self.max_reconnect_delay = max_reconnect_delay
         self.max_packet_size = max_packet_size
         self.grab = grab
+        """GRAB_JOB_UNIQ (the default: handlers see the unique id) or GRAB_JOB."""
+        self.grab_fallback = grab_fallback
+        """Grab with GRAB_JOB from a server that refuses GRAB_JOB_UNIQ (Perl's Gearman::Server)."""
         self.handlers: dict[bytes, Handler] = {}
         self.timeouts: dict[bytes, int | None] = {}
         self.jobs_done = 0
@@ -559,11 +570,13 @@ class Worker:
         backend = self.backend
         self._session = WorkerSession(dict(self.timeouts), max_jobs=self.max_jobs,
                                       client_id=self.client_id, grab=self.grab,
+                                      grab_fallback=self.grab_fallback,
                                       max_packet_size=self.max_packet_size)
         self._stopping = stopping = backend.event()
         self._graceful = True
         self._stop_after = stop_after
         self._started = 0
+        self._fatal: BaseException | None = None
         self._threads = backend.thread_runner(self.max_jobs)
         self._call = backend.caller()
         if stop_after is not None and stop_after <= 0:
@@ -586,6 +599,8 @@ class Worker:
             for link in self._links.values():
                 link.close()
             self._links.clear()
+        if self._fatal is not None:
+            raise self._fatal
 
     def _post(self, key: int, event: WorkUpdate) -> None:
         """From a handler (any thread): hand a report to the event loop."""
@@ -682,6 +697,14 @@ class Worker:
                     del self._links[key]
                 session.disconnect(key, keep_slots=True)
                 link.close()
+            if isinstance(link.error, GrabRefused):
+                # This server will never hand us a job: say so, and stop working
+                # rather than reconnect to be refused again.
+                worker_log.error("job server %s refused to hand out jobs: %s; the worker "
+                                 "stops", describe(address), link.error)
+                self._fatal = link.error
+                self._stop(graceful=False)
+                return
             wait = backoff.failed(backend.now())
             if link.error is not None:
                 worker_log.warning("connection to job server %s failed: %s; reconnecting "

@@ -393,10 +393,6 @@ class GearmanClient:
 # -- the worker ----------------------------------------------------------------------------
 
 
-class _Done(Exception):
-    """Raised in a callback's thread to send WORK_EXCEPTION with a given message."""
-
-
 class GearmanWorker:
     """python-gearman's worker: ``register_task(name, callback(worker, job))``, ``work()``.
 
@@ -546,8 +542,8 @@ class GearmanWorker:
                 self.on_job_execute(job)
                 kind, data = job._outcome or ("complete", b"")  # type: ignore[attr-defined]
                 if kind == "exception":
-                    raise _Done(data.decode("utf-8", "replace") if isinstance(data, bytes)
-                                else data)
+                    wjob.send_exception(data)
+                    return None
                 return data if kind == "complete" else None  # failed: already sent
             finally:
                 job._outcome = ("ended", b"")  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 Functions: ``reverse`` (``Hello world!`` → ``!dlrow olleH``), ``progress``
 (status and data updates, then a result), ``fail`` (WORK_FAIL) and ``explode``
-(raises: WORK_EXCEPTION with the message).
+(raises: WORK_EXCEPTION with the exception's type and message).
 """
 
 import signal

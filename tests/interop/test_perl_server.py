@@ -123,7 +123,7 @@ def test_failures_exceptions_and_updates_reach_our_client(
         assert not isinstance(failed.value, JobException)
         with pytest.raises(JobException) as raised:  # Gearman::Server knows "exceptions"
             client.do(fn, b"raise")
-        assert raised.value.data == b"no such thing"
+        assert raised.value.data == b"ValueError: no such thing"
 
 
 @pytest.mark.parametrize(("priority", "background", "packet"), [
@@ -163,3 +163,17 @@ def test_python_gearman_compat_client_on_perl_server(perl_server: PerlServer,
         assert request.state == gearman.JOB_CREATED
     finally:
         client.shutdown()
+
+
+def test_a_worker_that_cannot_grab_says_so_and_raises_from_work(
+        kit: Any, perl_server: PerlServer, fresh: Callable[[str], str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from gearman_proto.errors import GrabRefused
+    worker = kit.worker(perl_server.address, grab_fallback=False)
+    worker.register(fresh("never"), lambda job: b"")
+    # Without the fallback this server can never hand out a job: work() ends by
+    # itself with the refusal, and says so at ERROR, instead of stalling.
+    with caplog.at_level("ERROR", logger="gearman_proto.worker"), \
+            pytest.raises(GrabRefused, match="GRAB_JOB_UNIQ"):
+        kit.call(worker.worker.work)
+    assert any("refused to hand out jobs" in r.getMessage() for r in caplog.records)
