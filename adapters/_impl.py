@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, ClassVar, TypeVar, cast
 
 from gearman_proto import admin
+from gearman_proto.codecs import BYTES, Codec
 from gearman_proto.errors import GrabRefused
 from gearman_proto.events import (
     EchoReq,
@@ -155,19 +156,26 @@ class ClientJob:
     def _timeout(self, timeout: float | None) -> float | None:
         return self._client.result_timeout if timeout is None else timeout
 
-    async def wait(self, timeout: float | None = None) -> bytes | None:
-        """Wait for the end of the job and return its result (``None`` for a background job)."""
+    async def wait(self, timeout: float | None = None) -> Any:
+        """Wait for the end of the job and return its result (``None`` for a background job).
+
+        The result is bytes, or what the client's codec decodes it to.
+        """
         job = self._job
         t = self._timeout(timeout)
         if not await self._client._wait(job, lambda: job.done, t):
             raise JobTimeout(f"no result for job {self._name()} from "
                              f"{describe(self.server)} in {t}s")
-        return job_outcome(job, self.server)  # type: ignore[arg-type]
+        result = job_outcome(job, self.server)  # type: ignore[arg-type]
+        codec = self._client.codec
+        if result is None or codec is BYTES:
+            return result
+        return codec.decode(result)
 
     result = wait
     """The same as :meth:`wait` (the asyncio and anyio adapters' earlier name)."""
 
-    def __await__(self) -> Generator[Any, None, bytes | None]:
+    def __await__(self) -> Generator[Any, None, Any]:
         return self.wait().__await__()
 
     async def updates(self, timeout: float | None = None
@@ -213,8 +221,10 @@ class Client:
                  result_timeout: float | None = None, client_id: bytes | str | None = None,
                  keepalive: bool | KeepAlive = False, retry_delay: float = 0.5,
                  max_retry_delay: float = 30.0,
-                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, codec: Codec = BYTES) -> None:
         self.servers = parse_servers(servers)
+        self.codec = codec
+        """How submitted values become payloads and results become values (bytes by default)."""
         self.options = ConnectOptions(ssl, server_hostname, connect_timeout, keepalive)
         self.created_timeout = created_timeout
         self.result_timeout = result_timeout
@@ -312,7 +322,7 @@ class Client:
 
     # -- public API ------------------------------------------------------------------
 
-    async def submit(self, function: bytes | str, data: bytes | str = b"", *,
+    async def submit(self, function: bytes | str, data: Any = b"", *,
                      unique: bytes | str | None = None, priority: Priority = Priority.NORMAL,
                      background: bool = False, epoch: int | None = None,
                      reducer: bytes | str | None = None) -> ClientJob:
@@ -324,6 +334,8 @@ class Client:
         JobTimeout (``connect_timeout``, ``created_timeout``), NoServerAvailable
         or ConnectionLost.
         """
+        if self.codec is not BYTES:
+            data = self.codec.encode(data)
         request = make_submission(function, data, unique=unique, priority=priority,
                                   background=background, epoch=epoch, reducer=reducer)
         plan = self.pool.submission_plan(self.backend.now())
@@ -349,16 +361,17 @@ class Client:
             # the next server gets it.
         raise ConnectionLost("every job server dropped the connection")  # pragma: no cover
 
-    async def do(self, function: bytes | str, data: bytes | str = b"", *,
+    async def do(self, function: bytes | str, data: Any = b"", *,
                  unique: bytes | str | None = None, priority: Priority = Priority.NORMAL,
-                 reducer: bytes | str | None = None, timeout: float | None = None) -> bytes:
+                 reducer: bytes | str | None = None, timeout: float | None = None) -> Any:
         """Run a foreground job and return its result (libgearman's ``gearman_client_do``).
 
+        The result is bytes, or what the client's codec decodes it to.
         ``timeout`` bounds the wait for the result (default: ``result_timeout``).
         """
         job = await self.submit(function, data, unique=unique, priority=priority,
                                 reducer=reducer)
-        return await job.wait(timeout) or b""
+        return await job.wait(timeout)
 
     async def _ask(self, request: GetStatus | GetStatusUnique | EchoReq | OptionReq,
                    order: list[int]) -> object:
@@ -431,6 +444,11 @@ class WorkerJob:
         self.ended = False
         """True once the job's final report was made."""
 
+    @property
+    def value(self) -> Any:
+        """The job's data decoded by the worker's codec (the bytes themselves by default)."""
+        return self._worker.codec.decode(self.data)
+
     def __repr__(self) -> str:
         return (f"<WorkerJob {self.function.decode('utf-8', 'replace')} "
                 f"{self.handle.decode('utf-8', 'replace')}"
@@ -497,7 +515,7 @@ class Worker:
                  connect_timeout: float | None = 5.0,
                  max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  grab: type[GrabJob] | type[GrabJobUniq] = GrabJobUniq,
-                 grab_fallback: bool = True) -> None:
+                 grab_fallback: bool = True, codec: Codec = BYTES) -> None:
         if max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
         Backoff(reconnect_delay, max_reconnect_delay)  # checks the pair
@@ -511,6 +529,8 @@ class Worker:
         self.grab = grab
         """GRAB_JOB_UNIQ (the default: handlers see the unique id) or GRAB_JOB."""
         self.grab_fallback = grab_fallback
+        self.codec = codec
+        """How job data becomes ``job.value`` and handlers' results become payloads."""
         """Grab with GRAB_JOB from a server that refuses GRAB_JOB_UNIQ (Perl's Gearman::Server)."""
         self.handlers: dict[bytes, Handler] = {}
         self.timeouts: dict[bytes, int | None] = {}
@@ -662,6 +682,11 @@ class Worker:
                                assign.function.decode(errors="replace"),
                                type(exc).__name__, exc_info=exc)
             error = exc
+        if error is None and self.codec is not BYTES and not job.ended:
+            try:
+                result = self.codec.encode(result)
+            except Exception as exc:  # a value the codec cannot carry: the job's error
+                error = exc
         if not job.ended:
             outcome = handler_outcome(assign.handle, result, error)
             job.ended = True

@@ -132,7 +132,7 @@ class Job:
     def __repr__(self) -> str:
         return repr(self._job).replace("<ClientJob", "<Job", 1)
 
-    def wait(self, timeout: float | None = None) -> bytes | None:
+    def wait(self, timeout: float | None = None) -> Any:
         """Wait for the end of the job and return its result (``None`` for a background job).
 
         ``timeout`` defaults to the client's ``result_timeout`` (``None``:
@@ -196,7 +196,7 @@ class Client:
         """Close every connection; jobs still in flight raise ConnectionLost."""
         _io().call(self._client.close())
 
-    def submit(self, function: bytes | str, data: bytes | str = b"", *,
+    def submit(self, function: bytes | str, data: Any = b"", *,
                unique: bytes | str | None = None, priority: Priority = Priority.NORMAL,
                background: bool = False, epoch: int | None = None,
                reducer: bytes | str | None = None) -> Job:
@@ -205,9 +205,9 @@ class Client:
             function, data, unique=unique, priority=priority, background=background,
             epoch=epoch, reducer=reducer)))
 
-    def do(self, function: bytes | str, data: bytes | str = b"", *,
+    def do(self, function: bytes | str, data: Any = b"", *,
            unique: bytes | str | None = None, priority: Priority = Priority.NORMAL,
-           reducer: bytes | str | None = None, timeout: float | None = None) -> bytes:
+           reducer: bytes | str | None = None, timeout: float | None = None) -> Any:
         """Run a foreground job and return its result (libgearman's ``gearman_client_do``)."""
         return _io().call(self._client.do(function, data, unique=unique, priority=priority,
                                           reducer=reducer, timeout=timeout))
