@@ -138,6 +138,18 @@ from .events import (
     WorkStatus,
     WorkWarning,
 )
+from .lifecycle import (
+    ASSIGN,
+    DONE,
+    FINISH,
+    NEW,
+    QUEUE,
+    QUEUED,
+    RUNNING,
+    SCHEDULE,
+    SCHEDULED,
+    move,
+)
 from .store import JobStore, StoredJob, StoreError, StoreKey
 
 __all__ = ["Output", "JobInfo", "JobServer", "UNIQUE_MAX", "CLIENT_ID_MAX", "AdminChanges",
@@ -160,7 +172,9 @@ JobState = Literal["queued", "scheduled", "running"]
 # (_QUEUED), the epoch heap (_SCHEDULED), a worker (_RUNNING), or gone (_DONE).
 # Deques and heaps are cleaned lazily: an entry whose job changed state is
 # skipped when reached, so cancelling or abandoning a job is O(1).
-_QUEUED, _SCHEDULED, _RUNNING, _DONE = 0, 1, 2, 3
+# The moves between them are the table of gearman_proto.lifecycle: each one
+# goes through move(), which refuses a move the table does not have.
+_NEW, _QUEUED, _SCHEDULED, _RUNNING, _DONE = NEW, QUEUED, SCHEDULED, RUNNING, DONE
 _STATE_NAMES: dict[int, JobState] = {
     _QUEUED: "queued", _SCHEDULED: "scheduled", _RUNNING: "running"}
 # Index kinds: how a job can be found by a later submission.
@@ -253,7 +267,7 @@ class _Job:
         # A tuple: most jobs have none, and a shared () costs nothing.
         self.clients: tuple[int, ...] = ()
         self.worker = -1  # connection running it, or -1
-        self.state = _QUEUED
+        self.state = _NEW
         self.seq = 0  # position in the global arrival order of queued jobs
         self.retries = 0
         self.numerator = 0
@@ -734,7 +748,7 @@ class JobServer:
 
     def _schedule(self, job: _Job) -> None:
         """Park an epoch job until it comes due (§4.13)."""
-        job.state = _SCHEDULED
+        job.state = move(job.state, SCHEDULE)
         job.function.scheduled.add(job)
         heapq.heappush(self._epochs, (float(job.epoch or 0), next(self._seq), job))
 
@@ -742,7 +756,7 @@ class JobServer:
         """Put a job at the end of its priority queue and wake sleeping workers (§4.5)."""
         function = job.function
         priority = job.priority
-        job.state = _QUEUED
+        job.state = move(job.state, QUEUE)
         job.seq = next(self._seq)
         function.queues[priority].append(job)
         function.ready[priority] += 1
@@ -868,7 +882,7 @@ class JobServer:
         function.queues[priority].popleft()
         function.ready[priority] -= 1
         function.running += 1
-        job.state = _RUNNING
+        job.state = move(job.state, ASSIGN)
         job.worker = conn.id
         # Counted on every assignment, timed or not, so that a timer left from
         # an earlier run of a requeued job can never fire on this one.
@@ -945,7 +959,7 @@ class JobServer:
     def _finish(self, job: _Job) -> None:
         """Remove a job from the server for good (done, failed, cancelled, dropped, abandoned)."""
         state = job.state
-        job.state = _DONE
+        job.state = move(state, FINISH)
         function = job.function
         handle = job.handle
         if state == _RUNNING:

@@ -1,0 +1,98 @@
+"""A job's life in the job server, as a table: ``(state, move) -> state``.
+
+The broker (:class:`~gearman_proto.broker.JobServer`) keeps every job in
+exactly one place: nowhere yet (``NEW``), a function's queue (``QUEUED``), the
+epoch heap (``SCHEDULED``), a worker (``RUNNING``), or gone (``DONE``).  Every
+change of place goes through :func:`move`, which looks the change up in
+:data:`TRANSITIONS` and refuses one that is not there, so the table below is
+the whole story (as h11's ``_state.py`` is for HTTP, and h2's stream machine
+for a stream)::
+
+        NEW ── submit, replay (epoch ahead) ──▶ SCHEDULED
+         │                                         │
+         │ submit, replay (due now)                │ comes due (advance)
+         ▼                                         │
+       QUEUED ◀────────────────────────────────────┘
+        │  ▲
+   grab │  │ lost with retries left (disconnect, CANT_DO,
+        ▼  │ RESET_ABILITIES, CAN_DO_TIMEOUT overrun)
+       RUNNING
+
+    QUEUED, SCHEDULED or RUNNING ──▶ DONE: the end (WORK_COMPLETE, WORK_FAIL,
+    WORK_EXCEPTION), lost with no retry left or nobody waiting, cancel job,
+    drop function, a queued foreground job whose clients all left.
+
+Which protocol inputs cause each move is :data:`CAUSES` (the docs draw it);
+the property test in ``tests/test_lifecycle.py`` drives a JobServer with
+arbitrary conversations and checks every move it makes against both tables.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["NEW", "QUEUED", "SCHEDULED", "RUNNING", "DONE", "STATE_NAMES",
+           "QUEUE", "SCHEDULE", "ASSIGN", "FINISH", "MOVE_NAMES",
+           "TRANSITIONS", "CAUSES", "InvalidTransition", "move"]
+
+# States.  Small ints: the broker compares them on its hot path.
+NEW: Final = -1
+QUEUED: Final = 0
+SCHEDULED: Final = 1
+RUNNING: Final = 2
+DONE: Final = 3
+STATE_NAMES: Final = {NEW: "NEW", QUEUED: "QUEUED", SCHEDULED: "SCHEDULED",
+                      RUNNING: "RUNNING", DONE: "DONE"}
+
+# Moves: what the broker does to a job.
+QUEUE: Final = 10
+"""Put it at the end of its priority queue."""
+SCHEDULE: Final = 11
+"""Park it until its epoch time."""
+ASSIGN: Final = 12
+"""Hand it to a worker (JOB_ASSIGN*)."""
+FINISH: Final = 13
+"""Remove it for good (its store row too)."""
+MOVE_NAMES: Final = {QUEUE: "QUEUE", SCHEDULE: "SCHEDULE", ASSIGN: "ASSIGN", FINISH: "FINISH"}
+
+TRANSITIONS: Final[dict[tuple[int, int], int]] = {
+    (NEW, QUEUE): QUEUED,
+    (NEW, SCHEDULE): SCHEDULED,
+    (SCHEDULED, QUEUE): QUEUED,
+    (SCHEDULED, FINISH): DONE,
+    (QUEUED, ASSIGN): RUNNING,
+    (QUEUED, FINISH): DONE,
+    (RUNNING, QUEUE): QUEUED,
+    (RUNNING, FINISH): DONE,
+}
+"""Every change of place a job may make; nothing leaves DONE."""
+
+CAUSES: Final[dict[str, frozenset[tuple[int, int]]]] = {
+    "submit": frozenset({(NEW, QUEUED), (NEW, SCHEDULED)}),
+    "advance": frozenset({(SCHEDULED, QUEUED), (RUNNING, QUEUED), (RUNNING, DONE)}),
+    "grab": frozenset({(QUEUED, RUNNING)}),
+    "end": frozenset({(RUNNING, DONE)}),
+    "lose": frozenset({(RUNNING, QUEUED), (RUNNING, DONE), (QUEUED, DONE)}),
+    "cancel": frozenset({(QUEUED, DONE), (SCHEDULED, DONE), (RUNNING, DONE)}),
+    "drop function": frozenset({(QUEUED, DONE), (SCHEDULED, DONE)}),
+}
+"""Which ``(from, to)`` changes each kind of input may cause.
+
+``advance`` is time: an epoch job comes due, or a CAN_DO_TIMEOUT expires (a
+loss).  ``lose`` is a worker's disconnect, CANT_DO or RESET_ABILITIES, and a
+client's disconnect (its queued foreground jobs nobody else waits for end).
+"""
+
+
+class InvalidTransition(RuntimeError):
+    """The broker tried a move the table does not allow: a bug in the broker."""
+
+
+def move(state: int, kind: int) -> int:
+    """The state after ``kind`` from ``state``; InvalidTransition if there is none."""
+    try:
+        return TRANSITIONS[state, kind]
+    except KeyError:
+        raise InvalidTransition(
+            f"a {STATE_NAMES.get(state, state)} job cannot {MOVE_NAMES.get(kind, kind)}"
+        ) from None

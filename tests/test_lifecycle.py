@@ -1,0 +1,185 @@
+"""Every move the job server makes follows the job lifecycle table.
+
+gearman_proto.lifecycle holds the table of ``(state, move) -> state`` and of
+which inputs may cause which change.  Hypothesis drives a JobServer with
+arbitrary mixes of submissions (foreground, background, epoch, unique),
+grabs, results, losses (disconnects, CANT_DO, CAN_DO_TIMEOUT), cancels, drops
+and time, and every move the broker makes is recorded: each must be in the
+table, and each must be one its input may cause.  The run must also have
+taken every edge of the table at least once, so the test cannot pass by
+exercising nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gearman_proto import broker as broker_module
+from gearman_proto import lifecycle
+from gearman_proto.broker import JobServer
+from gearman_proto.events import (
+    AdminCommand,
+    CanDo,
+    CanDoTimeout,
+    CantDo,
+    GrabJobUniq,
+    JobAssign,
+    JobCreated,
+    SubmitJob,
+    SubmitJobEpoch,
+    WorkComplete,
+    WorkException,
+    WorkFail,
+)
+
+FUNCTIONS = [b"f", b"g"]
+CLIENTS = [1, 2]
+WORKERS = [10, 11]
+
+operation = st.one_of(
+    st.tuples(st.just("submit"), st.sampled_from(CLIENTS), st.sampled_from(FUNCTIONS),
+              st.booleans(), st.sampled_from([b"", b"u1", b"u2"])),
+    st.tuples(st.just("epoch"), st.sampled_from(CLIENTS), st.sampled_from(FUNCTIONS),
+              st.integers(0, 3)),
+    st.tuples(st.just("grab"), st.sampled_from(WORKERS)),
+    st.tuples(st.just("end"), st.sampled_from(WORKERS), st.sampled_from(["complete", "fail",
+                                                                         "exception"])),
+    st.tuples(st.just("lose"), st.sampled_from(WORKERS + CLIENTS),
+              st.sampled_from(["disconnect", "cant_do"])),
+    st.tuples(st.just("cancel"),),
+    st.tuples(st.just("drop function"), st.sampled_from(FUNCTIONS)),
+    st.tuples(st.just("advance"), st.floats(0.1, 3.0)),
+)
+
+
+class Run:
+    """One JobServer and the bookkeeping a script needs to address its jobs."""
+
+    def __init__(self) -> None:
+        self.server = JobServer(now=1000.0, job_retries=1, allow_shutdown=False)
+        self.now = 1000.0
+        self.held: dict[int, list[bytes]] = {w: [] for w in WORKERS}
+        self.handles: list[bytes] = []
+        for cid in CLIENTS + WORKERS:
+            self.connect(cid)
+
+    def connect(self, cid: int) -> None:
+        self.server.connect(cid)
+        if cid in WORKERS:
+            self.held[cid] = []
+            self.server.receive(cid, CanDo(FUNCTIONS[0]))
+            self.server.receive(cid, CanDoTimeout(FUNCTIONS[1], 1000))
+
+    def feed(self, cid: int, event: Any) -> None:
+        for dest, out in self.server.receive(cid, event):
+            self.note(dest, out)
+
+    def note(self, dest: int, out: Any) -> None:
+        if isinstance(out, JobCreated):
+            self.handles.append(out.handle)
+        elif isinstance(out, JobAssign) and dest in WORKERS:
+            self.held[dest].append(out.handle)
+
+    def apply(self, op: tuple[Any, ...]) -> str:
+        """Do ``op``; returns the kind of input it is, as lifecycle.CAUSES names them."""
+        kind = op[0]
+        if kind == "submit":
+            _, cid, function, background, unique = op
+            self.feed(cid, SubmitJob(function, b"data", unique, background=background))
+            return "submit"
+        if kind == "epoch":
+            _, cid, function, ahead = op
+            self.feed(cid, SubmitJobEpoch(function, int(self.now) + ahead, b"data", b""))
+            return "submit"
+        if kind == "grab":
+            self.feed(op[1], GrabJobUniq())
+            return "grab"
+        if kind == "end":
+            _, worker, how = op
+            if not self.held[worker]:
+                return "end"
+            handle = self.held[worker].pop(0)
+            event = {"complete": WorkComplete(handle, b"r"), "fail": WorkFail(handle),
+                     "exception": WorkException(handle, b"e")}[how]
+            self.feed(worker, event)
+            return "end"
+        if kind == "lose":
+            _, cid, how = op
+            if how == "cant_do" and cid in WORKERS:
+                for function in FUNCTIONS:
+                    self.feed(cid, CantDo(function))
+                self.held[cid] = []
+                self.feed(cid, CanDo(FUNCTIONS[0]))
+                self.feed(cid, CanDoTimeout(FUNCTIONS[1], 1000))
+            else:
+                for dest, out in self.server.disconnect(cid):
+                    self.note(dest, out)
+                self.connect(cid)
+            return "lose"
+        if kind == "cancel":
+            if self.handles:
+                self.feed(CLIENTS[0], AdminCommand(b"cancel job " + self.handles[-1]))
+            return "cancel"
+        if kind == "drop function":
+            self.feed(CLIENTS[0], AdminCommand(b"drop function " + op[1]))
+            return "drop function"
+        self.now += op[1]
+        for dest, out in self.server.advance(self.now):
+            self.note(dest, out)
+        for worker in WORKERS:  # a timed-out job is no longer the worker's
+            self.held[worker] = [h for h in self.held[worker]
+                                 if (info := self.server.job(h)) is not None
+                                 and info.worker == worker]
+        return "advance"
+
+
+EDGES_SEEN: set[tuple[int, int]] = set()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, min_size=1, max_size=40))
+def test_every_move_is_in_the_table_and_caused_by_its_input(script: list[Any]) -> None:
+    moves: list[tuple[int, int, int]] = []
+    real = lifecycle.move
+
+    def recording(state: int, kind: int) -> int:
+        new = real(state, kind)  # raises InvalidTransition for a move not in the table
+        moves.append((state, kind, new))
+        return new
+
+    with mock.patch.object(broker_module, "move", recording):
+        run = Run()
+        moves.clear()  # connecting moves nothing; start from the first operation
+        for op in script:
+            cause = run.apply(op)
+            for state, kind, new in moves:
+                assert lifecycle.TRANSITIONS[state, kind] == new
+                if state == lifecycle.NEW and cause != "submit":
+                    pytest.fail(f"a job was created by {cause}")
+                if state != lifecycle.NEW:
+                    assert (state, new) in lifecycle.CAUSES[cause], (
+                        f"{cause} moved a job {lifecycle.STATE_NAMES[state]} -> "
+                        f"{lifecycle.STATE_NAMES[new]}")
+                EDGES_SEEN.add((state, kind))
+            moves.clear()
+
+
+def test_the_property_run_took_every_edge_of_the_table() -> None:
+    # Runs after the property test (file order): a table edge nothing exercised
+    # would make the check above vacuous for it.
+    assert set(lifecycle.TRANSITIONS) <= EDGES_SEEN, (
+        "never taken: " + ", ".join(
+            f"{lifecycle.STATE_NAMES[s]}+{lifecycle.MOVE_NAMES[k]}"
+            for s, k in set(lifecycle.TRANSITIONS) - EDGES_SEEN))
+
+
+def test_a_move_not_in_the_table_is_refused() -> None:
+    with pytest.raises(lifecycle.InvalidTransition, match="a DONE job cannot QUEUE"):
+        lifecycle.move(lifecycle.DONE, lifecycle.QUEUE)
+    with pytest.raises(lifecycle.InvalidTransition, match="a RUNNING job cannot SCHEDULE"):
+        lifecycle.move(lifecycle.RUNNING, lifecycle.SCHEDULE)
