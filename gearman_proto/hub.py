@@ -18,6 +18,7 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionClosed
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
+from .stats import ServerStats
 
 __all__ = ["ServerHub", "Flush", "DEFAULT_MAX_CLIENT_JOBS"]
 
@@ -84,6 +85,9 @@ class ServerHub:
         self.idle_timeout = idle_timeout
         self.idle_closed = 0
         """How many connections the idle timeout closed."""
+        self.bytes_in = self.bytes_out = 0
+        self.stats: ServerStats | None = None
+        """Set when metrics are served: it times the store's commits (stats.py)."""
         self._now = self.broker.now
         # With an idle timeout: when each connection was last heard from,
         # least recently heard first (move_to_end on every read keeps the order).
@@ -109,6 +113,7 @@ class ServerHub:
         if conn is None:
             return
         broker = self.broker
+        self.bytes_in += len(data)
         if self.idle_timeout:
             self._seen[cid] = self._now
             self._seen.move_to_end(cid)
@@ -187,7 +192,8 @@ class ServerHub:
 
     def flush(self) -> Flush:
         """Commit durable jobs once for the whole batch, then hand out what to write."""
-        held = self.broker.commit()
+        stats = self.stats
+        held = self.broker.commit() if stats is None else stats.timed_commit(self.broker)
         if held:
             self._route(held)
         pending = self._out
@@ -195,6 +201,7 @@ class ServerHub:
         # One packet is the usual output of a turn: written as it is, not joined.
         writes = {cid: chunks[0] if len(chunks) == 1 else b"".join(chunks)
                   for cid, chunks in pending.items() if chunks}
+        self.bytes_out += sum(map(len, writes.values()))
         out = Flush(writes, self._close)
         self._close = []
         return out
