@@ -335,7 +335,8 @@ class AnyioHttp:
                 try:
                     while b"\r\n\r\n" not in buf and len(buf) <= MAX_HEAD:
                         buf += await stream.receive()
-                    head = buf.partition(b"\r\n\r\n")[0] if b"\r\n\r\n" in buf else None
+                    end = buf.find(b"\r\n\r\n")
+                    head = buf[:end] if 0 <= end <= MAX_HEAD else None
                     await stream.send(self.app.handle(head))
                 except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                     pass  # the peer left before its request was whole
