@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gearman_proto.admin import AdminError, StatusRow
+from gearman_proto.admin import AdminError, StatusRow, WorkerRow
 
 from ._common import Address, GearmanError
 
@@ -114,6 +114,11 @@ class Top:
             self._versions.pop(i, None)
             view.error = str(exc) or type(exc).__name__
             return view
+        self.apply(view, rows, workers)
+        return view
+
+    def apply(self, view: ServerView, rows: list[StatusRow], workers: list[WorkerRow]) -> None:
+        """Fill ``view`` from one ``status`` and ``workers`` answer; rates against the last."""
         view.up = True
         view.connections = max(0, len(workers) - 1)
         view.workers = sum(1 for w in workers if w.functions)
@@ -127,7 +132,6 @@ class Top:
                 fv.growth = (row.total - last[1]) / (now - last[0])
             self._last[key] = (now, row.total)
             view.functions.append(fv)
-        return view
 
 
 def _sorted(views: list[ServerView], sort: str) -> list[FunctionView]:
