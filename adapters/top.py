@@ -147,7 +147,7 @@ def render(views: list[ServerView], sort: str = "queued", width: int = 100,
            height: int | None = None, clock: str = "") -> list[str]:
     """The frame as lines of text, at most ``width`` wide (and ``height`` long)."""
     keys = "  ".join(f"{k} {v}" for k, v in SORTS.items())
-    lines = [f"gearman-proto top  {clock}  sorted by {sort}   keys: q quit  {keys}", ""]
+    lines = [f"gearman-proto top  {clock}  sorted by {sort}", f"keys: q quit  {keys}", ""]
     lines.append(f"{'SERVER':<24} {'STATE':<5} {'VERSION':<20} {'RTT ms':>7} {'CONNS':>6} "
                  f"{'WORKERS':>7} {'JOBS':>7}")
     for v in views:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,3 +123,16 @@ def test_the_dashboard_shows_queues_progress_and_updates_live(
         holder.stop(graceful=False)
         if thread.is_alive():
             thread.join(BOUND)
+
+
+def test_the_screenshot_script_makes_both_pictures(tmp_path: Path) -> None:
+    """docs/screenshots.py, which made docs/img/, still works (a short load, a fresh dir)."""
+    _need(shutil.which("chromium"), "chromium")
+    _need(shutil.which("tmux"), "tmux")
+    script = Path(__file__).resolve().parents[2] / "docs" / "screenshots.py"
+    proc = subprocess.run([sys.executable, str(script), "--out", str(tmp_path),
+                           "--seconds", "2"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("dashboard.png", "top.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
