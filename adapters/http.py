@@ -323,7 +323,7 @@ class AnyioHttp:
         if self._listener is None:
             await self.listen()
         assert self._listener is not None
-        async with anyio.create_task_group() as tg:
+        async with self._listener, anyio.create_task_group() as tg:  # closed when cancelled
             tg.start_soon(probe, self.stats, anyio.sleep)
             await self._listener.serve(self._answer, tg)
 

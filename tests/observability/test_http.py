@@ -191,3 +191,17 @@ def test_without_http_the_ready_line_names_no_dashboard(our_server_factory: Any)
     server = our_server_factory()
     wait_until(lambda: "listening on" in server.log.read_text(), "the ready line")
     assert "dashboard" not in server.log.read_text()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_a_taken_http_port_is_one_line_naming_it(loop: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "gearman_proto.adapters.cli", "server",
+                               "--port", "0", "--loop", loop, "--http", f"127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=BOUND)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("gearman-proto: ") and "in use" in line
