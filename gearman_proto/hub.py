@@ -85,9 +85,9 @@ class ServerHub:
         self.idle_timeout = idle_timeout
         self.idle_closed = 0
         """How many connections the idle timeout closed."""
-        self.bytes_in = self.bytes_out = 0
         self.stats: ServerStats | None = None
-        """Set when metrics are served: it times the store's commits (stats.py)."""
+        """Set when metrics are served: it counts bytes and times store commits (stats.py);
+        with none, the server pays nothing for them."""
         self._now = self.broker.now
         # With an idle timeout: when each connection was last heard from,
         # least recently heard first (move_to_end on every read keeps the order).
@@ -113,7 +113,9 @@ class ServerHub:
         if conn is None:
             return
         broker = self.broker
-        self.bytes_in += len(data)
+        stats = self.stats
+        if stats is not None:
+            stats.bytes_in += len(data)
         if self.idle_timeout:
             self._seen[cid] = self._now
             self._seen.move_to_end(cid)
@@ -193,7 +195,10 @@ class ServerHub:
     def flush(self) -> Flush:
         """Commit durable jobs once for the whole batch, then hand out what to write."""
         stats = self.stats
-        held = self.broker.commit() if stats is None else stats.timed_commit(self.broker)
+        if stats is not None and stats.time_commits:
+            held = stats.timed_commit(self.broker)
+        else:
+            held = self.broker.commit()
         if held:
             self._route(held)
         pending = self._out
@@ -201,7 +206,11 @@ class ServerHub:
         # One packet is the usual output of a turn: written as it is, not joined.
         writes = {cid: chunks[0] if len(chunks) == 1 else b"".join(chunks)
                   for cid, chunks in pending.items() if chunks}
-        self.bytes_out += sum(map(len, writes.values()))
+        if stats is not None:
+            sent = 0
+            for data in writes.values():
+                sent += len(data)
+            stats.bytes_out += sent
         out = Flush(writes, self._close)
         self._close = []
         return out

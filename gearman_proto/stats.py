@@ -137,9 +137,15 @@ class ServerStats:
         self.started = now
         self.max_functions = max_functions
         self.max_rows = max_rows
+        # Only a server with a store has commits to time; the others skip the clock.
+        self.time_commits = hub.broker._store is not None
         self.commits = 0
         self.commit_seconds = 0.0
         self.commit_buckets = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.bytes_in = 0
+        """Bytes read from peers since the stats were attached (counted by the hub)."""
+        self.bytes_out = 0
+        """Bytes handed to peers since then (counted by the hub's flush)."""
         self.loop_lag = 0.0
         """Seconds the event loop was late to the last timer the adapter set (its probe)."""
         self.history: deque[_Sample] = deque(maxlen=HISTORY)
@@ -201,8 +207,8 @@ class ServerStats:
             now=now, uptime=max(0.0, now - self.started),
             version=broker.version.decode("utf-8", "backslashreplace"),
             functions=list(rows.values()), functions_total=len(functions),
-            connections=roles, jobs=broker.job_count, bytes_in=hub.bytes_in,
-            bytes_out=hub.bytes_out, protocol_errors=hub.protocol_errors,
+            connections=roles, jobs=broker.job_count, bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out, protocol_errors=hub.protocol_errors,
             idle_closed=hub.idle_closed, commits=self.commits,
             commit_seconds=self.commit_seconds, commit_buckets=list(self.commit_buckets),
             loop_lag=self.loop_lag)
