@@ -178,10 +178,7 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
         "admin_changes": ns.admin_changes,
     }
     if ns.http is not None:
-        try:
-            opts["http"] = _http.parse_address(ns.http)
-        except ValueError as exc:
-            raise SystemExit(f"gearman-proto: {exc}") from None
+        opts["http"] = _http.address_option(ns.http)
     if ns.max_packet is not None:
         opts["max_packet_size"] = ns.max_packet
     prefix = ns.job_handle_prefix or f"H:{os.uname().nodename}"

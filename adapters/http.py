@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import anyio.abc
 
 __all__ = ["HttpApp", "HttpService", "AnyioHttp", "attach_stats", "start_asyncio",
-           "parse_address", "MAX_HEAD"]
+           "parse_address", "address_option", "MAX_HEAD"]
 
 log = logging.getLogger("gearman_proto")
 
@@ -69,6 +69,14 @@ def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]
     if not 0 <= number <= 65535:
         raise ValueError(f"--http {text!r}: port out of range")
     return host, number
+
+
+def address_option(text: str) -> tuple[str, int]:
+    """:func:`parse_address` for the ``--http`` flag: a bad value exits with one line."""
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise SystemExit(f"gearman-proto: {exc}") from None
 
 
 def attach_stats(hub: ServerHub) -> ServerStats:
