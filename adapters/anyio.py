@@ -202,7 +202,7 @@ class Server:
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
                  keepalive: bool | KeepAlive = False, backlog: int = 1024,
                  idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
-                 **broker_options: Any) -> None:
+                 http: tuple[str, int] | None = None, **broker_options: Any) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -212,6 +212,8 @@ class Server:
             broker = JobServer(now=time.time(), **broker_options)
         self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
                              max_client_jobs=max_client_jobs)
+        self.http_address = http  # (host, port) of /metrics and the dashboard (adapters/http.py)
+        self.http: Any = None
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
@@ -239,6 +241,10 @@ class Server:
         self._accepting = anyio.CancelScope()
         self.port = listener.extra(SocketAttribute.local_port)
         log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
+        if self.http_address is not None:
+            from .http import AnyioHttp
+            self.http = AnyioHttp(self.hub, *self.http_address)
+            await self.http.listen()
 
     def close(self, graceful: bool = False) -> None:
         """Stop accepting.  Graceful: keep serving until no job is running, then stop."""
@@ -257,6 +263,8 @@ class Server:
             tg.start_soon(self._flusher)
             tg.start_soon(self._timer)
             tg.start_soon(self._accept_all, tg)
+            if self.http is not None:
+                tg.start_soon(self.http.serve)
             await self._done.wait()
             # What is due still goes out (the OK to a shutdown command, say).
             with anyio.move_on_after(_LINGER):

@@ -164,7 +164,7 @@ class Server:
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
                  keepalive: bool | KeepAlive = False, backlog: int = 1024,
                  idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
-                 **broker_options: Any) -> None:
+                 http: tuple[str, int] | None = None, **broker_options: Any) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -177,6 +177,8 @@ class Server:
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
+        self.http_address = http  # (host, port) of /metrics and the dashboard (adapters/http.py)
+        self.http: Any = None
         self.peers: dict[int, _Peer] = {}
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,6 +206,9 @@ class Server:
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
+        if self.http_address is not None:
+            from .http import start_asyncio
+            self.http = await start_asyncio(self.hub, *self.http_address)
         self._schedule_timer()
 
     def batch_started(self) -> None:
@@ -291,6 +296,8 @@ class Server:
         if self._server is None:
             await self.start()
         await self._closed.wait()
+        if self.http is not None:
+            self.http.close()
         if self._server is not None:
             self._server.close()
         for peer in list(self.peers.values()):

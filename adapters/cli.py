@@ -29,6 +29,8 @@ from gearman_proto.admin import (
 )
 from gearman_proto.events import Priority, WorkData, WorkStatus, WorkWarning
 
+from . import http as _http
+from . import top as _top
 from ._common import DEFAULT_PORT, Address, GearmanError, KeepAlive, parse_servers, to_bytes
 
 __all__ = ["main"]
@@ -93,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", default="ERROR", type=str.upper, choices=list(_LEVELS))
     s.add_argument("-l", "--log-file", default=None,
                    help="write the log here (default: standard error)")
+    s.add_argument("--http", default=None, metavar="[HOST:]PORT",
+                   help="serve /metrics and the dashboard here, read-only (default: off; "
+                        "PORT alone binds 127.0.0.1); see docs/observability.md")
     s.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop", "trio"],
                    help="event loop (default auto: uvloop if installed, else asyncio)")
 
@@ -132,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
                                     "create-function", "drop-function", "maxqueue",
                                     "shutdown"])
     a.add_argument("args", nargs="*")
+
+    t = sub.add_parser("top", add_help=False, help="live view of job servers (as top)")
+    _conn_args(t)
+    _top.add_arguments(t)
     return p
 
 
@@ -168,6 +177,8 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
         "max_client_jobs": ns.max_client_jobs,
         "admin_changes": ns.admin_changes,
     }
+    if ns.http is not None:
+        opts["http"] = _http.address_option(ns.http)
     if ns.max_packet is not None:
         opts["max_packet_size"] = ns.max_packet
     prefix = ns.job_handle_prefix or f"H:{os.uname().nodename}"
@@ -199,6 +210,8 @@ def _run_server(ns: argparse.Namespace) -> int:
         # Printed whatever the log level, as the one line that says it is up.
         line = (f"gearman-proto {__version__} listening on {ns.listen}:{server.port} "
                 f"({ns.loop}, queue {ns.queue})")
+        if server.http is not None:
+            line += f", metrics and dashboard on {server.http.url}"
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
         if ns.log_file:  # without one the log is standard error, which has the line already
@@ -373,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_submit(ns))
         if ns.command == "work":
             return asyncio.run(_work(ns))
+        if ns.command == "top":
+            return _top.run(_servers(ns), ns)
         return asyncio.run(_admin(ns))
     except (GearmanError, OSError) as exc:
         sys.stderr.write(f"gearman-proto: {exc}\n")

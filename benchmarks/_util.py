@@ -145,6 +145,8 @@ def write_json(path: str | None, data: Any) -> None:
 
 SERVERS = ("gearmand", "gear", "asyncio", "uvloop", "trio", "uvloop+sqlite")
 """Every server the end-to-end benchmark knows: gearmand --threads=1, gear.Server, ours."""
+WITH_HTTP = ("asyncio+http", "uvloop+http", "trio+http")
+"""Ours with ``--http`` on, its /metrics scraped once a second (e2e.py): what metrics cost."""
 
 
 class Server:
@@ -155,6 +157,7 @@ class Server:
         self.port = free_port()
         self.workdir = workdir
         self.log = workdir / f"{kind.replace('+', '-')}-{self.port}.log"
+        self.http_port = free_port() if kind.endswith("+http") else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -174,6 +177,8 @@ class Server:
                "--log-file", str(self.log)]
         if queue == "sqlite":
             cmd += ["--queue", f"sqlite:{self.workdir / f'queue-{port}.db'}"]
+        if queue == "http":
+            cmd += ["--http", f"{HOST}:{self.http_port}"]
         return cmd
 
     def start(self, timeout: float = 15.0) -> Server:

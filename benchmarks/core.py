@@ -97,11 +97,13 @@ def _packet(ptype: int, *args: bytes) -> bytes:
     return encode_packet(REQ, ptype, args)
 
 
-def hub_run(jobs: int) -> Callable[[], int]:
+def hub_run(jobs: int, setup: Callable[[ServerHub], object] | None = None
+            ) -> Callable[[], int]:
     """Background jobs through a ServerHub, bytes in and bytes out, one read per packet.
 
     Each read is a turn of a server's loop, as the adapters drive it: the
     clock given to ``advance``, the read, ``flush``, then ``next_deadline``.
+    ``setup`` is applied to each fresh hub (benchmarks/observability.py attaches stats).
     """
     submit = _packet(PacketType.SUBMIT_JOB_BG, FUNCTION, b"", b"x" * 100)
     grab = _packet(PacketType.GRAB_JOB_UNIQ)
@@ -109,6 +111,8 @@ def hub_run(jobs: int) -> Callable[[], int]:
 
     def run() -> int:
         hub = ServerHub()
+        if setup is not None:
+            setup(hub)
         client = hub.open()
         worker = hub.open()
         hub.receive(worker, _packet(PacketType.CAN_DO, FUNCTION))

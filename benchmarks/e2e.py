@@ -22,6 +22,10 @@ seconds come from /proc for the measured run only.
     python -m benchmarks.e2e --quick         # 20k jobs, 3 runs
     python -m benchmarks.e2e --smoke         # a few hundred jobs: does it still work?
     python -m benchmarks.e2e --servers gearmand,uvloop --scenarios bg --runs 5
+    python -m benchmarks.e2e --servers uvloop,uvloop+http --runs 5   # what --http costs
+
+``asyncio+http``, ``uvloop+http`` and ``trio+http`` run ours with ``--http`` and
+scrape its /metrics once a second during the measured run.
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from benchmarks._util import (
     ROOT,
     SERVERS,
+    WITH_HTTP,
     Server,
     available,
     cpu_seconds,
@@ -92,12 +99,34 @@ class _Child:
             self.proc.wait()
 
 
+class _Scraper:
+    """GETs /metrics once a second in a thread, as Prometheus would, until :meth:`stop`."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            with urllib.request.urlopen(self.url, timeout=10) as r:
+                r.read()
+            self.scrapes += 1
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(15)
+        return self.scrapes
+
+
 def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             max_seconds: float, warmup: int, workers: int, clients: int,
             payload: int, wd: Path) -> dict[str, Any]:
     """One measurement on a fresh server: warm-up, then ``jobs`` jobs (or ``max_seconds``)."""
     server = Server(kind, wd).start()
-    worker = client = None
+    worker = client = scraper = None
     try:
         port = str(server.port)
         worker = _Child(["worker", "--port", port, "--workers", str(workers)])
@@ -115,6 +144,8 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
                 raise RuntimeError(f"{kind} {scenario}: the warm-up did not finish: {warm}")
             if scenario == "bg":
                 base = worker.ask(f"wait {warmup} {max(max_seconds, 60.0)}")["done"]
+        if server.http_port is not None:
+            scraper = _Scraper(server.http_port)
         cpu0 = cpu_seconds(server.pid)
         gen0 = cpu_seconds(worker.proc.pid) + cpu_seconds(client.proc.pid)
         res = client.ask(f"run {scenario} {jobs} {win} {max_seconds}")
@@ -137,8 +168,11 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             "loadgen_cores": gen / elapsed,
             "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             "errors": res["errors"], "timed_out": timed_out,
+            "scrapes": scraper.stop() if scraper is not None else 0,
         }
     finally:
+        if scraper is not None:
+            scraper.stop()
         for child in (client, worker):
             if child is not None:
                 child.close()
@@ -254,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             args.servers = "gearmand,asyncio"
     servers = [s for s in (args.servers or ",".join(SERVERS)).split(",") if s]
     for s in servers:
-        if s not in SERVERS:
-            p.error(f"unknown server {s!r} (choose from {', '.join(SERVERS)})")
+        if s not in SERVERS + WITH_HTTP:
+            p.error(f"unknown server {s!r} (choose from {', '.join(SERVERS + WITH_HTTP)})")
     missing = [s for s in servers if not available(s)]
     if missing:
         print(f"# skipped (not installed): {', '.join(missing)}", file=sys.stderr)

@@ -220,8 +220,8 @@ def is_loopback(address: bytes) -> bool:
 class _Function:
     """Everything kept per function name: its queues, counts, workers and sleepers."""
 
-    __slots__ = ("dead", "max_queue", "name", "queues", "ready", "running", "scheduled",
-                 "sleepers", "workers")
+    __slots__ = ("counts", "dead", "max_queue", "name", "queues", "ready", "running",
+                 "scheduled", "sleepers", "workers")
 
     def __init__(self, name: bytes) -> None:
         self.name = name
@@ -238,6 +238,9 @@ class _Function:
         self.workers: dict[int, None] = {}
         self.sleepers: dict[int, None] = {}
         self.max_queue = (0, 0, 0)
+        # Jobs submitted, completed, failed, excepted, requeued, timed out: read
+        # by stats.py (its COUNTERS name them), bumped at the few points below.
+        self.counts = [0, 0, 0, 0, 0, 0]
 
     def total(self) -> int:
         """Jobs of this function in the server: waiting, scheduled and running."""
@@ -517,6 +520,7 @@ class JobServer:
         while timers and timers[0][0] <= now:
             _deadline, _tie, job, assign_no = heapq.heappop(timers)
             if job.state == _RUNNING and job.assign_no == assign_no:
+                job.function.counts[5] += 1
                 self._lose(job, out)
         return self._hold(out) if self._holding else out
 
@@ -568,6 +572,11 @@ class JobServer:
     def connection_ids(self) -> list[int]:
         """Live connections, in the order they connected."""
         return list(self._conns)
+
+    @property
+    def commit_pending(self) -> bool:
+        """True if :meth:`commit` would commit the store (it was written since the last)."""
+        return self._dirty and self._store is not None
 
     @property
     def held_count(self) -> int:
@@ -692,6 +701,7 @@ class JobServer:
             self._dirty = True
         job = self._new_job(function, unique, data, priority, background, epoch, reducer,
                             store_key)
+        function.counts[0] += 1
         if not background:
             job.clients = (cid,)
             conn.attached[job.handle] = job
@@ -935,6 +945,7 @@ class JobServer:
         if job is not None:
             for cid in job.clients:
                 out.append((cid, event))
+            job.function.counts[1 if type(event) is WorkComplete else 2] += 1
             self._finish(job)
 
     def _on_work_exception(self, conn: _Conn, event: WorkException, out: list[Output]) -> None:
@@ -952,6 +963,7 @@ class JobServer:
                 if fail is None:
                     fail = WorkFail(event.handle)
                 out.append((cid, fail))
+        job.function.counts[3] += 1
         self._finish(job)
 
     # -- a job's end ------------------------------------------------------------------------
@@ -1000,6 +1012,7 @@ class JobServer:
             fail = WorkFail(job.handle)
             for cid in job.clients:
                 out.append((cid, fail))
+        job.function.counts[2] += 1
         self._finish(job)
 
     def _lose(self, job: _Job, out: list[Output]) -> None:
@@ -1014,6 +1027,7 @@ class JobServer:
         job.function.running -= 1
         job.worker = -1
         job.retries += 1
+        job.function.counts[4] += 1
         job.numerator = job.denominator = 0
         self._enqueue(job, out)
 

@@ -18,6 +18,7 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionClosed
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
+from .stats import ServerStats
 
 __all__ = ["ServerHub", "Flush", "DEFAULT_MAX_CLIENT_JOBS"]
 
@@ -87,6 +88,9 @@ class ServerHub:
         self.idle_timeout = idle_timeout
         self.idle_closed = 0
         """How many connections the idle timeout closed."""
+        self.stats: ServerStats | None = None
+        """Set when metrics are served: it counts bytes and times store commits (stats.py);
+        without, the hub pays one None check per read and per flush."""
         self._now = self.broker.now
         # With an idle timeout: when each connection was last heard from,
         # least recently heard first (move_to_end on every read keeps the order).
@@ -112,6 +116,9 @@ class ServerHub:
         if conn is None:
             return
         broker = self.broker
+        stats = self.stats
+        if stats is not None:
+            stats.bytes_in += len(data)
         if self.idle_timeout:
             self._seen[cid] = self._now
             self._seen.move_to_end(cid)
@@ -195,7 +202,11 @@ class ServerHub:
 
     def flush(self) -> Flush:
         """Commit durable jobs once for the whole batch, then hand out what to write."""
-        held = self.broker.commit()
+        stats = self.stats
+        if stats is not None and stats.time_commits:
+            held = stats.timed_commit(self.broker)
+        else:
+            held = self.broker.commit()
         if held:
             self._route(held)
         pending = self._out
@@ -203,6 +214,11 @@ class ServerHub:
         # One packet is the usual output of a turn: written as it is, not joined.
         writes = {cid: chunks[0] if len(chunks) == 1 else b"".join(chunks)
                   for cid, chunks in pending.items() if chunks}
+        if stats is not None:
+            sent = 0
+            for data in writes.values():
+                sent += len(data)
+            stats.bytes_out += sent
         out = Flush(writes, self._close, self._notices)
         self._close = []
         if self._notices:
