@@ -12,6 +12,7 @@ import fcntl
 import os
 import pty
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,6 +113,15 @@ def status(server: Any, function: str, **kwargs: Any) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server accepts connections on ``port`` now."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def eventually(predicate: Callable[[], Any], what: str) -> None:
     deadline = time.monotonic() + BOUND
     while not predicate():
@@ -122,6 +132,33 @@ def eventually(predicate: Callable[[], Any], what: str) -> None:
 
 def reverse(job: Any) -> bytes:
     return bytes(job.data[::-1])
+
+
+def lose_a_worker(address: tuple[str, int], f: str) -> None:
+    """A worker takes the job and its connection dies before it answers."""
+    taken = threading.Event()
+    release = threading.Event()
+
+    def hold(job: Any) -> bytes:
+        taken.set()
+        release.wait(BOUND)
+        return b"too late"
+    with working(address, f, hold):
+        assert taken.wait(BOUND)
+    release.set()
+
+
+def peer(tool: str) -> str:
+    """The path of a Debian peer (gearmand, gearman, gearadmin): skipped when missing,
+    failed under CI (.ci/run installs them)."""
+    path = shutil.which(tool) or next(
+        (p for p in (f"/usr/sbin/{tool}", f"/usr/bin/{tool}") if os.path.exists(p)), None)
+    if path is None:
+        message = f"{tool} not installed: apt-get install gearman-job-server gearman-tools"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 class Terminal:

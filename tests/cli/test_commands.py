@@ -140,35 +140,6 @@ def test_server_queue_sqlite_keeps_background_jobs_across_restarts(tmp_path: Pat
     assert b"unknown --queue" in run.stderr
 
 
-def lose_a_worker(address: tuple[str, int], f: str) -> None:
-    """A worker takes the job and its connection dies before it answers."""
-    taken = threading.Event()
-    release = threading.Event()
-
-    def hold(job: Any) -> bytes:
-        taken.set()
-        release.wait(BOUND)
-        return b"too late"
-    with working(address, f, hold):
-        assert taken.wait(BOUND)
-    release.set()
-
-
-def test_server_job_retries(our_server_factory: Factory) -> None:
-    f = name("retry")
-    server = our_server_factory(extra=("--job-retries", "1"))  # one requeue, then fail
-    submit = subprocess.Popen([*CLI, "submit", *at(server), "-f", f, "x"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    eventually(lambda: status(server, f)[0] == 1, "the job to be queued")
-    lose_a_worker(server.address, f)
-    eventually(lambda: status(server, f) == (1, 0, 0), "the job to be requeued")
-    lose_a_worker(server.address, f)
-    _, err = submit.communicate(timeout=BOUND)
-    assert submit.returncode == 1
-    assert b"failed" in err
-    assert status(server, f) == (0, 0, 0)
-
-
 def raw_worker(address: tuple[str, int], function: str) -> socket.socket:
     """A worker connection that registered ``function`` and said PRE_SLEEP."""
     sock = socket.create_connection(address, timeout=BOUND)
@@ -262,8 +233,11 @@ def test_submit_data_from_arguments_or_stdin(our_server: ServerProcess) -> None:
             b"!dlrow olleH"
         assert gp("submit", *at(our_server), "-f", f, input=b"from\nstdin").stdout == \
             b"nidts\nmorf"
+        # -n: one job per line, the newline part of it (as gearman); -N strips it.
         lines = gp("submit", *at(our_server), "-f", f, "-n", input=b"ab\ncd\n")
-        assert lines.stdout == b"ba\ndc\n"
+        assert lines.stdout == b"\nba\ndc"
+        lines = gp("submit", *at(our_server), "-f", f, "-N", input=b"ab\ncd\n")
+        assert lines.stdout == b"badc"
 
 
 def test_submit_background_priorities_and_unique(our_server_factory: Factory) -> None:
