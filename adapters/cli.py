@@ -536,17 +536,15 @@ def _submit_args(c: _Parser) -> None:
                    help="print 'Task created: HANDLE' for each job")
     c.add_argument("-t", "--timeout", type=_whole(0), default=None, metavar="MS",
                    help="give up after this many milliseconds (exit status 1)")
-    c.add_argument("data", nargs="*", help="workload (default: standard input)")
+    c.add_argument("data", nargs="*",
+                   help="workloads, one job each (default: standard input, one job)")
 
 
 def _payloads(ns: argparse.Namespace) -> list[bytes]:
     """The workloads, read before the event loop starts (so one Ctrl-C ends the wait)."""
-    if ns.data:
-        raw = " ".join(ns.data).encode()
-    elif ns.no_input:
-        raw = b""
-    else:
-        raw = sys.stdin.buffer.read()
+    if ns.data:  # one job per argument, as gearman
+        return [os.fsencode(word) for word in ns.data]
+    raw = b"" if ns.no_input else sys.stdin.buffer.read()
     if ns.lines:
         return raw.splitlines(keepends=True)
     if ns.stripped_lines:
@@ -671,26 +669,22 @@ _GEARADMIN = ["status", "priority-status", "workers", "server-version", "server-
               "drop-function"]
 
 
-class _AdminFlag(argparse.Action):
-    """gearadmin's ``--status`` / ``--cancel-job H``: queues that command, in order."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        assert option_string is not None
-        word = [values] if isinstance(values, str) else list(values or [])
-        namespace.flag_commands = [*(namespace.flag_commands or []),
-                                   [option_string[2:], *word]]
+def _gearadmin_words(args: Sequence[str]) -> list[str]:
+    """gearadmin's ``--status`` / ``--cancel-job=H`` as our words, in the order given."""
+    words: list[str] = []
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and flag[2:] in _GEARADMIN:
+            words += [flag[2:], value] if eq else [flag[2:]]
+        else:
+            words.append(arg)
+    return words
 
 
 def _admin_args(a: _Parser) -> None:
     _conn_args(a)
     a.add_argument("--json", action="store_true",
                    help="print each command's answer as one line of JSON")
-    a.set_defaults(flag_commands=None)
-    for command in _GEARADMIN:
-        arity = _ADMIN[command][1]
-        a.add_argument(f"--{command}", action=_AdminFlag, nargs=arity or 0,
-                       metavar="ARG", help=argparse.SUPPRESS)
     a.add_argument("commands", nargs="*", metavar="COMMAND [ARG...]",
                    help=f"one or more of: {', '.join(_ADMIN)} (gearadmin's --status, "
                         "--workers, ... work too)")
@@ -698,7 +692,7 @@ def _admin_args(a: _Parser) -> None:
 
 def _admin_commands(ns: argparse.Namespace) -> list[list[str]]:
     """The commands to run, in order: each one word and its arguments."""
-    out: list[list[str]] = list(ns.flag_commands or [])
+    out: list[list[str]] = []
     words = list(ns.commands)
     while words:
         word = words.pop(0)
@@ -720,7 +714,9 @@ def _admin_commands(ns: argparse.Namespace) -> list[list[str]]:
 def _plain(value: Any) -> Any:
     """An admin answer as JSON-ready values (bytes as text)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+        # The fields a repr shows: what was asked (a reply's request) is left out.
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.repr}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -881,7 +877,10 @@ def _parser() -> _Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gearman-proto`` console script."""
-    ns, extra = _parser().parse_known_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["admin"]:
+        args = ["admin", *_gearadmin_words(args[1:])]
+    ns, extra = _parser().parse_known_args(args)
     parser: _Parser = ns.parser
     if extra and ns.command == "admin":  # admin's words after a flag: more commands
         words = [w for w in extra if not w.startswith("-")]

@@ -229,8 +229,9 @@ def test_server_verbose_and_log_file(our_server_factory: Factory) -> None:
 def test_submit_data_from_arguments_or_stdin(our_server: ServerProcess) -> None:
     f = name("rev")
     with working(our_server.address, f, reverse):
+        # A job per argument, as gearman.
         assert gp("submit", *at(our_server), "-f", f, "Hello", "world!").stdout == \
-            b"!dlrow olleH"
+            b"olleH!dlrow"
         assert gp("submit", *at(our_server), "-f", f, input=b"from\nstdin").stdout == \
             b"nidts\nmorf"
         # -n: one job per line, the newline part of it (as gearman); -N strips it.
