@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
 from typing import TYPE_CHECKING, Any
@@ -247,3 +248,15 @@ def test_admin_shutdown_says_why_it_is_refused(our_server: ServerProcess,
                               b"when started with --allow-shutdown))\n")
     run = gp("admin", *at(our_server), "--json", "shutdown")
     assert json.loads(run.stdout)["error"] == "UNKNOWN_COMMAND"
+
+
+def test_submit_t_bounds_a_server_that_never_answers() -> None:
+    """A server that takes the connection and says nothing (a listening socket nobody
+    reads): -t still ends the wait for JOB_CREATED."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = str(silent.getsockname()[1])
+        run = gp("submit", "-h", "127.0.0.1", "-p", port, "-t", "1000", "-f", "f", "x")
+    assert (run.returncode, run.stdout) == (1, b"")
+    assert run.stderr == b"gearman-proto submit: timed out after 1000 ms (-t 1000)\n"

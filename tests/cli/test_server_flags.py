@@ -302,3 +302,17 @@ def test_tls_certificate_without_its_key_refuses_to_start(tmp_path: Path) -> Non
     assert one_line(run).startswith(f"gearman-proto server: --ssl-certificate {cert_only} "
                                     "(no --ssl-key given): not a usable PEM certificate and "
                                     "private key")
+
+
+def test_ssl_switch_with_certificate_serves_tls_only(our_server_factory: Factory,
+                                                     tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca_file, cert_file = tmp_path / "ca.pem", tmp_path / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    server = our_server_factory(extra=("--ssl", "--ssl-certificate", str(cert_file),
+                                       "--ssl-key", str(cert_file)))
+    tls = gp("admin", *at(server), "-S", "--ssl-ca-file", str(ca_file), "getpid")
+    assert (tls.returncode, tls.stdout) == (0, f"{server.pid}\n".encode())
+    assert gp("admin", *at(server), "getpid").returncode == 1  # no plaintext
