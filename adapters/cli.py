@@ -383,13 +383,16 @@ def _run_server(ns: argparse.Namespace) -> int:
                     f"store ({exc}); give the path of a new or existing SQLite database in a "
                     "writable directory") from None
 
+    # As gearmand's "Starting up with pid N": the server logs its own "listening on" line.
+    log.info("gearman-proto %s starting: pid %d, %s loop, queue %s, log level %s",
+             __version__, os.getpid(), ns.loop, ns.queue, ns.level_name)
+
     def ready(server: Any) -> None:
-        line = (f"gearman-proto {__version__} listening on {ns.listen}:{server.port} "
-                f"({ns.loop}, queue {ns.queue})")
-        log.info("%s", line)
         if not (log_on_stderr and log.isEnabledFor(logging.INFO)):
-            # The one line that says it is up, shown whatever the log level.
-            sys.stderr.write(line + "\n")
+            # Standard error does not show the log's INFO lines: the one line that says
+            # the server is up, whatever the log level.
+            sys.stderr.write(f"gearman-proto {__version__} listening on {ns.listen}:"
+                             f"{server.port} ({ns.loop}, queue {ns.queue})\n")
             sys.stderr.flush()
 
     with _pid_file(ns.pid_file), _listen_errors(ns):

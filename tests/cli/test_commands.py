@@ -113,7 +113,7 @@ def test_server_loops(loop: str) -> None:
     f = name("loop")
     with serving("--loop", loop) as (proc, port), \
             working(("127.0.0.1", port), f, reverse):
-        run = gp("submit", "-h", "127.0.0.1", "-p", str(port), "-f", f, "Hello", "world!")
+        run = gp("submit", "-h", "127.0.0.1", "-p", str(port), "-f", f, "Hello world!")
         assert run.stdout == b"!dlrow olleH"
         proc.terminate()
         _, err = proc.communicate(timeout=BOUND)

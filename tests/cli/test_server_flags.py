@@ -261,6 +261,10 @@ def lose_until_failed(server: ServerProcess, survives: int) -> None:
 # -- logging: -l stderr, -l none, the banner -----------------------------------------------
 
 
+def listening_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "listening on" in line.lower()]
+
+
 def test_log_file_stderr_and_none_are_gearmands_words(tmp_path: Path) -> None:
     port = free_port()
     for target in ("stderr", "none"):
@@ -273,21 +277,26 @@ def test_log_file_stderr_and_none_are_gearmands_words(tmp_path: Path) -> None:
             proc.terminate()
             _, err = proc.communicate(timeout=BOUND)
         assert list(tmp_path.iterdir()) == []  # no file named stderr (or none)
-        banner = [line for line in err.decode().splitlines()
-                  if f"gearman-proto {gearman_proto.__version__} listening on" in line]
-        assert len(banner) == 1, err
-        if target == "stderr":  # a log record, at INFO
-            assert re.match(r"\S+ \S+ INFO gearman_proto\.cli gearman-proto ", banner[0])
+        said = listening_lines(err.decode())
+        assert len(said) == 1, err  # said once
+        if target == "stderr":  # the log, at INFO, with the start-up line before it
+            assert re.match(r"\S+ \S+ INFO gearman_proto", said[0]), said
+            assert re.search(rf"INFO gearman_proto\.cli gearman-proto "
+                             rf"{re.escape(gearman_proto.__version__)} starting: pid "
+                             rf"{proc.pid}, \w+ loop, queue memory, log level INFO\n",
+                             err.decode())
         else:  # no log at all: the plain line that says it is up
-            assert banner[0].startswith("gearman-proto ")
+            assert said == [f"gearman-proto {gearman_proto.__version__} listening on "
+                            f"127.0.0.1:{port} ({said[0].split('(')[1]}"]
+            assert b"starting" not in err
 
 
-def test_the_banner_is_logged_at_info_once(our_server: ServerProcess) -> None:
+def test_the_start_is_logged_at_info_once(our_server: ServerProcess) -> None:
     log = our_server.log.read_text()  # --verbose INFO --log-file LOG
-    lines = [line for line in log.splitlines()
-             if f"gearman-proto {gearman_proto.__version__} listening on" in line]
-    assert len(lines) == 1
-    assert " INFO gearman_proto.cli " in lines[0]
+    said = listening_lines(log)
+    assert len(said) == 1, log
+    assert " INFO " in said[0]
+    assert log.count(" starting: pid ") == 1
     assert " ERROR " not in log
 
 
