@@ -7,6 +7,8 @@ binds it to sockets, asyncio, trio and anyio.
 
 from __future__ import annotations
 
+import os as _os
+
 from ._connection import NEED_DATA, ConnectionState, NeedData
 from .broker import JobServer
 from .client import ClientConnection, ClientJob
@@ -31,6 +33,18 @@ from .server import ServerConnection
 from .session import ClientSession, WorkerSession
 from .store import JobStore, MemoryStore, StoredJob
 from .worker import WorkerConnection
+
+# In a source checkout the adapters sit beside this folder (adapters/, installed
+# as gearman_proto.adapters).  Python puts the current directory first on
+# sys.path, so a script or `python -m pytest` run from the checkout imports this
+# folder, not the installed package, and would not find gearman_proto.adapters;
+# the checkout's root joins the package path so it does.  Installed, the parent
+# is site-packages, which has no pyproject.toml, and nothing changes.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isfile(
+        _os.path.join(_root, "adapters", "__init__.py")):
+    __path__.append(_root)  # noqa: F405  (a package global, not from the star import)
+del _root
 
 __version__ = "0.1.0"
 

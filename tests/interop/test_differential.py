@@ -713,13 +713,13 @@ def lose_twice(run: Run, fn: bytes) -> None:
 def test_job_retries_counts_runs_in_gearmand(lib: Any, gearmand_factory: Callable[..., Any],
                                              our_server_factory: Callable[..., Any],
                                              fresh: Callable[[str], str]) -> None:
-    """Deliberate difference in the flag: gearmand 1.1.20's ``--job-retries N`` counts
-    runs (the Nth loss fails the job), ours counts requeues, so gearmand's ``-j 2`` is our
-    ``-j 1``: lost once it is requeued, lost twice its client gets WORK_FAIL."""
+    """``--job-retries N`` means what gearmand 1.1.20's means: it counts runs (the Nth
+    loss fails the job; the broker's ``job_retries`` counts requeues, N-1): with ``-j 2``
+    a job lost once is requeued, lost twice its client gets WORK_FAIL."""
     fn = fresh("retries").encode()
     out = {}
     for kind, server in (("gearmand", gearmand_factory(extra=("--job-retries=2",))),
-                         ("ours", our_server_factory(extra=("--job-retries", "1")))):
+                         ("ours", our_server_factory(extra=("--job-retries=2",)))):
         run = Run(lib, server)
         lose_twice(run, fn)
         out[kind] = run.transcript()

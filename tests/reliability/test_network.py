@@ -250,7 +250,7 @@ def test_half_dead_worker_is_dropped_by_keepalive_and_its_job_runs_again(
     try:
         procs.append(namespaces.run(
             namespaces.a, sys.executable, "-m", "gearman_proto.adapters.cli", "server",
-            "--listen", "::", "--port", str(port), "--log-file", str(log),
+            "--listen", "::", "--port", str(port), "--log-file", str(log), "--verbose", "INFO",
             *(flags if keepalive else []), stderr=subprocess.DEVNULL))
         wait_for(lambda: log.exists() and "listening" in log.read_text(), timeout=20,
                  what="the server in its namespace")
