@@ -160,10 +160,12 @@ def test_job_status_by_handle_and_by_unique_id(our_server: ServerProcess) -> Non
                    == f"{handle}\trunning\t1/2\n".encode(), "the status")
         run = gp("job-status", *at(our_server), "--json", handle)
         release.set()
+        # Inside the block: leaving it stops the worker at once, which would hand a
+        # job still finishing back to the server.
+        eventually(lambda: gp("job-status", *at(our_server), handle).returncode == 1,
+                   "the job to end")
     assert json.loads(run.stdout) == {"handle": handle, "known": True, "running": True,
                                       "numerator": 1, "denominator": 2}
-    eventually(lambda: gp("job-status", *at(our_server), handle).returncode == 1,
-               "the job to end")
     run = gp("job-status", *at(our_server), handle, "H:nowhere:1")
     assert (run.returncode, run.stdout) == (1, f"{handle}\tunknown\nH:nowhere:1\tunknown\n"
                                                .encode())
