@@ -11,7 +11,8 @@ its condition holds, rather than an ``asyncio.Event`` under ``wait_for()``
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import queue
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -198,15 +199,64 @@ class _Tasks(TaskGroup):
 
 
 class _Threads(_ThreadRunner):
+    """A pool of daemon threads, started as needed up to ``size``.
+
+    Not concurrent.futures' pool: its threads are joined when the interpreter
+    exits, so a handler still running at Ctrl-C would keep the program alive
+    until it returned, though its job was already handed back to the server.
+    """
+
     def __init__(self, size: int) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(size,
-                                                           thread_name_prefix="gearman-worker")
+        self._size = size
+        self._threads: list[threading.Thread] = []
+        self._calls = 0
+        self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...],
+                                             asyncio.Future[Any]] | None] = queue.SimpleQueue()
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # One thread per call in progress, up to size (counted here, on the loop's
+        # thread, so a thread about to take an earlier call is never counted free).
+        self._calls += 1
+        if len(self._threads) < min(self._calls, self._size):
+            thread = threading.Thread(target=self._work, name="gearman-worker", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        self._queue.put((fn, args, future))
+        try:
+            return await future
+        finally:
+            self._calls -= 1
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args, future = item
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the awaiting task
+                result, error = None, exc
+            loop = future.get_loop()
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody awaits the result
+                pass
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._threads:
+            self._queue.put(None)
+        self._threads.clear()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled (a hard stop)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class AsyncioBackend(Backend):

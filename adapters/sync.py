@@ -250,9 +250,11 @@ class Worker(_aio.Worker):
             self.stop(graceful=False)
             try:
                 future.result(_STOP_BOUND)
-            except BaseException:
+            except BaseException:  # whatever it ended with, Ctrl-C wins
                 pass
-            raise
+            # A fresh one: the caller's traceback ends at work(), not in the
+            # thread machinery it was waiting in.
+            raise KeyboardInterrupt from None
         finally:
             loop.close()
 
