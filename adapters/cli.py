@@ -132,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
                                     "create-function", "drop-function", "maxqueue",
                                     "shutdown"])
     a.add_argument("args", nargs="*")
+    from ._fuzz import add_parser as add_fuzz_parser  # the fuzzer's flags live there
+    add_fuzz_parser(sub)
     return p
 
 
@@ -368,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:  # the port is taken, a certificate file is missing, ...
             sys.stderr.write(f"gearman-proto: {exc}\n")
             return 1
+    if ns.command == "fuzz":
+        from ._fuzz import main as fuzz_main
+        return fuzz_main(ns)
     try:
         if ns.command == "submit":
             return asyncio.run(_submit(ns))
