@@ -112,6 +112,13 @@ def main(ns: argparse.Namespace) -> int:
     """Run the ``fuzz`` subcommand; 0 = no finding, 1 = findings, 2 = could not run."""
     known = _check(ns)
     host, port = _target(ns.target, ns.allow_remote)
+    case = None
+    if ns.replay is not None:
+        try:
+            case = Case.load(ns.replay)
+        except (OSError, ValueError) as exc:
+            print(f"gearman-proto fuzz: --replay {ns.replay}: {exc}", file=sys.stderr)
+            return 2
     target = Target(host, port, timeout=ns.timeout, restart=ns.restart,
                     log=lambda line: print(line, file=sys.stderr))
     try:
@@ -119,19 +126,14 @@ def main(ns: argparse.Namespace) -> int:
         if problem is not None and not target.restart():
             print(f"gearman-proto fuzz: {ns.target}: {problem}", file=sys.stderr)
             return 2
-        if ns.replay is not None:
-            return _replay(ns.replay, target, known)
+        if case is not None:
+            return _replay(case, target, known)
         return _fuzz(ns, target, known)
     finally:
         target.close()
 
 
-def _replay(path: Path, target: Target, known: list[_known.Difference]) -> int:
-    try:
-        case = Case.load(path)
-    except (OSError, ValueError) as exc:
-        print(f"gearman-proto fuzz: --replay {path}: {exc}", file=sys.stderr)
-        return 2
+def _replay(case: Case, target: Target, known: list[_known.Difference]) -> int:
     if "description" in case.meta:
         print(f"recorded: {case.meta['description']}")
     outcome = run_case(case, target)
@@ -159,7 +161,7 @@ class _Run:
     def __init__(self, ns: argparse.Namespace, target: Target,
                  known: list[_known.Difference]) -> None:
         self.ns, self.target, self.known = ns, target, known
-        self.deadline = time.monotonic() + ns.seconds
+        self.deadline: float = time.monotonic() + float(ns.seconds)
         self.cases = 0
         self.steps = 0
         self.excused: Counter[str] = Counter()
@@ -168,12 +170,10 @@ class _Run:
         self.stopped = ""
 
     def over(self) -> bool:
-        self.ns.cases = int(self.ns.cases)
-        if self.stopped:
+        budget: int = self.ns.cases
+        if self.stopped or (budget and self.cases >= budget):
             return True
-        if self.ns.cases and self.cases >= self.ns.cases:
-            return True
-        return time.monotonic() > self.deadline
+        return bool(time.monotonic() > self.deadline)
 
     def attempt(self, case: Case) -> Outcome | None:
         """Run a case, restarting a dead target first; None if it cannot be run."""

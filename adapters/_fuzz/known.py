@@ -95,7 +95,8 @@ def _client_left(case: Case, upto: int) -> bool:
 
 
 def _long_unique(case: Case, upto: int) -> bool:
-    return any(len(p.args[1]) == 64 for _, p in _packets(case, upto, *_SUBMIT))
+    return any(len(p.args[1]) == 64 or p.args[1] == b"{U64}"
+               for _, p in _packets(case, upto, *_SUBMIT))
 
 
 def _dash(case: Case, upto: int) -> bool:

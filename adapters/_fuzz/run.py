@@ -293,6 +293,12 @@ def run_case(case: Case, target: Target, *, step_hook: Callable[[int], None] | N
                 step_hook(index)
             finding = _run_step(case, index, step, target, socks, model, cids, tside, mside)
             if finding is not None:
+                if finding.kind not in ("crash", "hang"):
+                    # A server dying of the step looks like a closed connection first.
+                    time.sleep(0.05)
+                    problem = target.probe()
+                    if problem is not None:
+                        finding = _dead(target, index, problem)
                 return Outcome(finding, index + 1)
         for i, sock in enumerate(socks):
             if sock is not None:
@@ -465,14 +471,16 @@ def _divergence(index: int, conn: int, case: Case, what: str, expected: list[Any
     def show(msgs: list[Any]) -> list[str]:
         return [f"{m[0]}{tuple(a.decode('latin-1') for a in m[1])}"
                 if len(m) > 1 and isinstance(m[1], tuple) else str(m[0]) for m in msgs]
-    head_e = show(expected[:1])[0].split("(")[0] if expected else "nothing"
-    head_o = show(observed[:1])[0].split("(")[0] if observed else "nothing"
+    # The first place the two differ names the bug, by what the target did there.
+    at = next((i for i, (e, o) in enumerate(zip(expected, observed, strict=False)) if e != o),
+              min(len(expected), len(observed)))
+    head_o = show(observed[at:at + 1])[0].split("(")[0] if at < len(observed) else "nothing"
     summary = (f"step {index + 1}: the target {what} on connection {conn} "
                f"({case.roles[conn]}): expected {', '.join(show(expected)) or 'nothing'}; "
                f"got {', '.join(show(observed)) or 'nothing'}")
     return Finding("divergence", index, summary[:400],
                    {"expected": show(expected), "observed": show(observed),
-                    "signature": (case.roles[conn], head_e, head_o)})
+                    "signature": (case.roles[conn], head_o)})
 
 
 def _read_to_token(sock: socket.socket, echo: bytes, token: bytes, timeout: float
