@@ -304,19 +304,23 @@ def worker_conversations(draw: st.DrawFn, /, *, max_cycles: int = 4,
     fn = functions if functions is not None else _functions()
     hd = handles if handles is not None else _handles()
     pl = payloads if payloads is not None else _payloads()
-    out: list[Event] = [draw(st.builds(CanDo, fn) | st.builds(CanDoTimeout, fn, _TIMEOUTS))
-                        for _ in range(draw(st.integers(1, 2)))]
+    # The strategies of one cycle, built once (building them is what costs).
+    abilities = st.builds(CanDo, fn) | st.builds(CanDoTimeout, fn, _TIMEOUTS)
+    grabs = st.sampled_from([GrabJob(), GrabJobUniq(), GrabJobAll()])
+    updates = st.lists(st.one_of(st.tuples(st.just(WorkStatus), _NUMBERS, _NUMBERS),
+                                 st.tuples(st.sampled_from([WorkData, WorkWarning]), pl)),
+                       max_size=2)
+    final = st.one_of(st.tuples(st.sampled_from([WorkComplete, WorkException]), pl),
+                      st.tuples(st.just(WorkFail)))
+    extras = st.sampled_from(["", "", "sleep", "sleep", "cant", "reset"])
+    out: list[Event] = [draw(abilities) for _ in range(draw(st.integers(1, 2)))]
     for _ in range(draw(st.integers(1, max_cycles))):
-        out.append(draw(st.sampled_from([GrabJob(), GrabJobUniq(), GrabJobAll()])))
-        handle = st.just(draw(hd))
-        out += draw(st.lists(st.one_of(st.builds(WorkStatus, handle, _NUMBERS, _NUMBERS),
-                                       st.builds(WorkData, handle, pl),
-                                       st.builds(WorkWarning, handle, pl)),
-                             max_size=2))
-        out.append(draw(st.one_of(st.builds(WorkComplete, handle, pl),
-                                  st.builds(WorkFail, handle),
-                                  st.builds(WorkException, handle, pl))))
-        extra = draw(st.sampled_from(["", "", "sleep", "sleep", "cant", "reset"]))
+        out.append(draw(grabs))
+        handle = draw(hd)
+        out += [cls(handle, *rest) for cls, *rest in draw(updates)]
+        cls, *rest = draw(final)
+        out.append(cls(handle, *rest))
+        extra = draw(extras)
         if extra == "sleep":
             out.append(PreSleep())
         elif extra == "cant":
@@ -358,12 +362,19 @@ def conversations(draw: st.DrawFn, /, *, connections: int = 4, max_steps: int = 
     newline) is always followed by the close, so a driver that waits for the
     answers after each step never waits for bytes that cannot come.
     """
+    workers = worker_conversations(functions=functions, handles=handles, payloads=payloads)
+    more_work = worker_conversations(max_cycles=2, functions=functions, handles=handles,
+                                     payloads=payloads)
+    talk: dict[str, st.SearchStrategy[list[Event]]] = {
+        "client": client_conversations(max_size=3, functions=functions, uniques=uniques,
+                                       handles=handles, payloads=payloads),
+        "admin": admin_commands(functions=functions, handles=handles).map(lambda c: [c])}
+    bad = malformed_streams()
+    actions = st.sampled_from(["talk"] * 8 + ["close", "malformed"])
     n = draw(st.integers(1, connections))
     roles = tuple(draw(st.lists(st.sampled_from(["client", "client", "worker", "worker",
                                                  "admin"]), min_size=n, max_size=n)))
-    scripts: dict[int, list[Event]] = {
-        i: draw(worker_conversations(functions=functions, handles=handles, payloads=payloads))
-        for i, r in enumerate(roles) if r == "worker"}
+    scripts = {i: draw(workers) for i, r in enumerate(roles) if r == "worker"}
     steps: list[Step] = []
     live = list(range(n))
     for _ in range(draw(st.integers(1, max_steps))):
@@ -371,29 +382,22 @@ def conversations(draw: st.DrawFn, /, *, connections: int = 4, max_steps: int = 
             break
         conn = draw(st.sampled_from(live))
         role = roles[conn]
-        action = draw(st.sampled_from(["talk"] * 8 + ["close", "malformed"]))
+        action = draw(actions)
         if action == "close" or (action == "malformed" and malformed):
-            bad: tuple[bytes, ...] = ()
-            if action == "malformed":
-                bad = (draw(malformed_streams()),)
-            steps.append(Step(conn, bad, True))
+            last: tuple[bytes, ...] = (draw(bad),) if action == "malformed" else ()
+            steps.append(Step(conn, last, True))
             live.remove(conn)
             continue
         send: list[Event | bytes]
-        if role == "client":
-            send = list(draw(client_conversations(max_size=3, functions=functions, uniques=uniques,
-                                                  handles=handles, payloads=payloads)))
-        elif role == "admin":
-            send = [draw(admin_commands(functions=functions, handles=handles))]
-        else:
+        if role == "worker":
             script = scripts[conn]
             if not script:
-                script += draw(worker_conversations(
-                    max_cycles=2, functions=functions, handles=handles,
-                    payloads=payloads))[1:]
+                script += draw(more_work)[1:]
             k = draw(st.integers(1, min(3, len(script))))
             send = list(script[:k])
             del script[:k]
+        else:
+            send = list(draw(talk[role]))
         steps.append(Step(conn, tuple(send)))
     return roles, steps
 
