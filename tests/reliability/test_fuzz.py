@@ -109,6 +109,18 @@ def test_job_server_keeps_its_invariants_under_hostile_peers(
                 idle_timeout=idle_timeout)
 
 
+@FUZZ
+@given(gst.conversations(connections=6, max_steps=30), st.booleans(),
+       st.sampled_from([None, 0, 1]))
+def test_job_server_keeps_its_invariants_through_whole_conversations(
+        script: tuple[tuple[str, ...], list[gst.Step]], durable: bool,
+        job_retries: int | None) -> None:
+    """Clients, workers (CAN_DO, GRAB, WORK_* cycles) and admin peers talking at once,
+    some ending with a malformed message: the same invariants hold."""
+    fuzzed["conversations"] += 1
+    harness.hub(harness.conversation_ops(script), durable=durable, job_retries=job_retries)
+
+
 def test_the_harness_catches_a_broken_invariant() -> None:
     """The checks can fail: a job left in a queue with nobody waiting is caught."""
     from gearman_proto.broker import JobServer
