@@ -167,8 +167,8 @@ class Target:
         self.restarts += 1
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
+            if self.process.poll() not in (None, 0):
+                break  # it failed (exit 0 may be a daemon that went to the background)
             if self.probe() is None:
                 return True
             time.sleep(0.05)
@@ -253,6 +253,7 @@ class _Side:
         self.handles = _Handles(name)
         self.closed = [False] * n
         self.reset = [False] * n
+        self.token = b""
         self.resolve = resolver(b"", self.handles.ref)
 
     def decode(self, conn: int, data: bytes) -> list[Packet | TextLine]:
@@ -278,9 +279,10 @@ def run_case(case: Case, target: Target, *, step_hook: Callable[[int], None] | N
     model.advance(now)
     cids = [model.open(b"127.0.0.1") for _ in range(n)]
     tside, mside = _Side(n, "target"), _Side(n, "model")
-    token = target.token()
-    tside.resolve = resolver(token, tside.handles.ref)
-    mside.resolve = resolver(token, mside.handles.ref)
+    # The case's own function names and unique ids are named after this token.
+    tside.token = mside.token = target.token()
+    tside.resolve = resolver(tside.token, tside.handles.ref)
+    mside.resolve = resolver(mside.token, mside.handles.ref)
     socks: list[socket.socket | None] = []
     try:
         for _ in range(n):
@@ -367,7 +369,7 @@ def _run_step(case: Case, index: int, step: Step, target: Target,
     tdata = b"".join(encode_item(i, tside.resolve) for i in step.items)
     mdata = b"".join(encode_item(i, mside.resolve) for i in step.items)
     command = next((i.text for i in step.items if isinstance(i, Line)), None)
-    token = tside.resolve(b"F", 0).rpartition(b"-")[0]
+    token = tside.token
     received_t: dict[int, list[Packet | TextLine]] = {}
     received_m: dict[int, list[Packet | TextLine]] = {}
     # The target.
