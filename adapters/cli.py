@@ -41,7 +41,7 @@ from gearman_proto.admin import (
 )
 from gearman_proto.events import Priority, WorkData, WorkStatus, WorkWarning
 
-from . import GearmanError
+from . import GearmanError, _fuzz
 from . import http as _http
 from . import top as _top
 from ._common import DEFAULT_PORT, Address, KeepAlive, parse_servers, to_bytes
@@ -880,6 +880,8 @@ _COMMANDS = {
     "job-status": ("ask a job's status by handle or unique id", _job_status_args,
                    _run_job_status),
     "top": ("live view of job servers (as top)", _top_args, _run_top),
+    "fuzz": ("fuzz a running job server against our model (docs/fuzzing.md)",
+             _fuzz.add_arguments, _fuzz.main),
 }
 
 

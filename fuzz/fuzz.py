@@ -4,9 +4,12 @@
     python fuzz/fuzz.py decoder -atheris_runs=1000000
     python fuzz/fuzz.py server  -atheris_runs=1000000
     python fuzz/fuzz.py hub     -max_total_time=600 fuzz/corpus-hub
+    python fuzz/fuzz.py conversation -max_len=8192 -len_control=0 -max_total_time=600
 
 The first argument picks the target (see ``fuzz/harness.py`` for what each
-checks); the rest are libFuzzer's flags (``-help=1`` lists them).  A crash
+checks; ``conversation`` is the hub fed by ``gearman_proto.strategies.conversations``
+through hypothesis' ``fuzz_one_input``, so libFuzzer's coverage steers the
+strategy); the rest are libFuzzer's flags (``-help=1`` lists them).  A crash
 writes ``crash-<sha1>``; ``python fuzz/fuzz.py hub crash-<sha1>`` replays it.
 The same checks run bounded under hypothesis in ``tests/reliability/test_fuzz.py``.
 """
@@ -91,12 +94,28 @@ def hub(data: bytes) -> None:
     harness.hub(ops, durable=durable, job_retries=retries, idle_timeout=idle)
 
 
+def _conversation_target():  # type: ignore[no-untyped-def]
+    from hypothesis import HealthCheck, given, settings
+
+    from gearman_proto import strategies as gst
+
+    @settings(database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(gst.conversations(connections=6, max_steps=30))
+    def conversation(script):  # type: ignore[no-untyped-def]
+        harness.hub(harness.conversation_ops(script))
+
+    return conversation.hypothesis.fuzz_one_input
+
+
 TARGETS = {"decoder": decoder, "server": server, "hub": hub}
+if len(sys.argv) > 1 and sys.argv[1] == "conversation":
+    TARGETS["conversation"] = _conversation_target()
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
-        sys.exit(f"usage: python fuzz/fuzz.py {{{','.join(TARGETS)}}} [libFuzzer flags]")
+        sys.exit(f"usage: python fuzz/fuzz.py {{{','.join([*TARGETS, 'conversation'])}}} "
+                 "[libFuzzer flags]")
     target = TARGETS[sys.argv.pop(1)]
     atheris.Setup(sys.argv, target)
     atheris.Fuzz()

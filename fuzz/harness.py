@@ -38,7 +38,7 @@ from gearman_proto.server import ServerConnection
 from gearman_proto.store import MemoryStore
 
 __all__ = ["decoder", "server_connection", "hub", "check_invariants", "Op", "packet_bytes",
-           "CLIENT_AND_WORKER_TYPES", "WORDS"]
+           "conversation_ops", "CLIENT_AND_WORKER_TYPES", "WORDS"]
 
 MAX_PACKET = 4096
 """Small limits, so the fuzzers reach the size checks."""
@@ -157,6 +157,25 @@ class Op:
     conn: int = 0
     data: bytes = b""
     seconds: float = 0.0
+
+
+def conversation_ops(script: tuple[Sequence[str], Sequence[object]]) -> list[Op]:
+    """Hub operations for a :func:`gearman_proto.strategies.conversations` script:
+    one ``open`` per connection, then each step's bytes and its close."""
+    from gearman_proto.packets import Role
+    from gearman_proto.strategies import encode  # needs hypothesis, as the script did
+
+    roles, steps = script
+    ops = [Op("open") for _ in roles]
+    for step in steps:
+        role = Role.WORKER if roles[step.conn] == "worker" else Role.CLIENT  # type: ignore[attr-defined]
+        data = b"".join(item if isinstance(item, bytes) else encode(item, role)
+                        for item in step.send)  # type: ignore[attr-defined]
+        if data:
+            ops.append(Op("send", step.conn, data))  # type: ignore[attr-defined]
+        if step.close:  # type: ignore[attr-defined]
+            ops.append(Op("close", step.conn))  # type: ignore[attr-defined]
+    return ops
 
 
 def hub(ops: Sequence[Op], *, durable: bool = False, job_retries: int | None = None,

@@ -4,10 +4,11 @@ The checks are in ``fuzz/harness.py``, shared with the longer atheris runs
 (``fuzz/fuzz.py``, see the README's Reliability section): only the documented
 ``RemoteProtocolError`` leaves the Decoder and ServerConnection, the hub lets
 nothing escape, and the JobServer's bookkeeping stays consistent after every
-step and after every peer left.  Inputs are mostly well-framed packets of
-every type a client or worker sends, with arguments drawn from a few shared
-words (so separate packets talk about the same jobs and functions), mixed
-with wrong argument counts, admin lines and raw garbage.
+step and after every peer left.  Inputs come from ``gearman_proto.strategies``:
+mostly well-framed packets of every type a client or worker sends, with
+arguments drawn from a few shared words (so separate packets talk about the
+same jobs and functions), mixed with every kind of malformed message, admin
+lines and raw garbage.
 
 ``GEARMAN_FUZZ_EXAMPLES`` sets the examples per test (default 300).
 """
@@ -25,7 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gearman_proto.packets import REQ, RES, SPECS, PacketType
+from gearman_proto import strategies as gst
+from gearman_proto.packets import REQ, RES, PacketType, Role
 
 _path = Path(__file__).parents[2] / "fuzz" / "harness.py"
 _spec = importlib.util.spec_from_file_location("fuzz_harness", _path)
@@ -46,60 +48,25 @@ def _figures() -> Iterator[None]:
     print("FIGURES fuzzed " + " ".join(f"{k}={v}" for k, v in sorted(fuzzed.items())))
 
 
-words = st.sampled_from(harness.WORDS) | st.binary(max_size=24)
-# Arguments by name: a few shared values, so separate packets meet on the same
-# functions, uniques and handles (handles are H:fuzz:N, as the harness's server names them).
-ARGS = {
-    "function": st.sampled_from([b"f", b"g", b"f\0g"]),
-    "unique": st.sampled_from([b"", b"u", b"v", b"-", b"x" * 65, b"u\0v"]),
-    "handle": st.sampled_from([*(b"H:fuzz:%d" % i for i in range(1, 7)), b"H:\0"]),
-    "data": st.sampled_from([b"", b"d", b"e"]) | st.binary(max_size=8),
-    "reducer": st.sampled_from([b"", b"r"]),
-    "aggregate": st.just(b""),
-    "name": st.sampled_from([b"exceptions", b"frob"]),
-    "client_id": st.binary(max_size=8),
-    "epoch": st.sampled_from([b"0", b"1001", b"1003", b"99999"]),
-    "timeout": st.sampled_from([b"0", b"1", b"1500"]),
-}
-NUMBER = st.sampled_from([b"0", b"1", b"7", b"100"])
-T = PacketType
-# Every type, and the ones a job's life goes through several times over.
-LIKELY_TYPES = [*harness.CLIENT_AND_WORKER_TYPES,
-                *[T.CAN_DO, T.CAN_DO_TIMEOUT, T.GRAB_JOB, T.GRAB_JOB_UNIQ, T.GRAB_JOB_ALL,
-                  T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION, T.WORK_STATUS, T.WORK_DATA,
-                  T.PRE_SLEEP, T.SUBMIT_JOB, T.SUBMIT_JOB_BG, T.SUBMIT_JOB_HIGH,
-                  T.SUBMIT_JOB_LOW_BG, T.GET_STATUS, T.GET_STATUS_UNIQUE] * 4]
-
-
-@st.composite
-def valid_packets(draw: st.DrawFn) -> bytes:
-    """A well-formed packet a client or worker may send, with shared argument values."""
-    spec = SPECS[draw(st.sampled_from(LIKELY_TYPES))]
-    args = [draw(ARGS.get(name, NUMBER)) for name in spec.args]
-    return harness.packet_bytes(spec.type, args)
-
-
-@st.composite
-def bad_packets(draw: st.DrawFn) -> bytes:
-    """Any type number, any argument count, any argument bytes."""
-    ptype = draw(st.sampled_from(harness.CLIENT_AND_WORKER_TYPES)
-                 | st.integers(0, 45) | st.just(2**32 - 1))
-    spec = SPECS.get(ptype)
-    n = len(spec.args) if spec else draw(st.integers(0, 3))
-    n = draw(st.sampled_from([n, max(0, n - 1), n + 1]))
-    return harness.packet_bytes(ptype, [draw(words) for _ in range(n)])
+# The packets come from gearman_proto.strategies (the public strategies, also
+# behind `gearman-proto fuzz`): every event a client or worker sends, with the
+# shared default vocabulary (functions f, g, reverse; handles H:fuzz:1..6, as
+# the harness's server names its jobs), so separate packets meet on the same jobs.
+valid_packets = st.sampled_from([Role.CLIENT, Role.WORKER]).flatmap(gst.packets)
+# Every kind of malformed message: bad magic, unknown types, wrong argument
+# counts, oversized sizes, truncations, NULs in leading fields, non-decimal numbers.
+bad_packets = gst.malformed_streams()
 
 
 def packets() -> st.SearchStrategy[bytes]:
-    return st.one_of(valid_packets(), valid_packets(), valid_packets(), valid_packets(),
-                     valid_packets(), valid_packets(), valid_packets(), bad_packets())
+    return st.one_of(*[valid_packets] * 7, bad_packets)
 
 
-admin_lines = st.builds(lambda line, end: line + end,
-                        st.sampled_from(harness.ADMIN_LINES) | st.binary(max_size=40),
-                        st.sampled_from([b"\n", b"\r\n", b""]))
+admin_lines = gst.admin_lines(shutdown=True) | st.builds(
+    lambda line, end: line + end, st.sampled_from(harness.ADMIN_LINES) | st.binary(max_size=40),
+    st.sampled_from([b"\n", b"\r\n", b""]))
 streams = st.lists(packets() | admin_lines | st.binary(max_size=16), max_size=12).map(b"".join)
-good_streams = st.lists(valid_packets(), min_size=1, max_size=6).map(b"".join)
+good_streams = st.lists(valid_packets, min_size=1, max_size=6).map(b"".join)
 
 
 @FUZZ
@@ -143,6 +110,18 @@ def test_job_server_keeps_its_invariants_under_hostile_peers(
     fuzzed["job_server_steps"] += len(script)
     harness.hub(script, durable=durable, job_retries=job_retries,  # type: ignore[arg-type]
                 idle_timeout=idle_timeout)
+
+
+@FUZZ
+@given(gst.conversations(connections=6, max_steps=30), st.booleans(),
+       st.sampled_from([None, 0, 1]))
+def test_job_server_keeps_its_invariants_through_whole_conversations(
+        script: tuple[tuple[str, ...], list[gst.Step]], durable: bool,
+        job_retries: int | None) -> None:
+    """Clients, workers (CAN_DO, GRAB, WORK_* cycles) and admin peers talking at once,
+    some ending with a malformed message: the same invariants hold."""
+    fuzzed["conversations"] += 1
+    harness.hub(harness.conversation_ops(script), durable=durable, job_retries=job_retries)
 
 
 def test_the_harness_catches_a_broken_invariant() -> None:
