@@ -28,8 +28,10 @@ from gearman_proto.admin import (
     format_workers,
 )
 from gearman_proto.events import Priority, WorkData, WorkStatus, WorkWarning
+from gearman_proto.store import StoreError
 
 from ._common import DEFAULT_PORT, Address, GearmanError, KeepAlive, parse_servers, to_bytes
+from .stores import open_store, redact
 
 __all__ = ["main"]
 
@@ -53,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-p", "--port", type=int, default=int(os.environ.get("GEARMAND_PORT",
                                                                          DEFAULT_PORT)))
     s.add_argument("--queue", default="memory",
-                   help="memory (default) or sqlite:PATH for durable background jobs")
+                   help="where background jobs are kept: memory (default), sqlite:PATH, "
+                        "postgresql://USER@HOST:PORT/DB or redis://HOST:PORT/N")
+    s.add_argument("--queue-name", default="default", metavar="NAME",
+                   help="this server's name in a shared PostgreSQL or Redis queue: its rows "
+                        "are its own; two live servers may not share one (default: default)")
     s.add_argument("-j", "--job-retries", type=int, default=None,
                    help="requeues of a job whose worker was lost before it is failed "
                         "(default: unlimited; 0: never requeue)")
@@ -172,13 +178,12 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
         opts["max_packet_size"] = ns.max_packet
     prefix = ns.job_handle_prefix or f"H:{os.uname().nodename}"
     opts["handle_prefix"] = prefix.encode()
-    if ns.queue != "memory":
-        kind, _, path = ns.queue.partition(":")
-        if kind != "sqlite" or not path:
-            raise SystemExit(f"gearman-proto: unknown --queue {ns.queue!r} "
-                             "(memory or sqlite:PATH)")
-        from .sqlite import SQLiteStore
-        opts["store"] = SQLiteStore(path)
+    try:
+        store = open_store(ns.queue, name=ns.queue_name)
+    except (StoreError, ImportError) as exc:
+        raise SystemExit(f"gearman-proto: {exc}") from None
+    if store is not None:
+        opts["store"] = store
     if ns.ssl_certificate:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(ns.ssl_certificate, ns.ssl_key)
@@ -191,6 +196,17 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _run_server(ns: argparse.Namespace) -> int:
     opts = _server_options(ns)
+    store = opts.get("store")
+    try:
+        return _serve(ns, opts)
+    except StoreError as exc:  # the replay at start could not read the store
+        raise SystemExit(f"gearman-proto: {exc}") from None
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _serve(ns: argparse.Namespace, opts: dict[str, Any]) -> int:
     if ns.loop == "auto":
         # uvloop is the fast path (benchmarks/RESULTS.md): taken whenever it is installed.
         ns.loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
@@ -198,7 +214,7 @@ def _run_server(ns: argparse.Namespace) -> int:
     def ready(server: Any) -> None:
         # Printed whatever the log level, as the one line that says it is up.
         line = (f"gearman-proto {__version__} listening on {ns.listen}:{server.port} "
-                f"({ns.loop}, queue {ns.queue})")
+                f"({ns.loop}, queue {redact(ns.queue)})")
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
         if ns.log_file:  # without one the log is standard error, which has the line already
