@@ -13,7 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the test modules import _dbs
 sys.path.insert(0, str(Path(__file__).parent.parent / "reliability"))  # _support, _worker
 
-from _dbs import PostgreSQL, QueueSpec, Redis, free_port, missing, pg_bindir, tempdir
+from _dbs import PostgreSQL, QueueSpec, Redis, free_port, missing, pg_bindir, tempdir  # noqa: E402
+from _support import Address, WorkerProcess  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +91,18 @@ def queue_spec(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) 
         return QueueSpec("postgresql", request.getfixturevalue("pg_database"), pg)
     redis_server: Redis = request.getfixturevalue("redis_server")
     return QueueSpec("redis", redis_server.url(), redis_server)
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes: ``workers(address, function, log, *args)``; all killed after."""
+    started: list[WorkerProcess] = []
+
+    def start(address: Address, function: str, log: Path, *args: str) -> WorkerProcess:
+        w = WorkerProcess(address, function, log, *args)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
