@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,14 @@ class _Child:
 
 def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             max_seconds: float, warmup: int, workers: int, clients: int,
-            payload: int, wd: Path) -> dict[str, Any]:
-    """One measurement on a fresh server: warm-up, then ``jobs`` jobs (or ``max_seconds``)."""
-    server = Server(kind, wd).start()
+            payload: int, wd: Path,
+            make_server: Callable[[str, Path], Server] = Server) -> dict[str, Any]:
+    """One measurement on a fresh server: warm-up, then ``jobs`` jobs (or ``max_seconds``).
+
+    ``make_server`` builds the (not yet started) server of ``kind`` (see
+    ``benchmarks.stores`` for servers on PostgreSQL and Redis).
+    """
+    server = make_server(kind, wd).start()
     worker = client = None
     try:
         port = str(server.port)

@@ -664,6 +664,11 @@ class JobServer:
     # -- introspection ------------------------------------------------------------------
 
     @property
+    def durable(self) -> bool:
+        """True if the store is durable: JOB_CREATED for stored jobs waits for its write."""
+        return self._durable
+
+    @property
     def now(self) -> float:
         """The time last given to :meth:`advance` (or the constructor)."""
         return self._now

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .broker import JobServer, Output
+from .broker import CommitTicket, JobServer, Output
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionClosed
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
+from .store import StoreError
 
-__all__ = ["ServerHub", "Flush", "DEFAULT_MAX_CLIENT_JOBS"]
+__all__ = ["ServerHub", "Flush", "StoreWriter", "DEFAULT_MAX_CLIENT_JOBS"]
 
 DEFAULT_MAX_CLIENT_JOBS = 10_000
 """Foreground jobs one connection may wait for before the server stops reading from it."""
@@ -35,6 +37,32 @@ class Flush:
 
     writes: dict[int, bytes] = field(default_factory=dict)
     close: list[int] = field(default_factory=list)
+
+
+class StoreWriter(Protocol):
+    """Writes the store's batches off the event loop: one :class:`CommitTicket` at a time.
+
+    An adapter's thread (``gearman_proto.adapters.storethread``) implements it
+    and wakes its loop when a write is done, so that the loop calls
+    :meth:`ServerHub.flush`, which collects the result.
+    """
+
+    @property
+    def busy(self) -> bool:
+        """True from :meth:`submit` until :meth:`result` has handed the outcome back."""
+        ...
+
+    def submit(self, ticket: CommitTicket) -> None:
+        """Start writing ``ticket`` (only when not :attr:`busy`)."""
+        ...
+
+    def result(self) -> tuple[CommitTicket, StoreError | None] | None:
+        """The ticket written and its error, once done; else ``None``."""
+        ...
+
+    def close(self) -> tuple[CommitTicket, StoreError | None] | None:
+        """Wait for the write in flight, stop, and hand back its outcome (if any)."""
+        ...
 
 
 class ServerHub:
@@ -53,6 +81,12 @@ class ServerHub:
 
     ``max_client_jobs`` (0 = no limit) is where :meth:`may_read` tells the
     adapter to stop reading from a connection: see there.
+
+    A durable store's write blocks for a round trip and an fsync (milliseconds).
+    Without a :attr:`writer` :meth:`flush` writes in line; with one it hands
+    the batch to the writer and carries on, and the batch's JOB_CREATED go out
+    with the first flush after the write is done (the writer wakes the
+    adapter for it).  Input meanwhile forms the next batch: group commit.
     """
 
     def __init__(
@@ -88,6 +122,8 @@ class ServerHub:
         # With an idle timeout: when each connection was last heard from,
         # least recently heard first (move_to_end on every read keeps the order).
         self._seen: OrderedDict[int, float] = OrderedDict()
+        self.writer: StoreWriter | None = None
+        """Where the store's batches are written, if not in line (set by the adapter)."""
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -186,8 +222,16 @@ class ServerHub:
             self._drop(cid)
 
     def flush(self) -> Flush:
-        """Commit durable jobs once for the whole batch, then hand out what to write."""
-        held = self.broker.commit()
+        """Commit durable jobs once for the whole batch, then hand out what to write.
+
+        A store that fails costs only its batch's submissions (ERROR
+        QUEUE_ERROR, see :meth:`JobServer.end_commit`); nothing here raises.
+        """
+        writer = self.writer
+        if writer is None:
+            held = self.broker.commit()
+        else:
+            held = self._write_aside(writer)
         if held:
             self._route(held)
         pending = self._out
@@ -198,6 +242,31 @@ class ServerHub:
         out = Flush(writes, self._close)
         self._close = []
         return out
+
+    def _write_aside(self, writer: StoreWriter) -> list[Output]:
+        """Collect the writer's finished batch, and hand it the next one."""
+        broker = self.broker
+        held: list[Output] = []
+        done = writer.result()
+        if done is not None:
+            held = broker.end_commit(*done)
+        if not writer.busy:
+            ticket = broker.begin_commit()
+            if ticket is not None:
+                if ticket.batch:
+                    writer.submit(ticket)
+                else:  # only output held behind an earlier batch: nothing to write
+                    held.extend(broker.end_commit(ticket))
+        return held
+
+    def finish(self) -> None:
+        """At shutdown: wait for the write in flight, then write what is left in line."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            done = writer.close()
+            if done is not None:
+                self.broker.end_commit(*done)
+        self.broker.commit()
 
     def _drop(self, cid: int) -> None:
         del self._conns[cid]

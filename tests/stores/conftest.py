@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the test modules import _dbs
 sys.path.insert(0, str(Path(__file__).parent.parent / "reliability"))  # _support, _worker
 
-from _dbs import PostgreSQL, QueueSpec, Redis, free_port, missing, pg_bindir, tempdir  # noqa: E402
-from _support import Address, WorkerProcess  # noqa: E402
+from _dbs import PostgreSQL, QueueSpec, Redis, free_port, missing, pg_bindir, tempdir
+from _support import Address, WorkerProcess
 
 
 @pytest.fixture(scope="session")

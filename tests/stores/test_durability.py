@@ -23,8 +23,8 @@ import pytest
 from _dbs import QueueSpec
 from _load import Submitter
 from _support import RawClient, WorkerProcess, read_runs, status_of, wait_for
-
 from gearman_proto.adapters.stores import open_store
+
 from gearman_proto.events import EchoReq, EchoRes, JobCreated, SubmitJob, WorkComplete
 
 if TYPE_CHECKING:
