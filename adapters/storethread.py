@@ -33,7 +33,7 @@ class ThreadWriter:
     """
 
     def __init__(self, write: Callable[[CommitTicket], StoreError | None],
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], object]) -> None:
         self._write = write
         self._wake = wake
         self._cond = threading.Condition()
