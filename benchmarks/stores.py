@@ -116,6 +116,10 @@ class StoreServer(Server):
         return [sys.executable, "-m", "benchmarks._store_server", port, queue, "uvloop",
                 mode or "thread"]
 
+    def start(self, timeout: float = 60.0) -> Server:
+        """As :meth:`Server.start`, with time for a store's connect and replay."""
+        return super().start(timeout)
+
     def writes(self) -> int | None:
         """The store writes our server reported at its stop, if it is ours."""
         found = re.findall(r"^writes (\d+)$", self.log.read_text(errors="replace"), re.M)
