@@ -95,9 +95,13 @@ class PostgreSQLStore(NetworkStore):
             conn = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=self.connect_timeout,
                 application_name=f"gearman-proto {self.name}",
-                # Find a dead peer in seconds, not hours, both ways of the link.
+                # Find a dead peer in seconds, not hours, both ways of the link:
+                # ours (libpq's keepalives) and the server's (its session settings),
+                # so the name's lock goes with a dead machine's session in ~25 s.
                 keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
-                tcp_user_timeout=30_000)
+                tcp_user_timeout=30_000,
+                options="-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
+                        "-c tcp_keepalives_count=3")
         except psycopg.Error as exc:
             self.fail(one_line(exc))
         except Exception as exc:  # a malformed URL is a ProgrammingError or ValueError

@@ -41,6 +41,7 @@ class ThreadWriter:
         self._todo: CommitTicket | None = None  # submitted, not yet started
         self._done: Result | None = None
         self._stop = False
+        self._failing = False
         self.writes = 0
         self._thread = threading.Thread(target=self._run, name="gearman-store", daemon=True)
         self._thread.start()
@@ -85,9 +86,15 @@ class ThreadWriter:
                 ticket, self._todo = self._todo, None
             assert ticket is not None
             error = self._write(ticket)
-            if error is not None:
-                log.warning("store write failed, %d submissions refused: %s",
-                            len(ticket.batch.adds), error)
+            # One line when writes start failing and one when they work again,
+            # not one per batch: an outage may last minutes under load.
+            if error is not None and not self._failing:
+                self._failing = True
+                log.error("store write failed; durable submissions get QUEUE_ERROR until "
+                          "it works again: %s", error)
+            elif error is None and self._failing:
+                self._failing = False
+                log.warning("store writes work again")
             with self._cond:
                 self._done = (ticket, error)
                 self.writes += 1
