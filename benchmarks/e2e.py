@@ -96,11 +96,13 @@ class _Child:
 def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             max_seconds: float, warmup: int, workers: int, clients: int,
             payload: int, wd: Path,
-            make_server: Callable[[str, Path], Server] = Server) -> dict[str, Any]:
+            make_server: Callable[[str, Path], Server] = Server,
+            client_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """One measurement on a fresh server: warm-up, then ``jobs`` jobs (or ``max_seconds``).
 
     ``make_server`` builds the (not yet started) server of ``kind`` (see
-    ``benchmarks.stores`` for servers on PostgreSQL and Redis).
+    ``benchmarks.stores`` for servers on PostgreSQL and Redis); ``client_args``
+    go to the client load generator (``--unique``, say).
     """
     server = make_server(kind, wd).start()
     worker = client = None
@@ -109,7 +111,7 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
         worker = _Child(["worker", "--port", port, "--workers", str(workers)])
         worker.expect_ready()
         client = _Child(["client", "--port", port, "--clients", str(clients),
-                         "--payload", str(payload)])
+                         "--payload", str(payload), *client_args])
         client.expect_ready()
         win = inflight if scenario == "fgp" else window
         base = 0
