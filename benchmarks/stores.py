@@ -24,6 +24,10 @@ write** is the group-commit figure, which does not depend on timing.
     python -m benchmarks.stores                  # 20k jobs, 3 runs, every kind
     python -m benchmarks.stores --smoke          # 300 jobs, 1 run
     python -m benchmarks.stores --kinds memory,postgresql,gearmand+libpq --runs 5
+    python -m benchmarks.stores --write-latency  # one store write, 1 and 32 jobs, per store
+
+``--write-latency`` times :meth:`JobStore.write` itself (median of 200, one
+connection, no job server): the time a write on the event loop would stop it.
 """
 
 from __future__ import annotations
@@ -140,6 +144,40 @@ def _ours(loop: str, port: str, log: Path) -> list[str]:
             "--log-file", str(log)]
 
 
+def write_latency(dbs: Databases, writes: int = 200) -> dict[str, dict[int, float]]:
+    """Median seconds per ``write`` of a batch of 1 and of 32 jobs, on each store."""
+    import statistics
+    import time
+
+    from gearman_proto.adapters.stores import open_store
+
+    from gearman_proto.store import StoreBatch, StoredJob
+
+    job = StoredJob(b"bench", b"", b"x" * 100)
+    specs = {"sqlite": f"sqlite:{tempdir('gp-bench-sq-') / 'q.db'}",
+             "postgresql": dbs.postgresql().url(), "redis": dbs.redis_server().url()}
+    out: dict[str, dict[int, float]] = {}
+    for kind, spec in specs.items():
+        store = open_store(spec, name="latency")
+        assert store is not None
+        key, previous = 1, []
+        out[kind] = {}
+        try:
+            for size in (1, 32):
+                times = []
+                for _ in range(writes):
+                    adds = [(key + i, job) for i in range(size)]
+                    key += size
+                    t = time.perf_counter()
+                    store.write(StoreBatch(adds, previous))  # the last batch's jobs end
+                    times.append(time.perf_counter() - t)
+                    previous = [k for k, _ in adds]
+                out[kind][size] = statistics.median(times)
+        finally:
+            store.close()  # type: ignore[attr-defined]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kinds", default=",".join(KINDS))
@@ -150,7 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=1000)
     p.add_argument("--smoke", action="store_true", help="300 jobs, 1 run: does it work?")
     p.add_argument("--json", help="write every measurement and the summary here")
+    p.add_argument("--write-latency", action="store_true",
+                   help="time one store write per store instead (no job server)")
     ns = p.parse_args(argv)
+    if ns.write_latency:
+        dbs = Databases()
+        try:
+            latency = write_latency(dbs)
+        finally:
+            dbs.stop()
+        print("| store | one write, 1 job | one write, 32 jobs |")
+        print("|---|---:|---:|")
+        for kind, cell in latency.items():
+            print(f"| {kind} | {cell[1] * 1e3:.2f} ms | {cell[32] * 1e3:.2f} ms |")
+        write_json(ns.json, {"machine": machine(), "write_latency_s": latency})
+        return 0
     if ns.smoke:
         ns.jobs, ns.runs, ns.warmup, ns.max_seconds = 300, 1, 50, 20.0
     kinds = [k for k in ns.kinds.split(",") if k]
