@@ -145,6 +145,9 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             "loadgen_cores": gen / elapsed,
             "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             "errors": res["errors"], "timed_out": timed_out,
+            # Submissions answered per second (JOB_CREATED for bg): what a durable
+            # store limits, even when the workers fall behind.
+            "acked_per_s": res["done"] / max(res["t_end"] - res["t0"], 1e-9),
         }
     finally:
         for child in (client, worker):
