@@ -69,6 +69,17 @@ WITH added AS (
 )
 SELECT 1
 """
+# A batch that only deletes the rows of finished jobs acknowledges nothing: it
+# commits without waiting for the WAL flush (synchronous_commit off for this
+# transaction only).  It survives a crash of this server; after a crash of
+# PostgreSQL those jobs may run again, at least once, as a running job would.
+_DELETE = f"""
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+removed AS (
+    DELETE FROM {TABLE} WHERE queue_name = %(name)s AND id = ANY(%(removes)s::bigint[])
+)
+SELECT * FROM relaxed
+"""
 
 
 class PostgreSQLStore(NetworkStore):
@@ -150,6 +161,9 @@ class PostgreSQLStore(NetworkStore):
         # was written) is just not inserted: the statement's parts share a snapshot.
         adds = [(key, job) for key, job in batch.adds if key not in gone] if gone else batch.adds
         try:
+            if not adds:
+                conn.execute(_DELETE, {"name": self.name, "removes": removes}, prepare=True)
+                return
             conn.execute(_WRITE, {
                 "name": self.name,
                 "ids": [key for key, _ in adds],

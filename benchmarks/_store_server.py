@@ -1,7 +1,8 @@
-"""Our job server on a durable store, for ``benchmarks.stores``: writes on the store's thread
-(as ``gearman-proto server`` does) or, with ``inline``, on the event loop.
+"""Our job server on a durable store, for ``benchmarks.stores``: writes where
+``gearman-proto server`` writes them (``default``: on the store's thread, SQLite on
+the loop), or forced onto the store's ``thread`` (asyncio loops only) or ``inline``.
 
-    python -m benchmarks._store_server PORT QUEUE LOOP thread|inline
+    python -m benchmarks._store_server PORT QUEUE LOOP default|thread|inline
 
 LOOP is asyncio, uvloop or trio.  At SIGTERM it prints ``writes N`` (the store
 commits made): the group-commit figure that does not depend on timing.
@@ -28,6 +29,13 @@ def main() -> None:
         if mode == "inline" and server.hub.writer is not None:
             server.hub.writer.close()
             server.hub.writer = None
+        elif mode == "thread" and server.hub.writer is None:
+            import asyncio
+
+            from gearman_proto.adapters.storethread import ThreadWriter
+            loop = asyncio.get_running_loop()
+            server.hub.writer = ThreadWriter(
+                server.broker.write, lambda: loop.call_soon_threadsafe(server.batch_started))
 
     if loop == "trio":
         import anyio

@@ -7,9 +7,11 @@ first: its table is keyed by (unique, function)), on:
 
 * ``memory``           our server (uvloop), nothing stored: the reference;
 * ``sqlite``, ``postgresql``, ``redis``
-                       our server (uvloop) on that store, writes on the store's
-                       thread (what ``gearman-proto server`` does);
-* ``...:inline``       the same with the writes on the event loop (the other choice);
+                       our server (uvloop) on that store, as ``gearman-proto server``
+                       writes: PostgreSQL and Redis on the store's thread, SQLite
+                       on the event loop;
+* ``...:inline``, ``sqlite:thread``
+                       the other choice, for the comparison;
 * ``gearmand``, ``gearmand+libsqlite3``, ``gearmand+libpq``, ``gearmand+redis``
                        gearmand --threads=1 in memory and on its queue plugins.
 
@@ -53,7 +55,7 @@ from benchmarks.e2e import measure
 sys.path.insert(0, str(ROOT / "tests" / "stores"))
 from _dbs import PostgreSQL, Redis, free_port, pg_bindir, tempdir
 
-KINDS = ("memory", "sqlite", "sqlite:inline", "postgresql", "postgresql:inline", "redis",
+KINDS = ("memory", "sqlite", "sqlite:thread", "postgresql", "postgresql:inline", "redis",
          "redis:inline", "gearmand", "gearmand+libsqlite3", "gearmand+libpq", "gearmand+redis")
 PG_PASSWORD = "gearman-secret"
 
@@ -120,7 +122,7 @@ class StoreServer(Server):
         else:
             queue = self.dbs.redis_server().url()
         return [sys.executable, "-m", "benchmarks._store_server", port, queue, "uvloop",
-                mode or "thread"]
+                mode or "default"]
 
     def start(self, timeout: float = 60.0) -> Server:
         """As :meth:`Server.start`, with time for a store's connect and replay."""
