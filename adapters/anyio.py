@@ -830,7 +830,7 @@ class Server:
         self._listeners = list(listener.listeners)  # type: ignore[arg-type]
         self._accepting = anyio.CancelScope()
         self.port = listener.extra(SocketAttribute.local_port)
-        if self.broker.write_in_thread and self.hub.writer is None:
+        if self.broker.durable and self.hub.writer is None:
             # Durable writes on the store's thread (storethread.py): it wakes the flusher.
             from .storethread import ThreadWriter
             token = anyio.lowlevel.current_token()

@@ -957,7 +957,7 @@ class Server:
     async def start(self) -> None:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
         self._loop = asyncio.get_running_loop()
-        if self.broker.write_in_thread and self.hub.writer is None:
+        if self.broker.durable and self.hub.writer is None:
             # Durable writes on the store's thread (storethread.py): it wakes the loop.
             from .storethread import ThreadWriter
             loop = self._loop

@@ -125,11 +125,6 @@ class SQLiteStore:
         """Always true: JOB_CREATED waits for the commit."""
         return True
 
-    write_in_thread = False
-    """Written on the event loop: a local fsync, and a batch that only deletes costs
-    microseconds, so the thread's hand-offs cost more than they save
-    (``python -m benchmarks.stores``, docs/durable-queues.md)."""
-
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             raise StoreError(f"sqlite {self.path}: closed")

@@ -1,6 +1,6 @@
-"""Our job server on a durable store, for ``benchmarks.stores``: writes where
-``gearman-proto server`` writes them (``default``: on the store's thread, SQLite on
-the loop), or forced onto the store's ``thread`` (asyncio loops only) or ``inline``.
+"""Our job server on a durable store, for ``benchmarks.stores``: writes on the store's
+thread as ``gearman-proto server`` does (``default``, or forced: ``thread``, asyncio
+loops only), or ``inline``, on the event loop.
 
     python -m benchmarks._store_server PORT QUEUE LOOP default|thread|inline
 

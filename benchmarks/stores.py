@@ -7,11 +7,9 @@ first: its table is keyed by (unique, function)), on:
 
 * ``memory``           our server (uvloop), nothing stored: the reference;
 * ``sqlite``, ``postgresql``, ``redis``
-                       our server (uvloop) on that store, as ``gearman-proto server``
-                       writes: PostgreSQL and Redis on the store's thread, SQLite
-                       on the event loop;
-* ``...:inline``, ``sqlite:thread``
-                       the other choice, for the comparison;
+                       our server (uvloop) on that store, writes on the store's
+                       thread (what ``gearman-proto server`` does);
+* ``...:inline``       the same with the writes on the event loop (the other choice);
 * ``gearmand``, ``gearmand+libsqlite3``, ``gearmand+libpq``, ``gearmand+redis``
                        gearmand --threads=1 in memory and on its queue plugins.
 
@@ -55,7 +53,7 @@ from benchmarks.e2e import measure
 sys.path.insert(0, str(ROOT / "tests" / "stores"))
 from _dbs import PostgreSQL, Redis, free_port, pg_bindir, tempdir
 
-KINDS = ("memory", "sqlite", "sqlite:thread", "postgresql", "postgresql:inline", "redis",
+KINDS = ("memory", "sqlite", "sqlite:inline", "postgresql", "postgresql:inline", "redis",
          "redis:inline", "gearmand", "gearmand+libsqlite3", "gearmand+libpq", "gearmand+redis")
 PG_PASSWORD = "gearman-secret"
 

@@ -669,12 +669,6 @@ class JobServer:
         return self._durable
 
     @property
-    def write_in_thread(self) -> bool:
-        """True if a server should write the store off its event loop (a durable store
-        says otherwise with ``write_in_thread = False``)."""
-        return self._durable and bool(getattr(self._store, "write_in_thread", True))
-
-    @property
     def now(self) -> float:
         """The time last given to :meth:`advance` (or the constructor)."""
         return self._now

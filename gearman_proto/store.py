@@ -90,8 +90,7 @@ class JobStore(Protocol):
     returns, or none of it; the job server then sends JOB_CREATED for the
     batch's jobs, or QUEUE_ERROR if ``write`` raised :class:`StoreError`.
     ``write`` may be called on a thread of its own (one call at a time), so it
-    must not touch the job server; a store whose writes are cheaper on the event
-    loop says so with a class attribute ``write_in_thread = False``.
+    must not touch the job server.
     """
 
     @property
