@@ -601,8 +601,9 @@ class JobServer:
         Failed: each submission of the batch gets ``ERROR QUEUE_ERROR`` with
         the store's message instead of JOB_CREATED; its new jobs are dropped
         (no worker ever saw them), a foreground job a background submission
-        coalesced onto stays foreground, and the batch's removals are tried
-        again with the next batch.
+        coalesced onto stays foreground, and the batch's removals -- and the
+        removal of the rows it tried to add, in case the store committed them
+        after all -- go with the next batch.
         """
         out: list[Output] = []
         unwritten = self._unwritten
@@ -618,7 +619,10 @@ class JobServer:
                 else:
                     self._enqueue(job, out)
         else:
-            self._batch.removes[:0] = ticket.batch.removes
+            # Its removals are tried again, and so are its rows' deletions: a
+            # write whose answer was lost with the connection may have committed.
+            self._batch.removes[:0] = [*ticket.batch.removes,
+                                       *(key for key, _ in ticket.batch.adds)]
             for job, promoted in ticket.jobs:
                 acked = unwritten.pop(job, ())
                 if promoted:
