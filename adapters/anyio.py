@@ -240,6 +240,13 @@ class Server:
         self._listeners = list(listener.listeners)  # type: ignore[arg-type]
         self._accepting = anyio.CancelScope()
         self.port = listener.extra(SocketAttribute.local_port)
+        if self.broker.durable and self.hub.writer is None:
+            # Durable writes on the store's thread (storethread.py): it wakes the flusher.
+            from .storethread import ThreadWriter
+            token = anyio.lowlevel.current_token()
+            self.hub.writer = ThreadWriter(
+                self.broker.write,
+                lambda: anyio.from_thread.run_sync(lambda: self._dirty.set(), token=token))
         log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
         if self.http_address is not None:
             from .http import AnyioHttp
@@ -273,7 +280,7 @@ class Server:
                 for link in list(self.links.values()):
                     await link.flushed()
             tg.cancel_scope.cancel()
-        self.broker.commit()
+        self.hub.finish()
 
     async def __aenter__(self) -> Server:
         await self.start()

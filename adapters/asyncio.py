@@ -200,6 +200,12 @@ class Server:
     async def start(self) -> None:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
         self._loop = asyncio.get_running_loop()
+        if self.broker.durable and self.hub.writer is None:
+            # Durable writes on the store's thread (storethread.py): it wakes the loop.
+            from .storethread import ThreadWriter
+            loop = self._loop
+            self.hub.writer = ThreadWriter(
+                self.broker.write, lambda: loop.call_soon_threadsafe(self.batch_started))
         self._server = await self._loop.create_server(
             lambda: _Peer(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
             reuse_address=True)
@@ -306,7 +312,7 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
-        self.broker.commit()
+        self.hub.finish()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop at once; SIGUSR1 stops gracefully (as gearmand)."""

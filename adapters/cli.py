@@ -40,11 +40,13 @@ from gearman_proto.admin import (
     format_workers,
 )
 from gearman_proto.events import Priority, WorkData, WorkStatus, WorkWarning
+from gearman_proto.store import StoreError
 
 from . import GearmanError, _fuzz
 from . import http as _http
 from . import top as _top
 from ._common import DEFAULT_PORT, Address, KeepAlive, parse_servers, to_bytes
+from .stores import open_store, redact
 
 __all__ = ["main"]
 
@@ -123,7 +125,11 @@ def _server_args(s: _Parser) -> None:
     s.add_argument("-p", "--port", type=_whole(0, 65535, " (0 picks a free port)"),
                    default=int(os.environ.get("GEARMAND_PORT", DEFAULT_PORT)))
     s.add_argument("--queue", default=None,
-                   help="memory (default) or sqlite:PATH for durable background jobs")
+                   help="where background jobs are kept: memory (default), sqlite:PATH, "
+                        "postgresql://USER@HOST:PORT/DB or redis://HOST:PORT/N")
+    s.add_argument("--queue-name", default="default", metavar="NAME",
+                   help="this server's name in a shared PostgreSQL or Redis queue: its rows "
+                        "are its own; two live servers may not share one (default: default)")
     s.add_argument("-q", "--queue-type", default=None, metavar="TYPE",
                    help="gearmand's spelling: builtin (= --queue memory) or libsqlite3 "
                         "(with --libsqlite3-db FILE, = --queue sqlite:FILE)")
@@ -290,13 +296,17 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
         opts["max_packet_size"] = ns.max_packet
     prefix = ns.job_handle_prefix or f"H:{os.uname().nodename}"
     opts["handle_prefix"] = prefix.encode()
-    if ns.queue != "memory":
-        kind, _, path = ns.queue.partition(":")
-        if kind != "sqlite" or not path:
-            parser.error(f"unknown --queue {ns.queue!r} (memory or sqlite:PATH)")
-        from .sqlite import SQLiteStore
-        opts["store"] = SQLiteStore(path)
-    ctx = _tls(ns, parser)
+    if ns.queue.partition(":")[0] not in ("memory", "sqlite", "postgresql", "postgres",
+                                          "redis", "rediss"):
+        parser.error(f"unknown --queue {ns.queue!r} (memory, sqlite:PATH, "
+                     "postgresql://USER@HOST:PORT/DB or redis://HOST:PORT/N)")
+    ctx = _tls(ns, parser)  # checked before a store is opened (and locked)
+    try:
+        store = open_store(ns.queue, name=ns.queue_name)
+    except (StoreError, ImportError) as exc:
+        raise Fatal(str(exc)) from None
+    if store is not None:
+        opts["store"] = store
     if ctx is not None:
         opts["ssl"] = ctx
     return opts
@@ -390,9 +400,20 @@ def _run_server(ns: argparse.Namespace) -> int:
                     f"store ({exc}); give the path of a new or existing SQLite database in a "
                     "writable directory") from None
 
+    store = opts.get("store")
+    try:
+        return _serve(ns, opts, log_on_stderr)
+    except StoreError as exc:  # the replay at start could not read the store
+        raise Fatal(str(exc)) from None
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _serve(ns: argparse.Namespace, opts: dict[str, Any], log_on_stderr: bool) -> int:
     # As gearmand's "Starting up with pid N": the server logs its own "listening on" line.
     log.info("gearman-proto %s starting: pid %d, %s loop, queue %s, log level %s",
-             __version__, os.getpid(), ns.loop, ns.queue, ns.level_name)
+             __version__, os.getpid(), ns.loop, redact(ns.queue), ns.level_name)
 
     def ready(server: Any) -> None:
         if not (log_on_stderr and log.isEnabledFor(logging.INFO)):
@@ -401,7 +422,7 @@ def _run_server(ns: argparse.Namespace) -> int:
             http = (f", metrics and dashboard on {server.http.url}"
                     if getattr(server, "http", None) is not None else "")
             sys.stderr.write(f"gearman-proto {__version__} listening on {ns.listen}:"
-                             f"{server.port} ({ns.loop}, queue {ns.queue}){http}\n")
+                             f"{server.port} ({ns.loop}, queue {redact(ns.queue)}){http}\n")
             sys.stderr.flush()
 
     with _pid_file(ns.pid_file), _listen_errors(ns):

@@ -184,6 +184,12 @@ async def worker_main(port: int, workers: int) -> None:
 
 
 class _ClientConn(asyncio.Protocol):
+    unique = False
+    """``--unique``: every submission carries its own unique id (gearmand's queue plugins
+    key rows by (unique, function): with empty uniques its PostgreSQL one refuses all
+    but the first)."""
+    _next = 0
+
     def __init__(self) -> None:
         self.buf = _Buffer()
         self.transport: asyncio.Transport | None = None
@@ -194,8 +200,9 @@ class _ClientConn(asyncio.Protocol):
         self.quota = quota
         self.window = window
         self.background = scenario == "bg"
-        self.submit = packet(SUBMIT_JOB_BG if self.background else SUBMIT_JOB, FUNCTION, b"",
-                             payload)
+        self.ptype = SUBMIT_JOB_BG if self.background else SUBMIT_JOB
+        self.payload = payload
+        self.submit = packet(self.ptype, FUNCTION, b"", payload)
         self.sent = 0
         self.done = 0
         self.errors = 0
@@ -227,7 +234,13 @@ class _ClientConn(asyncio.Protocol):
         self.sent += count
         self.sent_at.extend([now] * count)
         assert self.transport is not None
-        self.transport.write(self.submit * count)
+        if not self.unique:
+            self.transport.write(self.submit * count)
+            return
+        first = _ClientConn._next
+        _ClientConn._next = first + count
+        self.transport.write(b"".join(packet(self.ptype, FUNCTION, b"u%d" % i, self.payload)
+                                      for i in range(first, first + count)))
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -305,9 +318,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--payload", type=int, default=100)
+    parser.add_argument("--unique", action="store_true",
+                        help="a unique id per submission (default: none)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                         help="uvloop (if installed, else asyncio) or asyncio")
     args = parser.parse_args()
+    _ClientConn.unique = args.unique
     coro = (worker_main(args.port, args.workers) if args.role == "worker"
             else client_main(args.port, args.clients, args.payload))
     if args.loop == "uvloop":

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,16 +124,23 @@ class _Scraper:
 
 def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             max_seconds: float, warmup: int, workers: int, clients: int,
-            payload: int, wd: Path) -> dict[str, Any]:
-    """One measurement on a fresh server: warm-up, then ``jobs`` jobs (or ``max_seconds``)."""
-    server = Server(kind, wd).start()
+            payload: int, wd: Path,
+            make_server: Callable[[str, Path], Server] = Server,
+            client_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One measurement on a fresh server: warm-up, then ``jobs`` jobs (or ``max_seconds``).
+
+    ``make_server`` builds the (not yet started) server of ``kind`` (see
+    ``benchmarks.stores`` for servers on PostgreSQL and Redis); ``client_args``
+    go to the client load generator (``--unique``, say).
+    """
+    server = make_server(kind, wd).start()
     worker = client = scraper = None
     try:
         port = str(server.port)
         worker = _Child(["worker", "--port", port, "--workers", str(workers)])
         worker.expect_ready()
         client = _Child(["client", "--port", port, "--clients", str(clients),
-                         "--payload", str(payload)])
+                         "--payload", str(payload), *client_args])
         client.expect_ready()
         win = inflight if scenario == "fgp" else window
         base = 0
@@ -169,6 +177,9 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             "errors": res["errors"], "timed_out": timed_out,
             "scrapes": scraper.stop() if scraper is not None else 0,
+            # Submissions answered per second (JOB_CREATED for bg): what a durable
+            # store limits, even when the workers fall behind.
+            "acked_per_s": res["done"] / max(res["t_end"] - res["t0"], 1e-9),
         }
     finally:
         if scraper is not None:

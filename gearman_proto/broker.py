@@ -89,6 +89,7 @@ Deliberate differences from gearmand 1.1.20
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import ipaddress
 import itertools
@@ -143,6 +144,8 @@ from .lifecycle import (
     DONE,
     FINISH,
     NEW,
+    PENDING,
+    PERSIST,
     QUEUE,
     QUEUED,
     RUNNING,
@@ -150,10 +153,10 @@ from .lifecycle import (
     SCHEDULED,
     move,
 )
-from .store import JobStore, StoredJob, StoreError, StoreKey
+from .store import JobStore, StoreBatch, StoredJob, StoreError, StoreKey
 
-__all__ = ["Output", "JobInfo", "JobServer", "UNIQUE_MAX", "CLIENT_ID_MAX", "AdminChanges",
-           "is_loopback"]
+__all__ = ["Output", "JobInfo", "JobServer", "CommitTicket", "UNIQUE_MAX", "CLIENT_ID_MAX",
+           "AdminChanges", "is_loopback"]
 
 Output = tuple[int, Event]
 """``(connection id, event to send to it)``."""
@@ -169,14 +172,16 @@ AdminChanges = Literal["any", "loopback", "none"]
 JobState = Literal["queued", "scheduled", "running"]
 
 # Job states.  A job is in exactly one place: a function's ready deque
-# (_QUEUED), the epoch heap (_SCHEDULED), a worker (_RUNNING), or gone (_DONE).
+# (_QUEUED), the epoch heap (_SCHEDULED), a worker (_RUNNING), or gone (_DONE);
+# or it waits for its durable row to be written (_PENDING), in no queue at all.
 # Deques and heaps are cleaned lazily: an entry whose job changed state is
 # skipped when reached, so cancelling or abandoning a job is O(1).
 # The moves between them are the table of gearman_proto.lifecycle: each one
 # goes through move(), which refuses a move the table does not have.
-_NEW, _QUEUED, _SCHEDULED, _RUNNING, _DONE = NEW, QUEUED, SCHEDULED, RUNNING, DONE
+_NEW, _QUEUED, _SCHEDULED, _RUNNING, _DONE, _PENDING = NEW, QUEUED, SCHEDULED, RUNNING, DONE, \
+    PENDING
 _STATE_NAMES: dict[int, JobState] = {
-    _QUEUED: "queued", _SCHEDULED: "scheduled", _RUNNING: "running"}
+    _QUEUED: "queued", _SCHEDULED: "scheduled", _RUNNING: "running", _PENDING: "queued"}
 # Index kinds: how a job can be found by a later submission.
 _NOT_INDEXED, _BY_UNIQUE, _BY_DATA = 0, 1, 2
 # Rebuild a deque once this many (and more than half) of its entries are dead.
@@ -328,6 +333,20 @@ class JobInfo:
     """True if the job has a row in the store."""
 
 
+@dataclass(slots=True)
+class CommitTicket:
+    """One batch of store writes taken by :meth:`JobServer.begin_commit`.
+
+    Write :attr:`batch` with the store (on any thread, one ticket at a time, in
+    order), then hand the ticket back to :meth:`JobServer.end_commit`.
+    """
+
+    number: int
+    batch: StoreBatch
+    jobs: list[tuple[_Job, bool]]
+    """The jobs whose rows the batch adds; True for a foreground job made durable."""
+
+
 class JobServer:
     """The job server's state machine: events in, ``(connection id, event)`` out.
 
@@ -391,10 +410,19 @@ class JobServer:
 
         self._store = store
         self._durable = store is not None and store.durable
-        self._dirty = False  # store written since the last commit
-        # Durability: connections whose output waits for commit(), and that output.
-        self._holding: set[int] = set()
-        self._held: list[Output] = []
+        # Durability.  The rows added and removed since the last begin_commit,
+        # and the jobs whose rows they add; the next key to hand out.
+        self._batch = StoreBatch()
+        self._pending: list[tuple[_Job, bool]] = []
+        self._next_key: StoreKey = 1
+        self._commit_no = 1  # the number of the batch begin_commit takes next
+        # Jobs whose rows are not written yet (this batch or one being written),
+        # with the connections a background submission acknowledged against them.
+        self._unwritten: dict[_Job, list[int]] = {}
+        # Connections whose output waits for a commit (-> the batch number it
+        # waits for), and that output, each item with the batch number.
+        self._holding: dict[int, int] = {}
+        self._held: list[tuple[int, Output]] = []
 
         self._handlers: dict[type[Event], Callable[[_Conn, Any, list[Output]], None]] = {
             SubmitJob: self._on_submit,
@@ -478,8 +506,8 @@ class JobServer:
             self._lose(job, out)
         del self._conns[conn_id]
         if conn_id in self._holding:
-            self._holding.discard(conn_id)
-            self._held = [item for item in self._held if item[0] != conn_id]
+            del self._holding[conn_id]
+            self._held = [item for item in self._held if item[1][0] != conn_id]
         return self._hold(out) if self._holding else out
 
     def waiting_on(self, conn_id: int) -> int:
@@ -541,22 +569,129 @@ class JobServer:
         return min(epochs[0][0], timers[0][0])
 
     def commit(self) -> list[Output]:
-        """Commit the store and release the output held for it, in order.
+        """Write the batch to the store and release the output held for it, in order.
 
         With a durable store, JOB_CREATED for a stored job -- and everything
-        after it to the same connection, to keep order -- waits here.  Call it
-        once per batch of reads: the store commits once for the whole batch.
-        ``store.commit()`` is called only if the store was written since the
-        last commit; if it raises, the output stays held.
+        after it to the same connection, to keep order -- waits here, and the
+        job reaches a worker only once its row is written.  Call it once per
+        batch of reads: the store writes once for the whole batch.  If the
+        store fails, the batch's submissions get QUEUE_ERROR instead (see
+        :meth:`end_commit`); nothing is raised.
         """
-        if self._dirty and self._store is not None:
-            self._store.commit()
-            self._dirty = False
-        held, self._held = self._held, []
-        self._holding.clear()
-        return held
+        ticket = self.begin_commit()
+        if ticket is None:
+            return []
+        return self.end_commit(ticket, self.write(ticket))
+
+    def begin_commit(self) -> CommitTicket | None:
+        """Take the batch for the store (``None`` if nothing writes or waits).
+
+        The two halves of :meth:`commit`, for a server that writes on another
+        thread: :meth:`write` the ticket there, then :meth:`end_commit` it
+        here.  Input handled meanwhile goes to the next batch.
+        """
+        if not self._held and not self._pending and not self._batch:
+            return None
+        ticket = CommitTicket(self._commit_no, self._batch, self._pending)
+        self._commit_no += 1
+        self._batch = StoreBatch()
+        self._pending = []
+        return ticket
+
+    def write(self, ticket: CommitTicket) -> StoreError | None:
+        """Write the ticket's batch (thread-safe: it touches only the store); the error, if any.
+
+        Every exception of the store is caught: a store that fails in an
+        unforeseen way costs its batch, never the server.
+        """
+        if not ticket.batch or self._store is None:
+            return None
+        try:
+            self._store.write(ticket.batch)
+        except StoreError as exc:
+            return exc
+        except Exception as exc:  # a store bug or an unwrapped driver error
+            return StoreError(f"{type(exc).__name__}: {exc}")
+        return None
+
+    def end_commit(self, ticket: CommitTicket, error: StoreError | None = None
+                   ) -> list[Output]:
+        """The ticket's batch was written (or failed with ``error``): release its output.
+
+        Written: its jobs are queued (waking workers) and JOB_CREATED goes out.
+        Failed: each submission of the batch gets ``ERROR QUEUE_ERROR`` with
+        the store's message instead of JOB_CREATED; its new jobs are dropped
+        (no worker ever saw them), a foreground job a background submission
+        coalesced onto stays foreground, and the batch's removals -- and the
+        removal of the rows it tried to add, in case the store committed them
+        after all -- go with the next batch.
+        """
+        out: list[Output] = []
+        unwritten = self._unwritten
+        refused: set[tuple[int, bytes]] = set()  # (connection, handle) to answer QUEUE_ERROR
+        gone: set[bytes] = set()  # handles of dropped jobs: every JOB_CREATED for them
+        if error is None:
+            for job, promoted in ticket.jobs:
+                unwritten.pop(job, None)
+                if promoted or job.state != _PENDING:
+                    continue  # cancelled meanwhile
+                if job.epoch is not None and job.epoch > self._now:
+                    self._schedule(job)
+                else:
+                    self._enqueue(job, out)
+        else:
+            # Its removals are tried again, and so are its rows' deletions: a
+            # write whose answer was lost with the connection may have committed.
+            self._batch.removes[:0] = [*ticket.batch.removes,
+                                       *(key for key, _ in ticket.batch.adds)]
+            for job, promoted in ticket.jobs:
+                acked = unwritten.pop(job, ())
+                if promoted:
+                    refused.update((cid, job.handle) for cid in acked)
+                    if job.store_key is not None and job.state != _DONE:
+                        job.store_key = None
+                        job.background = False
+                        if not job.clients and job.state == _QUEUED:
+                            self._finish(job)
+                elif job.state == _PENDING:
+                    job.store_key = None  # never written: nothing to remove
+                    gone.add(job.handle)
+                    self._finish(job)
+        number = ticket.number
+        send: list[Output] = []
+        keep: list[tuple[int, Output]] = []
+        if refused or gone:
+            text = str(error).encode("utf-8", "replace")
+            for entry in self._held:
+                cid, event = entry[1]
+                if type(event) is JobCreated and (event.handle in gone
+                                                  or (cid, event.handle) in refused):
+                    entry = (entry[0], (cid, Error(b"QUEUE_ERROR", text)))
+                if entry[0] <= number:
+                    send.append(entry[1])
+                else:
+                    keep.append(entry)
+        else:
+            for entry in self._held:
+                if entry[0] <= number:
+                    send.append(entry[1])
+                else:
+                    keep.append(entry)
+        self._held = keep
+        if keep:
+            self._holding = {cid: n for cid, n in self._holding.items() if n > number}
+        else:
+            self._holding.clear()
+        if out:
+            send.extend(self._hold(out) if self._holding else out)
+        return send
 
     # -- introspection ------------------------------------------------------------------
+
+    @property
+    def durable(self) -> bool:
+        """True if the store is durable: JOB_CREATED for stored jobs waits for its write."""
+        return self._durable
 
     @property
     def now(self) -> float:
@@ -576,7 +711,7 @@ class JobServer:
     @property
     def commit_pending(self) -> bool:
         """True if :meth:`commit` would commit the store (it was written since the last)."""
-        return self._dirty and self._store is not None
+        return self._store is not None and bool(self._batch)
 
     @property
     def held_count(self) -> int:
@@ -631,7 +766,11 @@ class JobServer:
         holding, held = self._holding, self._held
         send: list[Output] = []
         for item in out:
-            (held if item[0] in holding else send).append(item)
+            number = holding.get(item[0])
+            if number is None:
+                send.append(item)
+            else:
+                held.append((number, item))
         return send
 
     # -- submissions -------------------------------------------------------------------
@@ -677,8 +816,17 @@ class JobServer:
             if not background:
                 job.clients += (cid,)
                 conn.attached[job.handle] = job
-            if self._durable and job.store_key is not None:
-                self._holding.add(cid)
+            elif job.store_key is None and self._store is not None:
+                # Onto a foreground job: it becomes durable (stored, and kept
+                # when its foreground clients leave), or the submission is refused.
+                refused = self._store_job(job, cid, promoted=True)
+                if refused is not None:
+                    out.append((cid, Error(b"QUEUE_ERROR", refused, request=event)))
+                    return
+            elif job in self._unwritten:
+                self._unwritten[job].append(cid)
+            if job in self._unwritten:
+                self._holding[cid] = self._commit_no
             out.append((cid, JobCreated(job.handle)))
             return
 
@@ -689,29 +837,52 @@ class JobServer:
         if limit and function.total() >= limit:
             out.append((cid, Error(b"QUEUE_ERROR", b"Job queue is full", request=event)))
             return
-        store_key: StoreKey | None = None
-        if background and self._store is not None:
-            try:
-                store_key = self._store.add(
-                    StoredJob(name, unique, data, priority, epoch, reducer))
-            except StoreError as exc:
-                out.append((cid, Error(b"QUEUE_ERROR", str(exc).encode("utf-8", "replace"),
-                                       request=event)))
-                return
-            self._dirty = True
-        job = self._new_job(function, unique, data, priority, background, epoch, reducer,
-                            store_key)
+        job = self._new_job(function, unique, data, priority, background, epoch, reducer, None)
         function.counts[0] += 1
         if not background:
             job.clients = (cid,)
             conn.attached[job.handle] = job
-        if self._durable and store_key is not None:
-            self._holding.add(cid)
+        elif self._store is not None:
+            job.state = move(job.state, PERSIST)  # in no queue (yet)
+            refused = self._store_job(job, cid, promoted=False)
+            if refused is not None:
+                self._finish(job)
+                out.append((cid, Error(b"QUEUE_ERROR", refused, request=event)))
+                return
+            if self._durable:
+                # Queued only once its row is written: see end_commit.
+                self._holding[cid] = self._commit_no
+                out.append((cid, JobCreated(job.handle)))
+                return
         out.append((cid, JobCreated(job.handle)))
         if epoch is not None and epoch > self._now:
             self._schedule(job)
         else:
             self._enqueue(job, out)
+
+    def _store_job(self, job: _Job, cid: int, promoted: bool) -> bytes | None:
+        """Give ``job`` a row: in the next batch (durable store), or written now.
+
+        The error text if a non-durable store refused it at once (a durable
+        store's refusal comes with the batch, in end_commit).
+        """
+        assert self._store is not None
+        key = self._next_key
+        self._next_key = key + 1
+        row = StoredJob(job.function.name, job.unique, job.data, job.priority, job.epoch,
+                        job.reducer)
+        if not self._durable:
+            try:
+                self._store.write(StoreBatch([(key, row)]))
+            except StoreError as exc:
+                return str(exc).encode("utf-8", "replace")
+        else:
+            self._batch.adds.append((key, row))
+            self._pending.append((job, promoted))
+            self._unwritten[job] = [cid]
+        job.store_key = key
+        job.background = True
+        return None
 
     def _new_job(self, function: _Function, unique: bytes, data: bytes, priority: Priority,
                  background: bool, epoch: int | None, reducer: bytes | None,
@@ -744,6 +915,8 @@ class JobServer:
     def _replay(self, store: JobStore) -> None:
         """Re-create every stored background job, with new handles (§4.16)."""
         for key, row in store.load():
+            if key >= self._next_key:
+                self._next_key = key + 1
             function = self._functions.get(row.function)
             if function is None:
                 function = self._functions[row.function] = _Function(row.function)
@@ -1003,8 +1176,11 @@ class JobServer:
             for cid in job.clients:
                 conns[cid].attached.pop(handle, None)
         if job.store_key is not None and self._store is not None:
-            self._store.remove(job.store_key)
-            self._dirty = True
+            if self._durable:
+                self._batch.removes.append(job.store_key)
+            else:
+                with contextlib.suppress(StoreError):
+                    self._store.write(StoreBatch(removes=[job.store_key]))
 
     def _fail(self, job: _Job, out: list[Output]) -> None:
         """End a job with WORK_FAIL to every attached client."""

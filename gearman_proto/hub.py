@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .broker import JobServer, Output
+from .broker import CommitTicket, JobServer, Output
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionClosed
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
 from .stats import ServerStats
+from .store import StoreError
 
-__all__ = ["ServerHub", "Flush", "DEFAULT_MAX_CLIENT_JOBS"]
+__all__ = ["ServerHub", "Flush", "StoreWriter", "DEFAULT_MAX_CLIENT_JOBS"]
 
 DEFAULT_MAX_CLIENT_JOBS = 10_000
 """Foreground jobs one connection may wait for before the server stops reading from it."""
@@ -40,6 +42,32 @@ class Flush:
     """Warnings for the log, per connection (input accepted leniently)."""
 
 
+class StoreWriter(Protocol):
+    """Writes the store's batches off the event loop: one :class:`CommitTicket` at a time.
+
+    An adapter's thread (``gearman_proto.adapters.storethread``) implements it
+    and wakes its loop when a write is done, so that the loop calls
+    :meth:`ServerHub.flush`, which collects the result.
+    """
+
+    @property
+    def busy(self) -> bool:
+        """True from :meth:`submit` until :meth:`result` has handed the outcome back."""
+        ...
+
+    def submit(self, ticket: CommitTicket) -> None:
+        """Start writing ``ticket`` (only when not :attr:`busy`)."""
+        ...
+
+    def result(self) -> tuple[CommitTicket, StoreError | None] | None:
+        """The ticket written and its error, once done; else ``None``."""
+        ...
+
+    def close(self) -> tuple[CommitTicket, StoreError | None] | None:
+        """Wait for the write in flight, stop, and hand back its outcome (if any)."""
+        ...
+
+
 class ServerHub:
     """Bytes in and bytes out for every connection of one job server.
 
@@ -56,6 +84,12 @@ class ServerHub:
 
     ``max_client_jobs`` (0 = no limit) is where :meth:`may_read` tells the
     adapter to stop reading from a connection: see there.
+
+    A durable store's write blocks for a round trip and an fsync (milliseconds).
+    Without a :attr:`writer` :meth:`flush` writes in line; with one it hands
+    the batch to the writer and carries on, and the batch's JOB_CREATED go out
+    with the first flush after the write is done (the writer wakes the
+    adapter for it).  Input meanwhile forms the next batch: group commit.
     """
 
     def __init__(
@@ -95,6 +129,9 @@ class ServerHub:
         # With an idle timeout: when each connection was last heard from,
         # least recently heard first (move_to_end on every read keeps the order).
         self._seen: OrderedDict[int, float] = OrderedDict()
+        self.writer: StoreWriter | None = None
+        self._write_started: float | None = None  # when the batch in the writer went in
+        """Where the store's batches are written, if not in line (set by the adapter)."""
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -201,9 +238,16 @@ class ServerHub:
             self._drop(cid)
 
     def flush(self) -> Flush:
-        """Commit durable jobs once for the whole batch, then hand out what to write."""
+        """Commit durable jobs once for the whole batch, then hand out what to write.
+
+        A store that fails costs only its batch's submissions (ERROR
+        QUEUE_ERROR, see :meth:`JobServer.end_commit`); nothing here raises.
+        """
+        writer = self.writer
         stats = self.stats
-        if stats is not None and stats.time_commits:
+        if writer is not None:
+            held = self._write_aside(writer)
+        elif stats is not None and stats.time_commits:
             held = stats.timed_commit(self.broker)
         else:
             held = self.broker.commit()
@@ -224,6 +268,38 @@ class ServerHub:
         if self._notices:
             self._notices = []
         return out
+
+    def _write_aside(self, writer: StoreWriter) -> list[Output]:
+        """Collect the writer's finished batch, and hand it the next one."""
+        broker = self.broker
+        held: list[Output] = []
+        stats = self.stats
+        done = writer.result()
+        if done is not None:
+            if stats is not None and self._write_started is not None:
+                # As the server sees it: from handing the batch over to collecting it.
+                stats.observe_commit(stats.clock() - self._write_started)
+                self._write_started = None
+            held = broker.end_commit(*done)
+        if not writer.busy:
+            ticket = broker.begin_commit()
+            if ticket is not None:
+                if ticket.batch:
+                    writer.submit(ticket)
+                    if stats is not None:
+                        self._write_started = stats.clock()
+                else:  # only output held behind an earlier batch: nothing to write
+                    held.extend(broker.end_commit(ticket))
+        return held
+
+    def finish(self) -> None:
+        """At shutdown: wait for the write in flight, then write what is left in line."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            done = writer.close()
+            if done is not None:
+                self.broker.end_commit(*done)
+        self.broker.commit()
 
     def _drop(self, cid: int) -> None:
         del self._conns[cid]

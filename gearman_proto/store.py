@@ -7,29 +7,31 @@ accepts a background submission, removes it when the job ends (complete, fail,
 exception, cancel, retry limit), and on start replays whatever
 :meth:`JobStore.load` returns.
 
-Rows are keyed by a key the store hands out, not by ``(unique, function)`` as
+Rows are keyed by a counter of the job server, not by ``(unique, function)`` as
 gearmand's queue plugins do: two background jobs that share a unique id (one
 finished, one new; or two replayed after a crash) never overwrite each other
 (gearmand issue #80).
 
 A store whose :attr:`JobStore.durable` is true makes the job server hold back
-JOB_CREATED for stored jobs until :meth:`JobStore.commit` has returned, so an
-acknowledged background job survives a crash.  The job server calls
-``commit()`` once per batch of input (group commit), not once per job.
+JOB_CREATED for stored jobs until :meth:`JobStore.write` has returned, so an
+acknowledged background job survives a crash; until then the job is not
+handed to a worker either, so a batch the store refuses (a full disk, a lost
+database) is answered QUEUE_ERROR and leaves no trace.  The job server writes
+once per batch of input (group commit), not once per job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .events import Priority, _fast_init
 
-__all__ = ["StoreKey", "StoredJob", "StoreError", "JobStore", "MemoryStore"]
+__all__ = ["StoreKey", "StoredJob", "StoreBatch", "StoreError", "JobStore", "MemoryStore"]
 
 StoreKey = int
-"""A store-assigned row key (an SQLite rowid, a counter, ...)."""
+"""A row key: a counter of the job server, unique among the rows of one store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,29 +65,45 @@ class StoreError(Exception):
     """
 
 
+@dataclass(slots=True)
+class StoreBatch:
+    """The changes of one batch of input: written by :meth:`JobStore.write` in one commit.
+
+    Keys are handed out by the job server (:class:`~gearman_proto.broker.JobServer`
+    counts on from the largest key it replayed), so a batch is plain data that
+    can be written on another thread while the server goes on.
+    """
+
+    adds: list[tuple[StoreKey, StoredJob]] = field(default_factory=list)
+    removes: list[StoreKey] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.adds or self.removes)
+
+
 class JobStore(Protocol):
     """What :class:`~gearman_proto.broker.JobServer` needs from a store of background jobs.
 
-    Writes may be buffered until :meth:`commit`; a durable store must make
-    every :meth:`add` before a ``commit()`` survive a crash once that
-    ``commit()`` returns.
+    The job server buffers the rows added and removed while it handles a batch
+    of input and hands them to :meth:`write` once per batch (group commit).  A
+    durable store makes the whole batch survive a crash before ``write``
+    returns, or none of it; the job server then sends JOB_CREATED for the
+    batch's jobs, or QUEUE_ERROR if ``write`` raised :class:`StoreError`.
+    ``write`` may be called on a thread of its own (one call at a time), so it
+    must not touch the job server.
     """
 
     @property
     def durable(self) -> bool:
-        """True if :meth:`commit` makes writes survive a crash (JOB_CREATED then waits for it)."""
+        """True if :meth:`write` makes rows survive a crash (JOB_CREATED then waits for it)."""
         ...
 
-    def add(self, job: StoredJob) -> StoreKey:
-        """Keep ``job``; return the key to remove it by.  Raises :class:`StoreError`."""
-        ...
+    def write(self, batch: StoreBatch) -> None:
+        """Add and remove the batch's rows in one commit.  Raises :class:`StoreError`.
 
-    def remove(self, key: StoreKey) -> None:
-        """Forget the job stored under ``key`` (a missing key is not an error)."""
-        ...
-
-    def commit(self) -> None:
-        """Make every add and remove so far permanent."""
+        Removing a key that is not there is not an error; a batch may remove a
+        key it also adds (the job ended before its row was written).
+        """
         ...
 
     def load(self) -> Iterable[tuple[StoreKey, StoredJob]]:
@@ -98,15 +116,17 @@ class MemoryStore:
 
     Useful to "restart" a :class:`~gearman_proto.broker.JobServer` in a test by
     building a new one on the same store.  ``durable=True`` only pretends (it
-    makes the job server hold JOB_CREATED until ``commit()``), so group commit
-    can be tested without a disk; :attr:`commits` counts the commits.
+    makes the job server hold JOB_CREATED until the batch is written), so group
+    commit can be tested without a disk; :attr:`commits` counts the writes.
+    :attr:`fail` (a message) makes every write raise :class:`StoreError`, as a
+    full disk or a lost database would.
     """
 
     def __init__(self, *, durable: bool = False) -> None:
         self._durable = durable
         self._rows: dict[StoreKey, StoredJob] = {}
-        self._next_key: StoreKey = 1
         self.commits = 0
+        self.fail: str | None = None
 
     @property
     def durable(self) -> bool:
@@ -121,21 +141,17 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, job: StoredJob) -> StoreKey:
-        """Keep ``job`` under a new key."""
-        key = self._next_key
-        self._next_key = key + 1
-        self._rows[key] = job
-        return key
-
-    def remove(self, key: StoreKey) -> None:
-        """Forget the row ``key``, if it is there."""
-        self._rows.pop(key, None)
-
-    def commit(self) -> None:
-        """Nothing to flush; counted so tests can see group commit at work."""
+    def write(self, batch: StoreBatch) -> None:
+        """Apply the batch; counted so tests can see group commit at work."""
+        if self.fail is not None:
+            raise StoreError(self.fail)
+        rows = self._rows
+        for key, job in batch.adds:
+            rows[key] = job
+        for key in batch.removes:
+            rows.pop(key, None)
         self.commits += 1
 
     def load(self) -> list[tuple[StoreKey, StoredJob]]:
-        """The rows in the order they were added (dicts keep insertion order)."""
-        return list(self._rows.items())
+        """The rows in key order (the order they were added)."""
+        return sorted(self._rows.items(), key=lambda item: item[0])

@@ -1023,11 +1023,12 @@ def test_durable_store_holds_job_created_until_commit() -> None:
     server = make(C, C2, W, store=store)
     server.receive(W, CanDo(b"f"))
     server.receive(W, PreSleep())
-    out = server.receive(C, SubmitJob(b"f", b"1", background=True))
-    assert out == [(W, Noop())]
+    # Not even a worker sees the job before its row is written.
+    assert server.receive(C, SubmitJob(b"f", b"1", background=True)) == []
     assert server.receive(C, EchoReq(b"after")) == []
     assert server.receive(C, SubmitJob(b"f", b"2", background=True)) == []
-    assert server.receive(C2, SubmitJob(b"f", b"fg")) == [(C2, JobCreated(b"H:t:3"))]
+    assert server.receive(C2, SubmitJob(b"f", b"fg")) == [(C2, JobCreated(b"H:t:3")),
+                                                         (W, Noop())]
     assert store.commits == 0
     assert server.commit() == [(C, JobCreated(b"H:t:1")), (C, EchoRes(b"after")),
                                (C, JobCreated(b"H:t:2"))]
@@ -1047,6 +1048,84 @@ def test_durable_hold_is_dropped_for_a_departed_connection() -> None:
     assert len(store) == 2  # the jobs themselves stay
 
 
+def test_a_failed_commit_refuses_its_batch_and_the_server_goes_on() -> None:
+    """Issue 11.1: a store that fails (a full disk, a lost database) costs its batch only.
+
+    Each submission of the failed batch gets QUEUE_ERROR instead of JOB_CREATED
+    (coalesced ones too), no worker ever sees those jobs, output to others and
+    later output to the same connection flow, the batch's removals are retried
+    with the next commit, and durable submissions work again once it succeeds.
+    """
+    store = MemoryStore(durable=True)
+    server = make(C, C2, W, store=store)
+    server.receive(C, SubmitJob(b"f", b"kept", background=True))
+    kept = b"H:t:1"
+    assert server.commit() == [(C, JobCreated(kept))]
+    server.receive(W, CanDo(b"f"))
+    assert grab_handle(server, W) == kept
+    server.receive(W, WorkComplete(kept, b""))  # its removal is in the failing batch
+    store.fail = "disk full"
+    assert server.receive(C, SubmitJob(b"f", b"1", b"u1", background=True)) == []
+    assert server.receive(C2, SubmitJob(b"f", b"1", b"u1", background=True)) == []
+    assert server.receive(C, EchoReq(b"after")) == []
+    assert server.commit() == [(C, Error(b"QUEUE_ERROR", b"disk full")),
+                               (C2, Error(b"QUEUE_ERROR", b"disk full")),
+                               (C, EchoRes(b"after"))]
+    assert server.job_count == 0 and grab(server, W) == NoJob()
+    assert server.receive(C, EchoReq(b"x")) == [(C, EchoRes(b"x"))]
+    assert len(store) == 1  # the finished job's row: removed with the next good commit
+    store.fail = None
+    assert server.receive(C, SubmitJob(b"f", b"2", background=True)) == []
+    assert server.commit() == [(C, JobCreated(b"H:t:3"))]
+    assert [row.data for row in store.rows.values()] == [b"2"]
+
+
+def test_background_submission_onto_a_foreground_job_makes_it_durable() -> None:
+    """Issue 11.4: coalescing a background submission onto a foreground job stores it,
+    and it outlives its foreground clients; refused with it if the store fails."""
+    store = MemoryStore(durable=True)
+    server = make(C, C2, W, store=store)
+    handle = submit(server, C, unique=b"u1")
+    assert server.receive(C2, SubmitJob(b"f", b"d", b"u1", background=True)) == []
+    assert server.commit() == [(C2, JobCreated(handle))]
+    assert [row.unique for row in store.rows.values()] == [b"u1"]
+    server.disconnect(C)
+    info = server.job(handle)
+    assert info is not None and info.background and info.stored
+    restarted = JobServer(handle_prefix=b"H:new", store=store)
+    assert [j.unique for j in restarted.jobs()] == [b"u1"]
+    # A failed commit leaves the job foreground, alive for its client.
+    server.connect(C)
+    other = submit(server, C, unique=b"u2")
+    store.fail = "gone"
+    server.receive(C2, SubmitJob(b"f", b"d", b"u2", background=True))
+    assert server.commit() == [(C2, Error(b"QUEUE_ERROR", b"gone"))]
+    info = server.job(other)
+    assert info is not None and not info.background and not info.stored
+    server.disconnect(C)
+    assert server.job(other) is None
+
+
+def test_commit_in_two_halves_keeps_later_output_held() -> None:
+    """begin_commit/end_commit (a store written on a thread): input handled while a
+    batch is written belongs to the next one; its output waits for that one."""
+    store = MemoryStore(durable=True)
+    server = make(C, C2, store=store)
+    server.receive(C, SubmitJob(b"f", b"1", background=True))
+    first = server.begin_commit()
+    assert first is not None and len(first.batch.adds) == 1
+    server.receive(C, SubmitJob(b"f", b"2", background=True))
+    server.receive(C2, EchoReq(b"free"))  # C2 waits for nothing
+    assert server.write(first) is None
+    assert server.end_commit(first) == [(C, JobCreated(b"H:t:1"))]
+    assert server.receive(C, EchoReq(b"e")) == []  # behind JOB_CREATED H:t:2
+    second = server.begin_commit()
+    assert second is not None
+    assert server.end_commit(second, StoreError("down")) == [
+        (C, Error(b"QUEUE_ERROR", b"down")), (C, EchoRes(b"e"))]
+    assert len(store) == 1
+
+
 def test_non_durable_store_holds_nothing() -> None:
     """Durability: with a non-durable store JOB_CREATED goes out at once."""
     server = make(C, store=MemoryStore())
@@ -1057,15 +1136,13 @@ def test_non_durable_store_holds_nothing() -> None:
 def test_a_store_that_cannot_keep_the_job_refuses_it() -> None:
     """§4.15: a failed store write is QUEUE_ERROR with the store's message."""
 
-    class FullStore(MemoryStore):
-        def add(self, job: StoredJob) -> int:
-            raise StoreError("disk full")
-
-    server = make(C, store=FullStore())
+    store = MemoryStore()
+    store.fail = "disk full"
+    server = make(C, store=store)
     assert server.receive(C, SubmitJob(b"f", background=True)) == [
         (C, Error(b"QUEUE_ERROR", b"disk full"))]
     assert server.job_count == 0
-    assert server.receive(C, SubmitJob(b"f")) == [(C, JobCreated(b"H:t:1"))]
+    assert server.receive(C, SubmitJob(b"f")) == [(C, JobCreated(b"H:t:2"))]
 
 
 # -- connection life ---------------------------------------------------------------------

@@ -281,6 +281,8 @@ class JobServerMachine(RuleBasedStateMachine):
             job = existing[0]
             if not background:
                 job.clients.append(cid)
+            else:  # issue 11.4: a background submitter makes the job durable
+                job.background = job.stored = True
             self.check(out, [(cid, JobCreated(job.handle))], noops)
             return
         handle = b"H:m:%d" % self.next_handle

@@ -36,6 +36,7 @@ from gearman_proto.events import (
     WorkException,
     WorkFail,
 )
+from gearman_proto.store import MemoryStore
 
 FUNCTIONS = [b"f", b"g"]
 CLIENTS = [1, 2]
@@ -54,14 +55,18 @@ operation = st.one_of(
     st.tuples(st.just("cancel"),),
     st.tuples(st.just("drop function"), st.sampled_from(FUNCTIONS)),
     st.tuples(st.just("advance"), st.floats(0.1, 3.0)),
+    st.tuples(st.just("commit"), st.booleans()),
 )
 
 
 class Run:
     """One JobServer and the bookkeeping a script needs to address its jobs."""
 
-    def __init__(self) -> None:
-        self.server = JobServer(now=1000.0, job_retries=1, allow_shutdown=False)
+    def __init__(self, durable: bool) -> None:
+        # A durable store: background jobs wait (PENDING) for their batch's commit.
+        self.store = MemoryStore(durable=True) if durable else None
+        self.server = JobServer(now=1000.0, job_retries=1, allow_shutdown=False,
+                                store=self.store)
         self.now = 1000.0
         self.held: dict[int, list[bytes]] = {w: [] for w in WORKERS}
         self.handles: list[bytes] = []
@@ -125,6 +130,14 @@ class Run:
             if self.handles:
                 self.feed(CLIENTS[0], AdminCommand(b"cancel job " + self.handles[-1]))
             return "cancel"
+        if kind == "commit":
+            if self.store is not None:  # a full disk, a dead database
+                self.store.fail = "disk full" if op[1] else None
+            for dest, out in self.server.commit():
+                self.note(dest, out)
+            if self.store is not None:
+                self.store.fail = None
+            return "commit"
         if kind == "drop function":
             self.feed(CLIENTS[0], AdminCommand(b"drop function " + op[1]))
             return "drop function"
@@ -142,8 +155,9 @@ EDGES_SEEN: set[tuple[int, int]] = set()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(operation, min_size=1, max_size=40))
-def test_every_move_is_in_the_table_and_caused_by_its_input(script: list[Any]) -> None:
+@given(st.lists(operation, min_size=1, max_size=40), st.booleans())
+def test_every_move_is_in_the_table_and_caused_by_its_input(script: list[Any],
+                                                            durable: bool) -> None:
     moves: list[tuple[int, int, int]] = []
     real = lifecycle.move
 
@@ -153,7 +167,7 @@ def test_every_move_is_in_the_table_and_caused_by_its_input(script: list[Any]) -
         return new
 
     with mock.patch.object(broker_module, "move", recording):
-        run = Run()
+        run = Run(durable)
         moves.clear()  # connecting moves nothing; start from the first operation
         for op in script:
             cause = run.apply(op)
