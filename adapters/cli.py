@@ -296,8 +296,8 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
         opts["max_packet_size"] = ns.max_packet
     prefix = ns.job_handle_prefix or f"H:{os.uname().nodename}"
     opts["handle_prefix"] = prefix.encode()
-    if ns.queue.partition(":")[0] not in ("memory", "sqlite", "postgresql", "postgres",
-                                          "redis", "rediss"):
+    if ns.queue != "memory" and not ns.queue.startswith(
+            ("sqlite:", "postgresql://", "postgres://", "redis://", "rediss://")):
         parser.error(f"unknown --queue {ns.queue!r} (memory, sqlite:PATH, "
                      "postgresql://USER@HOST:PORT/DB or redis://HOST:PORT/N)")
     ctx = _tls(ns, parser)  # checked before a store is opened (and locked)

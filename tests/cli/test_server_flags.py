@@ -51,7 +51,8 @@ def one_line(run: subprocess.CompletedProcess[bytes]) -> str:
     (["--max-packet", "-1"], 2, "argument --max-packet: -1 is out of range"),
     (["--idle-timeout", "-3"], 2, "argument --idle-timeout: -3 is out of range"),
     (["--keepalive-idle", "0"], 2, "argument --keepalive-idle: 0 is out of range"),
-    (["--queue", "redis:x"], 2, "unknown --queue 'redis:x' (memory or sqlite:PATH)"),
+    (["--queue", "redis:x"], 2, "unknown --queue 'redis:x' (memory, sqlite:PATH, "
+     "postgresql://USER@HOST:PORT/DB or redis://HOST:PORT/N)"),
     (["-q", "libsqlite3"], 2, "-q libsqlite3 needs --libsqlite3-db FILE"),
     (["-q", "libdrizzle"], 2, "-q/--queue-type libdrizzle: not available here"),
     (["--verbose", "LOUD"], 2, "argument --verbose: invalid choice: 'LOUD'"),
@@ -64,10 +65,9 @@ def one_line(run: subprocess.CompletedProcess[bytes]) -> str:
     (["--ssl-certificate", "/nonexistent.pem"], 1,
      "--ssl-certificate /nonexistent.pem: cannot read it (No such file or directory)"),
     (["--queue", "sqlite:/nonexistent-dir/q.db"], 1,
-     "--queue sqlite:/nonexistent-dir/q.db: cannot use /nonexistent-dir/q.db as the job store "
-     "(unable to open database file); give the path of a new or existing SQLite database"),
+     "sqlite /nonexistent-dir/q.db: directory /nonexistent-dir does not exist"),
     (["-q", "libsqlite3", "--libsqlite3-db", "/nonexistent-dir/q.db"], 1,
-     "--queue sqlite:/nonexistent-dir/q.db: cannot use /nonexistent-dir/q.db"),
+     "sqlite /nonexistent-dir/q.db: directory /nonexistent-dir does not exist"),
     (["-l", "/nonexistent-dir/server.log"], 1,
      "-l/--log-file /nonexistent-dir/server.log: cannot open it for writing (No such file"),
     (["-P", "/nonexistent-dir/server.pid"], 1,
@@ -88,9 +88,7 @@ def test_sqlite_queue_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     notes.write_text("not a database\n" * 100)
     run = gp("server", "-p", "0", "--queue", f"sqlite:{notes}")
     assert run.returncode == 1
-    assert one_line(run) == (f"gearman-proto server: --queue sqlite:{notes}: cannot use {notes} "
-                             "as the job store (file is not a database); give the path of a new "
-                             "or existing SQLite database in a writable directory")
+    assert one_line(run) == f"gearman-proto server: sqlite {notes}: file is not a database"
     assert notes.read_text() == "not a database\n" * 100
 
 

@@ -18,16 +18,19 @@ import pytest
 from _dbs import PostgreSQL, Redis, free_port
 
 
-def refused(*args: str, timeout: float = 60) -> str:
-    """Run the server with ``args``; assert it refused to start with one line; the line."""
+def refused(*args: str, timeout: float = 60, status: int = 1) -> str:
+    """Run the server with ``args``; assert it refused to start with one line; the line.
+
+    ``status`` 1 is a start-up failure; 2 a usage error (the value itself is wrong).
+    """
     result = subprocess.run(
         [sys.executable, "-m", "gearman_proto.adapters.cli", "server", "--port", "0", *args],
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     lines = result.stderr.splitlines()
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("gearman-proto: ")
+    assert lines[0].startswith("gearman-proto server: ")
     return lines[0]
 
 
@@ -114,7 +117,10 @@ def test_two_servers_on_one_sqlite_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", ["sqlite:", "mysql://localhost/db", "postgres", "redis:6379",
                                   "postgresql:/x"])
 def test_unknown_queue(spec: str) -> None:
-    line = refused("--queue", spec)
+    # A value of no known form is a usage error; a known form with a bad rest (an
+    # empty path) fails the start.
+    known = spec.startswith(("sqlite:", "postgresql://", "redis://"))
+    line = refused("--queue", spec, status=1 if known else 2)
     assert repr(spec) in line and "postgresql://" in line
 
 
