@@ -43,7 +43,7 @@ from gearman_proto.events import (
     WorkUpdate,
     WorkWarning,
 )
-from gearman_proto.hub import DEFAULT_MAX_CLIENT_JOBS, ServerHub
+from gearman_proto.hub import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_MAX_CLIENT_JOBS, ServerHub
 from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 from gearman_proto.session import ClientSession, Job, JobState, Reply, WorkerSession, WorkerStep
 
@@ -819,54 +819,52 @@ def _limits(limits: tuple[int, ...]) -> tuple[int, int, int] | None:
 
 # -- server ---------------------------------------------------------------------------
 
+_server_log = logging.getLogger("gearman_proto.server")
+"""Connections, protocol errors, refusals, replays, signals and stops (docs/server.md)."""
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> tuple[bytes, str]:
+    """The peer's IP (as ``workers`` shows it) and ``ip:port`` for the log."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple):
+        return str(peer[0]).encode(), f"{peer[0]}:{peer[1]}"
+    return b"-", "-"
+
 
 class _Peer(asyncio.Protocol):
-    """One accepted connection: bytes go to the hub, the hub's answers come back."""
+    """One accepted connection: bytes go to the hub, and what the hub decides is done."""
 
-    __slots__ = ("cid", "paused_jobs", "paused_output", "server", "transport")
+    __slots__ = ("cid", "server", "transport")
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.cid = 0
         self.transport: asyncio.Transport | None = None
-        # Why reading is paused: its output is not drained, or it waits for
-        # too many jobs (ServerHub.may_read).  Resumed when neither holds.
-        self.paused_output = False
-        self.paused_jobs = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not isinstance(transport, asyncio.Transport): uvloop's transports
         # implement the interface without subclassing it.
         transport = cast(asyncio.Transport, transport)
         server = self.server
-        if server.max_connections and len(server.hub) >= server.max_connections:
-            log.warning("refusing connection: %d connections open", len(server.hub))
+        server.batch_started()  # the idle clock starts now; the flush logs and re-arms
+        hub = server.hub
+        if not hub.may_open():
             transport.abort()
             return
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and server.keepalive:
             apply_keepalive(sock, server.keepalive)
-        peer = transport.get_extra_info("peername")
-        address = peer[0].encode() if isinstance(peer, tuple) else b"-"
-        if server.hub.idle_timeout:
-            # The idle clock starts now, and the flush re-arms the timer for it.
-            server.batch_started()
-        self.cid = server.hub.open(address)
+        address, name = _peer_name(transport)
+        self.cid = hub.open(address, name)
         server.peers[self.cid] = self
-        # Outputs are written with no flow control of their own; this bound is
-        # where pause_writing() stops us reading from a peer that doesn't read.
+        # Past this many unsent bytes pause_writing() tells the hub, which
+        # stops reading from this peer (and from the workers feeding it).
         transport.set_write_buffer_limits(high=server.output_limit)
 
     def data_received(self, data: bytes) -> None:
-        server = self.server
-        server.batch_started()
-        hub = server.hub
-        hub.receive(self.cid, data)
-        if not hub.may_read(self.cid) and not self.paused_jobs and self.transport is not None:
-            self.paused_jobs = True
-            self.transport.pause_reading()
-            server.job_paused.append(self)
+        self.server.batch_started()
+        self.server.hub.receive(self.cid, data)
 
     def eof_received(self) -> bool | None:
         server = self.server
@@ -874,9 +872,8 @@ class _Peer(asyncio.Protocol):
         server.hub.receive(self.cid, b"")
         if self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
             return None  # TLS has no half-close: asyncio closes it now
-        # Keep the transport until the flush, so what is due to the peer (the
-        # ERROR for a message its EOF cut short) is written before closing.
-        server.finished.append(self)
+        # Keep the transport: the hub closes it in the flush, after what is
+        # due to the peer (the ERROR for a message its EOF cut short).
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -888,33 +885,33 @@ class _Peer(asyncio.Protocol):
         server.hub.closed(self.cid)
 
     def pause_writing(self) -> None:
-        self.paused_output = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        server = self.server
+        server.batch_started()
+        for cid in server.hub.output_blocked(self.cid, True):
+            peer = server.peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.paused_output = False
-        self.resume()
-
-    def resume(self) -> None:
-        """Read again, unless the other reason to pause still holds."""
-        if (self.transport is not None and not self.transport.is_closing()
-                and not self.paused_output and not self.paused_jobs):
-            self.transport.resume_reading()
+        self.server.batch_started()
+        self.server.hub.output_blocked(self.cid, False)
 
 
 class Server:
     """A Gearman job server on asyncio, driving the core's JobServer through a ServerHub.
 
     Every read in one turn of the event loop is processed, then one flush
-    commits durable jobs once (group commit) and writes each connection's
-    output in one call.  A connection with more than ``output_limit`` bytes
-    unsent is not read from until they drain, nor one waiting for
-    ``max_client_jobs`` foreground jobs until some end.  ``idle_timeout`` (seconds, 0 =
-    never) closes connections silent for that long without a reason (see
-    :class:`~gearman_proto.hub.ServerHub`); ``keepalive`` is ``True`` or a
-    :class:`KeepAlive` with timings.  The admin ``shutdown`` command (with
-    ``allow_shutdown=True``) closes the server like :meth:`close`.
+    commits durable jobs once (group commit), writes each connection's output
+    in one call and carries out what the hub decided (close, pause, resume,
+    the next timer).  A connection with more than ``output_limit`` bytes unsent
+    is not read from until they drain, nor one waiting for ``max_client_jobs``
+    foreground jobs until some end, nor a worker whose job's client is over
+    its limit.  ``idle_timeout`` (seconds, 0 = never) closes connections
+    silent for that long without a reason (see :class:`~gearman_proto.hub.ServerHub`);
+    ``keepalive`` is ``True`` or a :class:`KeepAlive` with timings;
+    ``graceful_timeout`` bounds a graceful stop.  The admin ``shutdown``
+    command (with ``allow_shutdown=True``) stops the server like :meth:`close`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 4730, *,
@@ -923,6 +920,7 @@ class Server:
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
                  keepalive: bool | KeepAlive = False, backlog: int = 1024,
                  idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
+                 graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
                  **broker_options: Any) -> None:
         self.host = host
         self.port = port
@@ -932,22 +930,19 @@ class Server:
             broker_options.setdefault("pid", os.getpid())
             broker = JobServer(now=time.time(), **broker_options)
         self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
-                             max_client_jobs=max_client_jobs)
+                             max_client_jobs=max_client_jobs, max_connections=max_connections,
+                             graceful_timeout=graceful_timeout,
+                             log_level=_server_log.getEffectiveLevel())
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
         self.peers: dict[int, _Peer] = {}
         self._server: asyncio.base_events.Server | None = None
+        self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        """The deadline ``_timer`` was set for."""
         self._closed = asyncio.Event()
-        self.finished: list[_Peer] = []
-        """Peers that sent EOF: closed by the next flush, after their last bytes."""
-        self.job_paused: list[_Peer] = []
-        """Peers not read from while they wait for max_client_jobs jobs or more."""
 
     @property
     def broker(self) -> JobServer:
@@ -956,92 +951,94 @@ class Server:
 
     async def start(self) -> None:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
-        self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(
+        self._loop = loop = asyncio.get_running_loop()
+        self.hub.log_level = _server_log.getEffectiveLevel()
+        self._server = await loop.create_server(
             lambda: _Peer(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
             reuse_address=True)
+        self._listening = True
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
-        self._schedule_timer()
+        _server_log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
+        self.batch_started()
 
     def batch_started(self) -> None:
+        """Something happened: the hub gets the time now and a flush at the end of the turn."""
         if not self._flush_pending:
             self._flush_pending = True
             # The clock is read once per batch: epoch jobs and timeouts need it.
             self.hub.advance(time.time())
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
+            if self._loop is not None:
+                self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        out = self.hub.flush()
+        hub = self.hub
+        out = hub.flush()
         peers = self.peers
         for cid, data in out.writes.items():
             peer = peers.get(cid)
             if peer is not None and peer.transport is not None:
                 peer.transport.write(data)
+        for cid in out.shut:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None:
+                if peer.transport.can_write_eof():
+                    peer.transport.write_eof()
+                else:
+                    peer.transport.close()
         for cid in out.close:
             peer = peers.get(cid)
             if peer is not None and peer.transport is not None:
                 peer.transport.close()
-        if self.finished:
-            for peer in self.finished:
-                if peer.transport is not None:
-                    peer.transport.close()
-            self.finished.clear()
-        if self.job_paused:
-            hub = self.hub
-            still = []
-            for peer in self.job_paused:
-                if hub.may_read(peer.cid):
-                    peer.paused_jobs = False
-                    peer.resume()
-                else:
-                    still.append(peer)
-            self.job_paused = still
-        self._schedule_timer()
-        requested = self.broker.shutdown_requested
-        if requested is not None and not self._closed.is_set():
-            # The admin `shutdown [graceful]` (allow_shutdown): its OK is written above.
-            self.close(graceful=requested == "graceful")
-        if self._draining and not self._has_running_jobs():
+        for cid in out.pause:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.pause_reading()
+        for cid in out.resume:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.resume_reading()
+        for level, message, args in out.notes:
+            _server_log.log(level, message, *args)
+        if out.rearm:
+            self._arm(out.deadline)
+        if out.more:
+            self.batch_started()  # after the other connections' reads of this turn
+        if hub.stopping and self._listening:
+            self._listening = False
+            if self._server is not None:
+                self._server.close()
+        if hub.stopped:
             self._closed.set()
 
-    def _schedule_timer(self) -> None:
-        deadline = self.hub.next_deadline()
-        if deadline == self._timer_at:
-            return  # asked after every turn; the timer set for it stands
+    def _arm(self, deadline: float | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_at = deadline
-        if deadline is None or self._loop is None:
-            return
-        delay = max(0.0, deadline - time.time())
-        self._timer = self._loop.call_later(delay, self._tick)
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_later(max(0.0, deadline - time.time()), self._tick)
 
     def _tick(self) -> None:
         self._timer = None
-        self._timer_at = None
-        self.hub.advance(time.time())
+        self.hub.tick(time.time())
         self._flush()
 
-    _draining = False
-
-    def _has_running_jobs(self) -> bool:
-        return any(row.running for row in self.broker.status_rows())
-
-    def close(self, graceful: bool = False) -> None:
-        """Stop accepting.  Graceful: keep serving until no job is running, then stop."""
-        if self._server is not None:
-            self._server.close()
-        if graceful:
-            self._draining = True
-            if not self._has_running_jobs():
-                self._closed.set()
-        else:
+    def close(self, graceful: bool = False, why: str = "stop requested") -> None:
+        """Stop.  Graceful: hand out no more jobs, take no submissions, let the running
+        jobs finish (bounded by ``graceful_timeout``), then stop; see
+        :meth:`ServerHub.stop <gearman_proto.hub.ServerHub.stop>`."""
+        if self._loop is None:
+            self.hub.stop(graceful, why)
             self._closed.set()
+            return
+        self.batch_started()
+        self.hub.stop(graceful, why)
+        if self._listening and self._server is not None:
+            self._listening = False
+            self._server.close()  # stop accepting now, not at the flush
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`close` (or SIGTERM/SIGINT, SIGUSR1 for graceful, if installed)."""
@@ -1050,20 +1047,23 @@ class Server:
         await self._closed.wait()
         if self._server is not None:
             self._server.close()
+        self._listening = False
         for peer in list(self.peers.values()):
             if peer.transport is not None:
-                peer.transport.close()
+                peer.transport.close()  # after what is buffered for it
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = self._timer_at = None
+            self._timer = None
         self.broker.commit()
+        for level, message, args in self.hub.flush().notes:
+            _server_log.log(level, message, *args)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop at once; SIGUSR1 stops gracefully (as gearmand)."""
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.close)
-        loop.add_signal_handler(signal.SIGINT, self.close)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: self.close(graceful=True))
+        loop.add_signal_handler(signal.SIGTERM, self.close, False, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.close, False, "SIGINT")
+        loop.add_signal_handler(signal.SIGUSR1, self.close, True, "SIGUSR1")
 
     async def __aenter__(self) -> Server:
         await self.start()
