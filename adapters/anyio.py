@@ -1098,6 +1098,15 @@ class Server:
         hub = self.hub
         out = hub.flush()
         peers = self.peers
+        # Pause and resume first: a write below may pause again (output_blocked).
+        for cid in out.pause:
+            peer = peers.get(cid)
+            if peer is not None:
+                peer.pause()
+        for cid in out.resume:
+            peer = peers.get(cid)
+            if peer is not None:
+                peer.resume()
         for cid, data in out.writes.items():
             peer = peers.get(cid)
             if peer is not None:
@@ -1110,14 +1119,6 @@ class Server:
             peer = peers.get(cid)
             if peer is not None:
                 peer.close()
-        for cid in out.pause:
-            peer = peers.get(cid)
-            if peer is not None:
-                peer.pause()
-        for cid in out.resume:
-            peer = peers.get(cid)
-            if peer is not None:
-                peer.resume()
         for level, message, args in out.notes:
             _server_log.log(level, message, *args)
         if out.rearm:

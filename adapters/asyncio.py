@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import inspect
 import logging
 import os
 import signal
+import socket
 import ssl as _ssl
 import threading
 import time
@@ -823,6 +825,44 @@ _server_log = logging.getLogger("gearman_proto.server")
 """Connections, protocol errors, refusals, replays, signals and stops (docs/server.md)."""
 
 
+# accept() errors that say "out of resources": retried after a pause, not at once.
+_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_ACCEPT_BATCH = 64
+"""Connections accepted per readiness of a listening socket (then the others' turn)."""
+
+
+def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Listening sockets for ``host`` (every address it resolves to), all on one port."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, str]] = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if (family, str(address[0])) in seen:
+                continue
+            seen.add((family, str(address[0])))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"error while attempting to bind on address "
+                                         f"{address!r}: {exc.strerror}") from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def _peer_name(transport: asyncio.BaseTransport) -> tuple[bytes, str]:
     """The peer's IP (as ``workers`` shows it) and ``ip:port`` for the log."""
     peer = transport.get_extra_info("peername")
@@ -937,7 +977,8 @@ class Server:
         self.output_limit = output_limit
         self.keepalive = keepalive
         self.peers: dict[int, _Peer] = {}
-        self._server: asyncio.base_events.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._adopting: set[asyncio.Task[None]] = set()
         self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_pending = False
@@ -953,14 +994,59 @@ class Server:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
         self._loop = loop = asyncio.get_running_loop()
         self.hub.log_level = _server_log.getEffectiveLevel()
-        self._server = await loop.create_server(
-            lambda: _Peer(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
-            reuse_address=True)
+        # Our own accept loop, not loop.create_server(): at the file-descriptor
+        # limit asyncio's retries every pending connection at once, logging a
+        # traceback for each (a spin); here the hub says how long to pause.
+        self._sockets = _listen(self.host, self.port, self.backlog)
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
         self._listening = True
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
+        self.port = self._sockets[0].getsockname()[1]
         _server_log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
         self.batch_started()
+
+    def _accept(self, sock: socket.socket) -> None:
+        loop = self._loop
+        assert loop is not None
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, _address = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _EXHAUSTED:
+                    continue  # that peer gave up already (ECONNABORTED, ...)
+                loop.remove_reader(sock.fileno())
+                delay = self.hub.accept_failed(str(exc))
+                self.batch_started()  # the flush logs it (once per episode)
+                loop.call_later(delay, self._accept_again, sock)
+                return
+            conn.setblocking(False)
+            task = loop.create_task(self._adopt(conn))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    def _accept_again(self, sock: socket.socket) -> None:
+        if self._listening and self._loop is not None:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        """Give an accepted socket its transport (after the TLS handshake, with ``ssl``)."""
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(lambda: _Peer(self), conn, ssl=self.ssl)
+        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+            _server_log.info("TLS handshake failed: %r", exc)
+            conn.close()
+
+    def _stop_listening(self) -> None:
+        if not self._listening:
+            return
+        self._listening = False
+        for sock in self._sockets:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
 
     def batch_started(self) -> None:
         """Something happened: the hub gets the time now and a flush at the end of the turn."""
@@ -976,6 +1062,17 @@ class Server:
         hub = self.hub
         out = hub.flush()
         peers = self.peers
+        # Pause and resume first: a write below may pause again (pause_writing).
+        for cid in out.pause:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.pause_reading()
+        for cid in out.resume:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.resume_reading()
         for cid, data in out.writes.items():
             peer = peers.get(cid)
             if peer is not None and peer.transport is not None:
@@ -991,26 +1088,14 @@ class Server:
             peer = peers.get(cid)
             if peer is not None and peer.transport is not None:
                 peer.transport.close()
-        for cid in out.pause:
-            peer = peers.get(cid)
-            if peer is not None and peer.transport is not None \
-                    and not peer.transport.is_closing():
-                peer.transport.pause_reading()
-        for cid in out.resume:
-            peer = peers.get(cid)
-            if peer is not None and peer.transport is not None \
-                    and not peer.transport.is_closing():
-                peer.transport.resume_reading()
         for level, message, args in out.notes:
             _server_log.log(level, message, *args)
         if out.rearm:
             self._arm(out.deadline)
         if out.more:
             self.batch_started()  # after the other connections' reads of this turn
-        if hub.stopping and self._listening:
-            self._listening = False
-            if self._server is not None:
-                self._server.close()
+        if hub.stopping:
+            self._stop_listening()
         if hub.stopped:
             self._closed.set()
 
@@ -1036,18 +1121,14 @@ class Server:
             return
         self.batch_started()
         self.hub.stop(graceful, why)
-        if self._listening and self._server is not None:
-            self._listening = False
-            self._server.close()  # stop accepting now, not at the flush
+        self._stop_listening()  # now, not at the flush
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`close` (or SIGTERM/SIGINT, SIGUSR1 for graceful, if installed)."""
-        if self._server is None:
+        if not self._sockets:
             await self.start()
         await self._closed.wait()
-        if self._server is not None:
-            self._server.close()
-        self._listening = False
+        self._stop_listening()
         for peer in list(self.peers.values()):
             if peer.transport is not None:
                 peer.transport.close()  # after what is buffered for it

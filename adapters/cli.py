@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=float, default=0, metavar="SECONDS",
                    help="close connections silent this long that neither run a job, "
                         "wait for one nor sleep as a worker (default 0: never)")
+    s.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="a graceful stop (SIGUSR1, admin shutdown graceful) waits this long "
+                        "at most for running jobs (default 30)")
     s.add_argument("--keepalive", action="store_true", help="TCP keepalive on connections")
     s.add_argument("--keepalive-idle", type=int, default=None, metavar="SECONDS",
                    help="silence before the first keepalive probe (implies --keepalive)")
@@ -156,16 +159,17 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
             keepalive = KeepAlive(*timings)
         except ValueError as exc:
             raise SystemExit(f"gearman-proto: {exc}") from None
-    if ns.output_limit < 1 or ns.idle_timeout < 0 or ns.max_client_jobs < 0:
-        raise SystemExit("gearman-proto: --output-limit must be >= 1, --idle-timeout and "
-                         "--max-client-jobs >= 0")
+    if (ns.output_limit < 1 or ns.idle_timeout < 0 or ns.max_client_jobs < 0
+            or ns.graceful_timeout < 0):
+        raise SystemExit("gearman-proto: --output-limit must be >= 1, --idle-timeout, "
+                         "--graceful-timeout and --max-client-jobs >= 0")
     opts: dict[str, Any] = {
         "job_retries": ns.job_retries, "worker_wakeup": ns.worker_wakeup,
         "exceptions": ns.exceptions, "allow_shutdown": ns.allow_shutdown,
         "verbose": ns.verbose.encode(), "keepalive": keepalive,
         "max_connections": ns.max_connections, "pid": os.getpid(),
         "output_limit": ns.output_limit, "idle_timeout": ns.idle_timeout,
-        "max_client_jobs": ns.max_client_jobs,
+        "max_client_jobs": ns.max_client_jobs, "graceful_timeout": ns.graceful_timeout,
         "admin_changes": ns.admin_changes,
     }
     if ns.max_packet is not None:

@@ -17,9 +17,9 @@ The loop an adapter runs::
     hub.advance(now)                    # once per batch of reads
     hub.receive(cid, data)              # each read (b"" at EOF)
     hub.output_blocked(cid, True/False) # its unsent output passed / fell under the limit
-    out = hub.flush()                   # once per batch: write out.writes, then
-                                        # out.shut (half-close), out.close; pause
-                                        # out.pause, resume out.resume; log out.notes;
+    out = hub.flush()                   # once per batch: pause out.pause, resume
+                                        # out.resume; write out.writes, then
+                                        # out.shut (half-close), out.close; log out.notes;
                                         # with out.rearm, call hub.tick(now) at
                                         # out.deadline; with out.more, flush again soon
     hub.closed(cid)                     # the transport is gone
@@ -88,11 +88,12 @@ _STOPPING_TEXT = b"Server is shutting down"
 class Flush:
     """What to do after a batch.
 
-    Write ``writes`` (bytes per connection) first.  Then half-close each of
+    Stop reading from ``pause`` and read again from ``resume`` first (a write
+    may then pause a connection again, see :meth:`ServerHub.output_blocked`).
+    Write ``writes`` (bytes per connection).  Then half-close each of
     ``shut`` (shut the write side down after its bytes and keep reading: a
     peer told of a protocol error reads the ERROR instead of a reset; the hub
-    closes it later) and close each of ``close``.  Stop reading from ``pause``,
-    read again from ``resume``.  Log ``notes``.  If ``rearm``, (re)set the one
+    closes it later) and close each of ``close``.  Log ``notes``.  If ``rearm``, (re)set the one
     timer to call :meth:`ServerHub.tick` at ``deadline`` (``None``: no timer).
     If ``more``, some connection has work left: flush again soon, after
     serving the others.
