@@ -60,7 +60,7 @@ DEFAULT_GRACEFUL_TIMEOUT = 30.0
 """Seconds a graceful stop waits for running jobs before stopping anyway."""
 TURN_EVENTS = 4096
 """Messages of one connection handled in one turn; the rest wait for the next."""
-TURN_BYTES = 1024 * 1024
+TURN_BYTES = 256 * 1024
 """Output one connection's messages may produce in one turn before the rest wait."""
 LINGER_BYTES = 64 * 1024 * 1024
 """After a protocol error: bytes still read (and dropped) so the peer gets the ERROR."""
