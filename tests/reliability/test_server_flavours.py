@@ -46,6 +46,12 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def log_lines(server: ServerProcess, text: str) -> list[str]:
     return [line for line in server.log.read_text(errors="replace").splitlines() if text in line]
 
@@ -80,9 +86,13 @@ def test_at_the_fd_limit_the_server_pauses_accepting_logs_once_and_recovers(
         for _ in range(400):  # past the limit: the rest wait in the listen backlog
             conns.append(socket.create_connection(server.address, timeout=BOUND))
         wait_for(lambda: log_lines(server, "accept failed"), what="the accept failure logged")
+        cpu = cpu_seconds(server.pid)
         time.sleep(1.0)  # attempts keep failing meanwhile: they must not be logged each
         assert server.proc is not None and server.proc.poll() is None, server.tail()
-        assert len(log_lines(server, "accept failed")) <= 3
+        failures = len(log_lines(server, "accept failed"))
+        print(f"FIGURES {loop}: at the fd limit for 1 s: {cpu_seconds(server.pid) - cpu:.2f} "
+              f"CPU s, {failures} 'accept failed' lines, log {server.log.stat().st_size} bytes")
+        assert failures <= 10  # one per episode (before: one per pending connection per try)
         assert not log_lines(server, "Traceback")
         for conn in conns:
             conn.close()
@@ -196,6 +206,8 @@ def test_work_data_to_a_client_that_does_not_read_stops_reading_the_worker(
     except TimeoutError:
         pass  # the server stopped reading from the worker: what we want
     grown = (rss_kib(server.pid) - before) // 1024
+    print(f"FIGURES {loop}: {sent / (1 << 20):.1f} of {attempted} MiB of WORK_DATA taken "
+          f"before the worker was no longer read; server RSS +{grown} MiB")
     assert sent < len(stream) // 2, f"{sent >> 20} of {attempted} MiB taken (+{grown} MiB)"
     assert grown < 48
     # The client reads: the worker is read from again, and every byte arrives.
@@ -236,6 +248,8 @@ def test_an_admin_flood_costs_bounded_memory_and_others_are_served(
     time.sleep(1.0)
     assert other.echo_works()
     grown = (rss_kib(server.pid) - before) // 1024
+    print(f"FIGURES {loop}: status x 20,000 with 1,000 functions, never read: "
+          f"server RSS +{grown} MiB; 21 echoes of another client answered meanwhile")
     assert grown < 64, f"+{grown} MiB"
     flood.close()
     other.close()
