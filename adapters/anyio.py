@@ -778,8 +778,8 @@ _server_log = logging.getLogger("gearman_proto.server")
 
 
 class _Peer:
-    """One accepted connection: its reader is the connection's task, and a writer task
-    runs only while output waits, so an idle connection costs one task.
+    """One accepted connection: its reader is the connection's task; its writer task is
+    started by the first output and ends with the connection.
 
     :meth:`write` never waits, so the hub's bytes are handed out from the
     flush for every connection at once.  Unsent output past the server's
@@ -787,8 +787,8 @@ class _Peer:
     reading (:meth:`pause`, :meth:`resume`).
     """
 
-    __slots__ = ("_chunks", "_readable", "_sent", "blocked", "cid", "closing", "pending",
-                 "reading", "scope", "server", "shutting", "stream", "writing")
+    __slots__ = ("_chunks", "_more", "_readable", "_sent", "blocked", "cid", "closing",
+                 "pending", "reading", "scope", "server", "shutting", "stream", "writing")
 
     def __init__(self, server: Server, stream: ByteStream, cid: int) -> None:
         self.server = server
@@ -803,8 +803,17 @@ class _Peer:
         self.writing = False
         self.scope = anyio.CancelScope()
         self._chunks: list[bytes] = []
+        self._more = anyio.Event()
         self._readable = anyio.Event()
         self._sent = anyio.Event()
+
+    def _wake_writer(self) -> None:
+        if self.writing:
+            self._more.set()
+        else:
+            self.writing = True
+            assert self.server._task_group_running is not None
+            self.server._task_group_running.start_soon(self._write)
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` to be sent (dropped once the connection is closing)."""
@@ -819,24 +828,20 @@ class _Peer:
                 peer = server.peers.get(cid)
                 if peer is not None:
                     peer.pause()
-        if not self.writing:
-            self.writing = True
-            assert server._task_group_running is not None
-            server._task_group_running.start_soon(self._write)
+        self._wake_writer()
 
     def close(self) -> None:
         """Send what is queued, then close."""
         self.closing = True
-        if not self.writing:
+        if self.writing:
+            self._more.set()
+        else:
             self.scope.cancel()
 
     def shut(self) -> None:
         """Send what is queued, then shut the write side down and keep reading."""
         self.shutting = True
-        if not self.writing:
-            self.writing = True
-            assert self.server._task_group_running is not None
-            self.server._task_group_running.start_soon(self._write)
+        self._wake_writer()
 
     def pause(self) -> None:
         self.reading = False
@@ -848,7 +853,7 @@ class _Peer:
 
     async def drained(self) -> None:
         """Wait until nothing is left to send."""
-        while self.writing:
+        while self.pending and self.writing:
             await self._sent.wait()
 
     async def read(self) -> None:
@@ -876,30 +881,44 @@ class _Peer:
         stream = self.stream
         limit = self.server.output_limit
         try:
-            while self._chunks:
-                data = b"".join(self._chunks)
-                self._chunks.clear()
-                await stream.send(data)
-                self.pending -= len(data)
-                if self.blocked and self.pending <= limit // 4:
-                    self.blocked = False
-                    self.server.hub.output_blocked(self.cid, False)
-                    self.server._batch()
-            if self.shutting and not self.closing:
-                try:
-                    await stream.send_eof()
-                except NotImplementedError:  # TLS has no half-close
-                    self.closing = True
+            while True:
+                if self._chunks:
+                    data = b"".join(self._chunks)
+                    self._chunks.clear()
+                    await stream.send(data)
+                    self.pending -= len(data)
+                    self._sent.set()
+                    self._sent = anyio.Event()
+                    if self.blocked and self.pending <= limit // 4:
+                        self.blocked = False
+                        self.server.hub.output_blocked(self.cid, False)
+                        self.server._batch()
+                    continue
+                if self.shutting:
+                    self.shutting = False
+                    try:
+                        await stream.send_eof()
+                    except NotImplementedError:  # TLS has no half-close
+                        self.closing = True
+                if self.closing:
+                    break
+                self._more = anyio.Event()
+                await self._more.wait()
         except _BROKEN:
             self.closing = True
             self._chunks.clear()
         finally:
-            self.pending = 0 if not self._chunks else self.pending
+            self.pending = 0
             self.writing = False
             self._sent.set()
-            self._sent = anyio.Event()
             if self.closing:
                 self.scope.cancel()
+
+    def end(self) -> None:
+        """The connection is over: the writer, if any, stops."""
+        self.closing = True
+        self._chunks.clear()
+        self._more.set()
 
 
 class Server:
@@ -1065,15 +1084,15 @@ class Server:
         peer = self.peers[cid] = _Peer(self, stream, cid)
         try:
             await peer.read()
-            if peer.writing:
-                with anyio.move_on_after(_LINGER):
-                    await peer.drained()
+            with anyio.move_on_after(_LINGER):
+                await peer.drained()
         except Exception:
             # A bug met on this connection's input costs this connection, not
             # the server (the asyncio server behaves so too).
             _server_log.exception("closing connection %d after an internal error", cid)
         finally:
             del self.peers[cid]
+            peer.end()
             await anyio.aclose_forcefully(stream)
             self._batch()
             hub.closed(cid)

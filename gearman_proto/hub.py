@@ -305,11 +305,11 @@ class ServerHub:
                     break
             else:
                 self._backlog.pop(cid, None)
-                if budget != TURN_EVENTS and self.idle_timeout:
-                    # A whole message came: the idle clock starts again (a
-                    # packet trickled in a byte at a time does not restart it).
-                    self._seen[cid] = self._now
-                    self._seen.move_to_end(cid)
+            if budget != TURN_EVENTS and self.idle_timeout:
+                # A whole message came: the idle clock starts again (a packet
+                # trickled in a byte at a time does not restart it).
+                self._seen[cid] = self._now
+                self._seen.move_to_end(cid)
         except RemoteProtocolError as exc:
             # Answer the offender (gearmand's ERROR code, or an ERR line for a
             # text command), shut its write side and drop the rest of what it
