@@ -867,12 +867,12 @@ class _Peer:
                     data = await _recv(stream)
                     server._batch()
                     hub.receive(cid, data)
-                    if not data:
-                        return  # the hub closes it once what is due is sent
                     if server._dirty.is_set():
                         # No second read before this one's output is written
                         # here: that is what the output limit looks at.
                         await server._flushed.wait()
+                    if not data:
+                        return  # what is due was handed over above; the hub closes it
             except _BROKEN:
                 self.closing = True
                 self._chunks.clear()
