@@ -46,6 +46,9 @@ from .events import (
     SubmitJob,
     SubmitJobEpoch,
     SubmitReduceJob,
+    WorkData,
+    WorkStatus,
+    WorkWarning,
 )
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
@@ -79,6 +82,8 @@ Note = tuple[int, str, tuple[object, ...]]
 # What a draining server no longer does: hand out work, or take it in.
 _GRABS = (GrabJob, GrabJobUniq, GrabJobAll)
 _SUBMISSIONS = (SubmitJob, SubmitJobEpoch, SubmitReduceJob)
+# What a worker streams to its job's clients before the result: unbounded in number.
+_STREAMS = (WorkData, WorkWarning, WorkStatus)
 _NO_JOB = NoJob()
 _STOPPING_CODE = b"SHUTTING_DOWN"
 _STOPPING_TEXT = b"Server is shutting down"
@@ -196,6 +201,8 @@ class ServerHub:
         self._blocked: set[int] = set()
         self._paused: set[int] = set()
         self._pause: list[int] = []
+        # Workers not read from because they streamed to a client over its limit.
+        self._stalled: set[int] = set()
         # Connections with messages left from an earlier turn (TURN_EVENTS/BYTES).
         self._backlog: dict[int, None] = {}
         self._produced = 0  # bytes routed so far: a turn's output is a difference
@@ -292,9 +299,18 @@ class ServerHub:
                     self._close.append(cid)
                     self._drop(cid)
                     return
-                self._route(handle(cid, event))
+                outputs = handle(cid, event)
+                self._route(outputs)
                 if self.internal_errors and cid not in self._conns:
                     return  # _route closed it
+                if self._blocked and type(event) in _STREAMS and any(
+                        c in self._blocked for c, _e in outputs):
+                    # A worker streaming to a client that does not read: stop
+                    # reading it until that client drains, or WORK_DATA piles up.
+                    self._stalled.add(cid)
+                    self._pause_if_reading(cid)
+                    self._backlog[cid] = None  # what it sent meanwhile waits
+                    break
                 budget -= 1
                 if not budget or self._produced - start > TURN_BYTES:
                     # Enough for this turn: the rest waits in the decoder's
@@ -381,8 +397,18 @@ class ServerHub:
         limit = self.max_client_jobs
         if limit and broker.waiting_on(cid) >= limit:
             return True
-        blocked = self._blocked
-        return bool(blocked) and not blocked.isdisjoint(broker.clients_of(cid))
+        return cid in self._stalled and self._still_stalled(cid)
+
+    def _still_stalled(self, cid: int) -> bool:
+        """Whether stalled worker ``cid`` still runs a job for a client over its limit."""
+        if not self._blocked.isdisjoint(self.broker.clients_of(cid)):
+            return True
+        self._stalled.discard(cid)
+        return False
+
+    def _waits(self, cid: int) -> bool:
+        """Whether a connection with work left must wait for another connection to drain."""
+        return cid in self._blocked or (cid in self._stalled and self._still_stalled(cid))
 
     def _pause_if_reading(self, cid: int) -> None:
         if cid not in self._paused:
@@ -393,8 +419,10 @@ class ServerHub:
         """Connection ``cid``'s unsent output went over the adapter's limit (``True``)
         or back under it (``False``).
 
-        Returns the connections to stop reading from now: ``cid`` and the
-        workers running jobs it waits for.  Which to read from again, once
+        Returns the connections to stop reading from now (``cid``).  A worker
+        that then streams WORK_DATA, WORK_WARNING or WORK_STATUS to it is not
+        read from either until it drains (results are bounded by
+        ``max_client_jobs``; a stream is not).  Which to read from again, once
         ``False`` comes, the next :meth:`flush` says.
         """
         if not blocked:
@@ -403,10 +431,10 @@ class ServerHub:
         if cid in self._blocked or cid not in self._conns:
             return []
         self._blocked.add(cid)
-        paused = self._paused
-        now = [c for c in (cid, *self.broker.workers_for(cid)) if c not in paused]
-        paused.update(now)
-        return now
+        if cid in self._paused:
+            return []
+        self._paused.add(cid)
+        return [cid]
 
     def _resumable(self) -> list[int]:
         """Paused connections whose reasons all ended (they are read from again)."""
@@ -548,7 +576,7 @@ class ServerHub:
             out.rearm = True
             out.deadline = deadline
         if self._backlog:
-            out.more = any(cid not in self._blocked for cid in self._backlog)
+            out.more = any(not self._waits(cid) for cid in self._backlog)
         return out
 
     def _work_backlog(self) -> None:
@@ -558,7 +586,7 @@ class ServerHub:
             conn = conns.get(cid)
             if conn is None:
                 del self._backlog[cid]
-            elif cid not in self._blocked:
+            elif not self._waits(cid):
                 self._process(cid, conn)
 
     def _note(self, level: int, message: str, *args: object) -> None:
@@ -570,6 +598,7 @@ class ServerHub:
         self._seen.pop(cid, None)
         self._blocked.discard(cid)
         self._paused.discard(cid)
+        self._stalled.discard(cid)
         self._backlog.pop(cid, None)
         self._route(self.broker.disconnect(cid))
 

@@ -61,21 +61,28 @@ def test_accept_failures_pause_and_are_logged_once_until_an_accept_succeeds() ->
     assert any("accepting again after 50 failed accepts" in m for m in messages(hub))
 
 
-def test_output_backpressure_pauses_the_client_and_the_worker_that_feeds_it() -> None:
+def test_output_backpressure_pauses_the_client_and_the_worker_streaming_to_it() -> None:
     """Issue 11 item 7: WORK_DATA for a client that does not read pauses its worker."""
     hub = ServerHub()
     client, worker, bystander = hub.open(), hub.open(), hub.open()
     hub.receive(client, packet(PacketType.SUBMIT_JOB, b"f", b"", b"x"))
     hub.receive(worker, packet(PacketType.CAN_DO, b"f") + packet(PacketType.GRAB_JOB))
+    handle = hub.broker.jobs()[0].handle
     hub.flush()
-    assert sorted(hub.output_blocked(client, True)) == [client, worker]
-    assert not hub.may_read(client) and not hub.may_read(worker) and hub.may_read(bystander)
+    assert hub.output_blocked(client, True) == [client]
     assert hub.output_blocked(client, True) == []  # reported once
+    assert not hub.may_read(client) and hub.may_read(worker)  # results are bounded
+    data = [packet(PacketType.WORK_DATA, handle, b"%d" % i) for i in range(3)]
+    hub.receive(worker, b"".join(data))  # a stream is not: the worker waits too
     out = hub.flush()
-    assert out.resume == [] and out.pause == []
+    assert out.pause == [worker] and not hub.may_read(worker) and hub.may_read(bystander)
+    assert decode(out.writes[client]) == [Packet(RES, PacketType.WORK_DATA, (handle, b"0"))]
+    assert not out.more  # the rest waits for the client, not for another turn
     hub.output_blocked(client, False)
-    assert sorted(hub.flush().resume) == [client, worker]
-    assert hub.may_read(worker)
+    out = hub.flush()
+    assert sorted(out.resume) == [client, worker]
+    assert decode(out.writes[client]) == [Packet(RES, PacketType.WORK_DATA, (handle, b"%d" % i))
+                                          for i in (1, 2)]
 
 
 def test_a_connection_waiting_for_max_client_jobs_is_paused_until_one_ends() -> None:
