@@ -481,13 +481,6 @@ class JobServer:
             return []
         return [cid for job in conn.jobs.values() for cid in job.clients]
 
-    def workers_for(self, conn_id: int) -> list[int]:
-        """The connections running the foreground jobs that ``conn_id`` waits for."""
-        conn = self._conns.get(conn_id)
-        if conn is None:
-            return []
-        return [job.worker for job in conn.attached.values() if job.state == _RUNNING]
-
     @property
     def running_count(self) -> int:
         """Jobs running on a worker now."""
