@@ -44,7 +44,7 @@ from anyio.streams.tls import TLSStream
 
 from gearman_proto.broker import JobServer
 from gearman_proto.errors import RemoteProtocolError
-from gearman_proto.hub import DEFAULT_MAX_CLIENT_JOBS, ServerHub
+from gearman_proto.hub import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_MAX_CLIENT_JOBS, ServerHub
 from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 
 from . import _impl
@@ -181,19 +181,169 @@ Handler = _impl.Handler
 
 # -- server ---------------------------------------------------------------------------
 
+_server_log = logging.getLogger("gearman_proto.server")
+"""Connections, protocol errors, refusals, replays, signals and stops (docs/server.md)."""
+
+
+class _Peer:
+    """One accepted connection: its reader is the connection's task; its writer task is
+    started by the first output and ends with the connection.
+
+    :meth:`write` never waits, so the hub's bytes are handed out from the
+    flush for every connection at once.  Unsent output past the server's
+    ``output_limit`` is reported to the hub, which says when to stop and start
+    reading (:meth:`pause`, :meth:`resume`).
+    """
+
+    __slots__ = ("_chunks", "_more", "_readable", "_sent", "blocked", "cid", "closing",
+                 "pending", "reading", "scope", "server", "shutting", "stream", "writing")
+
+    def __init__(self, server: Server, stream: ByteStream, cid: int) -> None:
+        self.server = server
+        self.stream = stream
+        self.cid = cid
+        self.pending = 0
+        """Bytes written here and not yet sent."""
+        self.blocked = False
+        self.reading = True
+        self.closing = False
+        self.shutting = False
+        self.writing = False
+        self.scope = anyio.CancelScope()
+        self._chunks: list[bytes] = []
+        self._more = anyio.Event()
+        self._readable = anyio.Event()
+        self._sent = anyio.Event()
+
+    def _wake_writer(self) -> None:
+        if self.writing:
+            self._more.set()
+        else:
+            self.writing = True
+            assert self.server._task_group_running is not None
+            self.server._task_group_running.start_soon(self._write)
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` to be sent (dropped once the connection is closing)."""
+        if self.closing or not data:
+            return
+        self._chunks.append(data)
+        self.pending += len(data)
+        server = self.server
+        if not self.blocked and self.pending > server.output_limit:
+            self.blocked = True
+            for cid in server.hub.output_blocked(self.cid, True):
+                peer = server.peers.get(cid)
+                if peer is not None:
+                    peer.pause()
+        self._wake_writer()
+
+    def close(self) -> None:
+        """Send what is queued, then close."""
+        self.closing = True
+        if self.writing:
+            self._more.set()
+        else:
+            self.scope.cancel()
+
+    def shut(self) -> None:
+        """Send what is queued, then shut the write side down and keep reading."""
+        self.shutting = True
+        self._wake_writer()
+
+    def pause(self) -> None:
+        self.reading = False
+        self._readable = anyio.Event()
+
+    def resume(self) -> None:
+        self.reading = True
+        self._readable.set()
+
+    async def drained(self) -> None:
+        """Wait until nothing is left to send."""
+        while self.pending and self.writing:
+            await self._sent.wait()
+
+    async def read(self) -> None:
+        """Hand every read to the hub until the peer or the hub ends it."""
+        server, hub, cid, stream = self.server, self.server.hub, self.cid, self.stream
+        with self.scope:
+            try:
+                while True:
+                    if not self.reading:
+                        await self._readable.wait()
+                    data = await _recv(stream)
+                    server._batch()
+                    hub.receive(cid, data)
+                    if server._dirty.is_set():
+                        # No second read before this one's output is written
+                        # here: that is what the output limit looks at.
+                        await server._flushed.wait()
+                    if not data:
+                        return  # what is due was handed over above; the hub closes it
+            except _BROKEN:
+                self.closing = True
+                self._chunks.clear()
+
+    async def _write(self) -> None:
+        stream = self.stream
+        limit = self.server.output_limit
+        try:
+            while True:
+                if self._chunks:
+                    data = b"".join(self._chunks)
+                    self._chunks.clear()
+                    await stream.send(data)
+                    self.pending -= len(data)
+                    self._sent.set()
+                    self._sent = anyio.Event()
+                    if self.blocked and self.pending <= limit // 4:
+                        self.blocked = False
+                        self.server.hub.output_blocked(self.cid, False)
+                        self.server._batch()
+                    continue
+                if self.shutting:
+                    self.shutting = False
+                    try:
+                        await stream.send_eof()
+                    except NotImplementedError:  # TLS has no half-close
+                        self.closing = True
+                if self.closing:
+                    break
+                self._more = anyio.Event()
+                await self._more.wait()
+        except _BROKEN:
+            self.closing = True
+            self._chunks.clear()
+        finally:
+            self.pending = 0
+            self.writing = False
+            self._sent.set()
+            if self.closing:
+                self.scope.cancel()
+
+    def end(self) -> None:
+        """The connection is over: the writer, if any, stops."""
+        self.closing = True
+        self._chunks.clear()
+        self._more.set()
+
 
 class Server:
     """A Gearman job server on anyio, driving the core's JobServer through one ServerHub.
 
     Each read goes to the hub at once; a flusher task then commits durable
-    jobs once for every read that came in meanwhile (group commit) and hands
-    each connection its bytes.  A connection with more than ``output_limit``
+    jobs once for every read that came in meanwhile (group commit), hands each
+    connection its bytes and carries out what the hub decided (close, pause,
+    resume, the next timer).  A connection with more than ``output_limit``
     bytes unsent is not read from until they drain, nor one waiting for
-    ``max_client_jobs`` foreground jobs until some end.  ``idle_timeout`` (seconds,
-    0 = never) closes connections silent for that long without a reason (see
+    ``max_client_jobs`` foreground jobs until some end, nor a worker whose
+    job's client is over its limit.  ``idle_timeout`` (seconds, 0 = never)
+    closes connections silent for that long without a reason (see
     :class:`~gearman_proto.hub.ServerHub`); ``keepalive`` is ``True`` or a
-    :class:`KeepAlive` with timings.  The admin ``shutdown``
-    command (with ``allow_shutdown=True``) closes the server like :meth:`close`.
+    :class:`KeepAlive` with timings; ``graceful_timeout`` bounds a graceful
+    stop.  The admin ``shutdown`` command (with ``allow_shutdown=True``) stops
+    the server like :meth:`close`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 4730, *,
@@ -202,6 +352,7 @@ class Server:
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
                  keepalive: bool | KeepAlive = False, backlog: int = 1024,
                  idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
+                 graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
                  http: tuple[str, int] | None = None, **broker_options: Any) -> None:
         self.host = host
         self.port = port
@@ -211,22 +362,24 @@ class Server:
             broker_options.setdefault("pid", os.getpid())
             broker = JobServer(now=time.time(), **broker_options)
         self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
-                             max_client_jobs=max_client_jobs)
-        self.http_address = http  # (host, port) of /metrics and the dashboard (adapters/http.py)
-        self.http: Any = None
+                             max_client_jobs=max_client_jobs, max_connections=max_connections,
+                             graceful_timeout=graceful_timeout,
+                             log_level=_server_log.getEffectiveLevel())
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
-        self.links: dict[int, _Link] = {}
+        self.peers: dict[int, _Peer] = {}
+        self.http_address = http  # (host, port) of /metrics and the dashboard (adapters/http.py)
+        self.http: Any = None
         self._listeners: list[SocketListener] = []
         self._accepting: anyio.CancelScope | None = None
-        self._dirty = anyio.Event()  # set: reads wait for their flush
+        self._dirty = anyio.Event()  # set: a flush is due
         self._flushed = anyio.Event()  # set by the flush of the batch in progress
-        self._rearm = anyio.Event()  # set: the next deadline moved
-        self._armed: float | None = None
+        self._rearm = anyio.Event()  # set: the timer's deadline moved
+        self._deadline: float | None = None
         self._done = anyio.Event()
-        self._draining = False
         self._task_group: TaskGroup | None = None
+        self._task_group_running: TaskGroup | None = None
 
     @property
     def broker(self) -> JobServer:
@@ -235,31 +388,33 @@ class Server:
 
     async def start(self) -> None:
         """Bind; ``self.port`` is then the real port (useful with port 0)."""
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port,
-                                                   backlog=self.backlog)
-        self._listeners = list(listener.listeners)  # type: ignore[arg-type]
-        self._accepting = anyio.CancelScope()
-        self.port = listener.extra(SocketAttribute.local_port)
+        self.hub.log_level = _server_log.getEffectiveLevel()
         if self.broker.durable and self.hub.writer is None:
             # Durable writes on the store's thread (storethread.py): it wakes the flusher.
             from .storethread import ThreadWriter
             token = anyio.lowlevel.current_token()
             self.hub.writer = ThreadWriter(
                 self.broker.write,
-                lambda: anyio.from_thread.run_sync(lambda: self._dirty.set(), token=token))
-        log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
+                lambda: anyio.from_thread.run_sync(self._batch, token=token))
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port,
+                                                   backlog=self.backlog)
+        self._listeners = list(listener.listeners)  # type: ignore[arg-type]
+        self._accepting = anyio.CancelScope()
+        self.port = listener.extra(SocketAttribute.local_port)
+        _server_log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
         if self.http_address is not None:
             from .http import AnyioHttp
             self.http = AnyioHttp(self.hub, *self.http_address)
             await self.http.listen()
 
-    def close(self, graceful: bool = False) -> None:
-        """Stop accepting.  Graceful: keep serving until no job is running, then stop."""
-        if self._accepting is not None:
-            self._accepting.cancel()
-        if graceful and self._has_running_jobs():
-            self._draining = True
-        else:
+    def close(self, graceful: bool = False, why: str = "stop requested") -> None:
+        """Stop.  Graceful: hand out no more jobs, take no submissions, let the running
+        jobs finish (bounded by ``graceful_timeout``), then stop; see
+        :meth:`ServerHub.stop <gearman_proto.hub.ServerHub.stop>`."""
+        self._batch()
+        self.hub.stop(graceful, why)
+        self._apply_stop()  # stop accepting now, not at the flush
+        if self._task_group_running is None:  # not serving: nothing to drain
             self._done.set()
 
     async def serve_forever(self) -> None:
@@ -267,20 +422,25 @@ class Server:
         if self._accepting is None:
             await self.start()
         async with anyio.create_task_group() as tg:
+            self._task_group_running = tg
             tg.start_soon(self._flusher)
             tg.start_soon(self._timer)
             tg.start_soon(self._accept_all, tg)
             if self.http is not None:
                 tg.start_soon(self.http.serve)
+            self._batch()
             await self._done.wait()
             # What is due still goes out (the OK to a shutdown command, say).
             with anyio.move_on_after(_LINGER):
-                for link in list(self.links.values()):
-                    link.close()
-                for link in list(self.links.values()):
-                    await link.flushed()
+                for peer in list(self.peers.values()):
+                    peer.close()
+                for peer in list(self.peers.values()):
+                    await peer.drained()
             tg.cancel_scope.cancel()
+        self._task_group_running = None
         self.hub.finish()
+        for level, message, args in self.hub.flush().notes:
+            _server_log.log(level, message, *args)
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -296,9 +456,6 @@ class Server:
             tg, self._task_group = self._task_group, None
             await tg.__aexit__(None, None, None)
 
-    def _has_running_jobs(self) -> bool:
-        return any(row.running for row in self.broker.status_rows())
-
     async def _accept_all(self, tg: TaskGroup) -> None:
         assert self._accepting is not None
         with self._accepting:
@@ -311,23 +468,29 @@ class Server:
             while True:
                 try:
                     stream = await listener.accept()
-                except OSError as exc:  # out of file descriptors, say: wait, don't die
-                    log.warning("accept failed: %s", exc)
-                    await anyio.sleep(0.1)
+                except (OSError, anyio.BrokenResourceError) as exc:
+                    # Out of file descriptors, say (anyio raises BrokenResourceError
+                    # from the OSError on trio): wait as the hub says, then again.
+                    delay = self.hub.accept_failed(_why(exc))
+                    self._batch()
+                    await anyio.sleep(delay)
                     continue
                 tg.start_soon(self._handle, stream)
 
     async def _handle(self, sock: SocketStream) -> None:
         """Serve one accepted connection until either side closes it."""
         hub = self.hub
-        if self.max_connections and len(hub) >= self.max_connections:
-            log.warning("refusing connection: %d connections open", len(hub))
+        self._batch()  # the idle clock starts now; the flush logs and re-arms
+        if not hub.may_open():
             await anyio.aclose_forcefully(sock)
             return
         if self.keepalive:
             apply_keepalive(sock.extra(SocketAttribute.raw_socket), self.keepalive)
-        peer = sock.extra(SocketAttribute.remote_address, None)
-        address = peer[0].encode() if isinstance(peer, tuple) else b"-"
+        peer_address = sock.extra(SocketAttribute.remote_address, None)
+        if isinstance(peer_address, tuple):
+            address, name = str(peer_address[0]).encode(), f"{peer_address[0]}:{peer_address[1]}"
+        else:
+            address, name = b"-", "-"
         stream: ByteStream = sock
         if self.ssl is not None:
             try:
@@ -337,41 +500,28 @@ class Server:
             except (*_BROKEN, anyio.EndOfStream, TimeoutError) as exc:
                 # EndOfStream: the peer closed before the handshake (a plain TCP
                 # probe, a port scanner); it used to escape and stop the server.
-                log.info("TLS handshake with %s failed: %r", address.decode(), exc)
+                _server_log.info("TLS handshake with %s failed: %r", name, exc)
                 await anyio.aclose_forcefully(sock)
                 return
-        if hub.idle_timeout:
-            # The idle clock starts now, and the flush re-arms the timer for it.
-            self._batch()
-        cid = hub.open(address)
-        link = self.links[cid] = _Link(stream)
-
-        async def received(data: bytes) -> None:
-            self._batch()
-            hub.receive(cid, data)
-            if not data:  # the peer is done: it still gets what is due, then we close
-                self._flush()
-                link.close()
-            elif self._dirty.is_set():
-                # No second read before this one's output is counted in
-                # link.pending: that is what the output limit looks at.
-                await self._flushed.wait()
-            while data and not hub.may_read(cid):
-                # Waiting for max_client_jobs jobs: read again as they end.
-                await self._flushed.wait()
+        cid = hub.open(address, name)
+        peer = self.peers[cid] = _Peer(self, stream, cid)
         try:
-            await link.run(received, self.output_limit)
+            await peer.read()
+            with anyio.move_on_after(_LINGER):
+                await peer.drained()
         except Exception:
             # A bug met on this connection's input costs this connection, not
             # the server (the asyncio server behaves so too).
-            log.exception("closing connection %d after an internal error", cid)
+            _server_log.exception("closing connection %d after an internal error", cid)
         finally:
-            del self.links[cid]
+            del self.peers[cid]
+            peer.end()
+            await anyio.aclose_forcefully(stream)
             self._batch()
             hub.closed(cid)
 
     def _batch(self) -> None:
-        """Note that reads wait for a flush; the clock is read once per batch."""
+        """Note that a flush is due; the clock is read once per batch."""
         if not self._dirty.is_set():
             self.hub.advance(time.time())
             self._dirty.set()
@@ -379,41 +529,64 @@ class Server:
     async def _flusher(self) -> None:
         while True:
             await self._dirty.wait()
-            self._flush()
+            if self._flush():
+                await anyio.lowlevel.checkpoint()  # the other connections' reads first
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Carry out one flush of the hub; True if it has more to do at once."""
         self._dirty = anyio.Event()
         flushed, self._flushed = self._flushed, anyio.Event()
         flushed.set()
-        out = self.hub.flush()
-        for cid, text in out.notices:  # input accepted leniently (rare)
-            log.warning("connection %d: %s", cid, text)
-        links = self.links
+        hub = self.hub
+        out = hub.flush()
+        peers = self.peers
+        # Pause and resume first: a write below may pause again (output_blocked).
+        for cid in out.pause:
+            peer = peers.get(cid)
+            if peer is not None:
+                peer.pause()
+        for cid in out.resume:
+            peer = peers.get(cid)
+            if peer is not None:
+                peer.resume()
         for cid, data in out.writes.items():
-            link = links.get(cid)
-            if link is not None:
-                link.write(data)
+            peer = peers.get(cid)
+            if peer is not None:
+                peer.write(data)
+        for cid in out.shut:
+            peer = peers.get(cid)
+            if peer is not None:
+                peer.shut()
         for cid in out.close:  # after its bytes: a protocol error's ERROR is in them
-            link = links.get(cid)
-            if link is not None:
-                link.close()
-        if self.hub.next_deadline() != self._armed:
+            peer = peers.get(cid)
+            if peer is not None:
+                peer.close()
+        for level, message, args in out.notes:
+            _server_log.log(level, message, *args)
+        if out.rearm:
+            self._deadline = out.deadline
             self._rearm.set()
-        requested = self.broker.shutdown_requested
-        if requested is not None and not self._done.is_set():
-            self.close(graceful=requested == "graceful")
-        if self._draining and not self._has_running_jobs():
+        self._apply_stop()
+        if out.more:
+            self._dirty.set()
+        return out.more
+
+    def _apply_stop(self) -> None:
+        if self.hub.stopping and self._accepting is not None:
+            self._accepting.cancel()
+        if self.hub.stopped:
             self._done.set()
 
     async def _timer(self) -> None:
-        """Advance the hub when the broker's next deadline comes; re-armed when it moves."""
+        """Tick the hub at the deadline the last flush gave; re-armed when it moves."""
         while True:
             self._rearm = anyio.Event()
-            self._armed = deadline = self.hub.next_deadline()
+            deadline = self._deadline
             with anyio.move_on_after(math.inf if deadline is None else deadline - time.time()):
                 await self._rearm.wait()
                 continue
-            self.hub.advance(time.time())
+            self._deadline = None  # the flush after the tick arms the next one
+            self.hub.tick(time.time())
             self._dirty.set()
 
 
@@ -424,7 +597,7 @@ async def _on_signals(server: Server, *,
     with anyio.open_signal_receiver(*stops, *([graceful] if graceful else [])) as received:
         task_status.started()
         async for signum in received:
-            server.close(graceful=signum == graceful)
+            server.close(graceful=signum == graceful, why=signal.Signals(signum).name)
 
 
 async def serve(host: str = "127.0.0.1", port: int = 4730, *, signals: bool = True,

@@ -13,21 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import ssl as _ssl
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
 from gearman_proto.broker import JobServer
-from gearman_proto.hub import DEFAULT_MAX_CLIENT_JOBS, ServerHub
+from gearman_proto.hub import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_MAX_CLIENT_JOBS, ServerHub
 from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 
 from . import _impl
 from ._asyncio_backend import BACKEND
-from ._common import KeepAlive, apply_keepalive
+from ._common import (
+    KeepAlive,
+    apply_keepalive,
+)
 
 __all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve",
            "KeepAlive"]
@@ -60,54 +65,90 @@ Handler = _impl.Handler
 
 # -- server ---------------------------------------------------------------------------
 
+_server_log = logging.getLogger("gearman_proto.server")
+"""Connections, protocol errors, refusals, replays, signals and stops (docs/server.md)."""
+
+
+# accept() errors that say "out of resources": retried after a pause, not at once.
+_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_ACCEPT_BATCH = 64
+"""Connections accepted per readiness of a listening socket (then the others' turn)."""
+
+
+def _listen(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Listening sockets for ``host`` (every address it resolves to), all on one port."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, str]] = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if (family, str(address[0])) in seen:
+                continue
+            seen.add((family, str(address[0])))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"error while attempting to bind on address "
+                                         f"{address!r}: {exc.strerror}") from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> tuple[bytes, str]:
+    """The peer's IP (as ``workers`` shows it) and ``ip:port`` for the log."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple):
+        return str(peer[0]).encode(), f"{peer[0]}:{peer[1]}"
+    return b"-", "-"
+
 
 class _Peer(asyncio.Protocol):
-    """One accepted connection: bytes go to the hub, the hub's answers come back."""
+    """One accepted connection: bytes go to the hub, and what the hub decides is done."""
 
-    __slots__ = ("cid", "paused_jobs", "paused_output", "server", "transport")
+    __slots__ = ("cid", "server", "transport")
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.cid = 0
         self.transport: asyncio.Transport | None = None
-        # Why reading is paused: its output is not drained, or it waits for
-        # too many jobs (ServerHub.may_read).  Resumed when neither holds.
-        self.paused_output = False
-        self.paused_jobs = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not isinstance(transport, asyncio.Transport): uvloop's transports
         # implement the interface without subclassing it.
         transport = cast(asyncio.Transport, transport)
         server = self.server
-        if server.max_connections and len(server.hub) >= server.max_connections:
-            log.warning("refusing connection: %d connections open", len(server.hub))
+        server.batch_started()  # the idle clock starts now; the flush logs and re-arms
+        hub = server.hub
+        if not hub.may_open():
             transport.abort()
             return
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and server.keepalive:
             apply_keepalive(sock, server.keepalive)
-        peer = transport.get_extra_info("peername")
-        address = peer[0].encode() if isinstance(peer, tuple) else b"-"
-        if server.hub.idle_timeout:
-            # The idle clock starts now, and the flush re-arms the timer for it.
-            server.batch_started()
-        self.cid = server.hub.open(address)
+        address, name = _peer_name(transport)
+        self.cid = hub.open(address, name)
         server.peers[self.cid] = self
-        # Outputs are written with no flow control of their own; this bound is
-        # where pause_writing() stops us reading from a peer that doesn't read.
+        # Past this many unsent bytes pause_writing() tells the hub, which
+        # stops reading from this peer (and from the workers feeding it).
         transport.set_write_buffer_limits(high=server.output_limit)
 
     def data_received(self, data: bytes) -> None:
-        server = self.server
-        server.batch_started()
-        hub = server.hub
-        hub.receive(self.cid, data)
-        if not hub.may_read(self.cid) and not self.paused_jobs and self.transport is not None:
-            self.paused_jobs = True
-            self.transport.pause_reading()
-            server.job_paused.append(self)
+        self.server.batch_started()
+        self.server.hub.receive(self.cid, data)
 
     def eof_received(self) -> bool | None:
         server = self.server
@@ -115,9 +156,8 @@ class _Peer(asyncio.Protocol):
         server.hub.receive(self.cid, b"")
         if self.transport is None or self.transport.get_extra_info("sslcontext") is not None:
             return None  # TLS has no half-close: asyncio closes it now
-        # Keep the transport until the flush, so what is due to the peer (the
-        # ERROR for a message its EOF cut short) is written before closing.
-        server.finished.append(self)
+        # Keep the transport: the hub closes it in the flush, after what is
+        # due to the peer (the ERROR for a message its EOF cut short).
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -129,33 +169,33 @@ class _Peer(asyncio.Protocol):
         server.hub.closed(self.cid)
 
     def pause_writing(self) -> None:
-        self.paused_output = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        server = self.server
+        server.batch_started()
+        for cid in server.hub.output_blocked(self.cid, True):
+            peer = server.peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.paused_output = False
-        self.resume()
-
-    def resume(self) -> None:
-        """Read again, unless the other reason to pause still holds."""
-        if (self.transport is not None and not self.transport.is_closing()
-                and not self.paused_output and not self.paused_jobs):
-            self.transport.resume_reading()
+        self.server.batch_started()
+        self.server.hub.output_blocked(self.cid, False)
 
 
 class Server:
     """A Gearman job server on asyncio, driving the core's JobServer through a ServerHub.
 
     Every read in one turn of the event loop is processed, then one flush
-    commits durable jobs once (group commit) and writes each connection's
-    output in one call.  A connection with more than ``output_limit`` bytes
-    unsent is not read from until they drain, nor one waiting for
-    ``max_client_jobs`` foreground jobs until some end.  ``idle_timeout`` (seconds, 0 =
-    never) closes connections silent for that long without a reason (see
-    :class:`~gearman_proto.hub.ServerHub`); ``keepalive`` is ``True`` or a
-    :class:`KeepAlive` with timings.  The admin ``shutdown`` command (with
-    ``allow_shutdown=True``) closes the server like :meth:`close`.
+    commits durable jobs once (group commit), writes each connection's output
+    in one call and carries out what the hub decided (close, pause, resume,
+    the next timer).  A connection with more than ``output_limit`` bytes unsent
+    is not read from until they drain, nor one waiting for ``max_client_jobs``
+    foreground jobs until some end, nor a worker whose job's client is over
+    its limit.  ``idle_timeout`` (seconds, 0 = never) closes connections
+    silent for that long without a reason (see :class:`~gearman_proto.hub.ServerHub`);
+    ``keepalive`` is ``True`` or a :class:`KeepAlive` with timings;
+    ``graceful_timeout`` bounds a graceful stop.  The admin ``shutdown``
+    command (with ``allow_shutdown=True``) stops the server like :meth:`close`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 4730, *,
@@ -164,6 +204,7 @@ class Server:
                  max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
                  keepalive: bool | KeepAlive = False, backlog: int = 1024,
                  idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
+                 graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
                  http: tuple[str, int] | None = None, **broker_options: Any) -> None:
         self.host = host
         self.port = port
@@ -173,24 +214,22 @@ class Server:
             broker_options.setdefault("pid", os.getpid())
             broker = JobServer(now=time.time(), **broker_options)
         self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
-                             max_client_jobs=max_client_jobs)
+                             max_client_jobs=max_client_jobs, max_connections=max_connections,
+                             graceful_timeout=graceful_timeout,
+                             log_level=_server_log.getEffectiveLevel())
         self.max_connections = max_connections
         self.output_limit = output_limit
         self.keepalive = keepalive
+        self.peers: dict[int, _Peer] = {}
         self.http_address = http  # (host, port) of /metrics and the dashboard (adapters/http.py)
         self.http: Any = None
-        self.peers: dict[int, _Peer] = {}
-        self._server: asyncio.base_events.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._adopting: set[asyncio.Task[None]] = set()
+        self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        """The deadline ``_timer`` was set for."""
         self._closed = asyncio.Event()
-        self.finished: list[_Peer] = []
-        """Peers that sent EOF: closed by the next flush, after their last bytes."""
-        self.job_paused: list[_Peer] = []
-        """Peers not read from while they wait for max_client_jobs jobs or more."""
 
     @property
     def broker(self) -> JobServer:
@@ -199,127 +238,169 @@ class Server:
 
     async def start(self) -> None:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        self.hub.log_level = _server_log.getEffectiveLevel()
         if self.broker.durable and self.hub.writer is None:
             # Durable writes on the store's thread (storethread.py): it wakes the loop.
             from .storethread import ThreadWriter
-            loop = self._loop
             self.hub.writer = ThreadWriter(
                 self.broker.write, lambda: loop.call_soon_threadsafe(self.batch_started))
-        self._server = await self._loop.create_server(
-            lambda: _Peer(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
-            reuse_address=True)
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
-        log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
+        # Our own accept loop, not loop.create_server(): at the file-descriptor
+        # limit asyncio's retries every pending connection at once, logging a
+        # traceback for each (a spin); here the hub says how long to pause.
+        self._sockets = _listen(self.host, self.port, self.backlog)
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
+        self._listening = True
+        self.port = self._sockets[0].getsockname()[1]
+        _server_log.info("gearman-proto job server listening on %s:%d", self.host, self.port)
         if self.http_address is not None:
             from .http import start_asyncio
             self.http = await start_asyncio(self.hub, *self.http_address)
-        self._schedule_timer()
+        self.batch_started()
+
+    def _accept(self, sock: socket.socket) -> None:
+        loop = self._loop
+        assert loop is not None
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, _address = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _EXHAUSTED:
+                    continue  # that peer gave up already (ECONNABORTED, ...)
+                loop.remove_reader(sock.fileno())
+                delay = self.hub.accept_failed(str(exc))
+                self.batch_started()  # the flush logs it (once per episode)
+                loop.call_later(delay, self._accept_again, sock)
+                return
+            conn.setblocking(False)
+            task = loop.create_task(self._adopt(conn))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    def _accept_again(self, sock: socket.socket) -> None:
+        if self._listening and self._loop is not None:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        """Give an accepted socket its transport (after the TLS handshake, with ``ssl``)."""
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(lambda: _Peer(self), conn, ssl=self.ssl)
+        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+            _server_log.info("TLS handshake failed: %r", exc)
+            conn.close()
+
+    def _stop_listening(self) -> None:
+        if not self._listening:
+            return
+        self._listening = False
+        for sock in self._sockets:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
 
     def batch_started(self) -> None:
+        """Something happened: the hub gets the time now and a flush at the end of the turn."""
         if not self._flush_pending:
             self._flush_pending = True
             # The clock is read once per batch: epoch jobs and timeouts need it.
             self.hub.advance(time.time())
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
+            if self._loop is not None:
+                self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        out = self.hub.flush()
-        for cid, text in out.notices:  # input accepted leniently (rare)
-            log.warning("connection %d: %s", cid, text)
+        hub = self.hub
+        out = hub.flush()
         peers = self.peers
+        # Pause and resume first: a write below may pause again (pause_writing).
+        for cid in out.pause:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.pause_reading()
+        for cid in out.resume:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None \
+                    and not peer.transport.is_closing():
+                peer.transport.resume_reading()
         for cid, data in out.writes.items():
             peer = peers.get(cid)
             if peer is not None and peer.transport is not None:
                 peer.transport.write(data)
+        for cid in out.shut:
+            peer = peers.get(cid)
+            if peer is not None and peer.transport is not None:
+                if peer.transport.can_write_eof():
+                    peer.transport.write_eof()
+                else:
+                    peer.transport.close()
         for cid in out.close:
             peer = peers.get(cid)
             if peer is not None and peer.transport is not None:
                 peer.transport.close()
-        if self.finished:
-            for peer in self.finished:
-                if peer.transport is not None:
-                    peer.transport.close()
-            self.finished.clear()
-        if self.job_paused:
-            hub = self.hub
-            still = []
-            for peer in self.job_paused:
-                if hub.may_read(peer.cid):
-                    peer.paused_jobs = False
-                    peer.resume()
-                else:
-                    still.append(peer)
-            self.job_paused = still
-        self._schedule_timer()
-        requested = self.broker.shutdown_requested
-        if requested is not None and not self._closed.is_set():
-            # The admin `shutdown [graceful]` (allow_shutdown): its OK is written above.
-            self.close(graceful=requested == "graceful")
-        if self._draining and not self._has_running_jobs():
+        for level, message, args in out.notes:
+            _server_log.log(level, message, *args)
+        if out.rearm:
+            self._arm(out.deadline)
+        if out.more:
+            self.batch_started()  # after the other connections' reads of this turn
+        if hub.stopping:
+            self._stop_listening()
+        if hub.stopped:
             self._closed.set()
 
-    def _schedule_timer(self) -> None:
-        deadline = self.hub.next_deadline()
-        if deadline == self._timer_at:
-            return  # asked after every turn; the timer set for it stands
+    def _arm(self, deadline: float | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_at = deadline
-        if deadline is None or self._loop is None:
-            return
-        delay = max(0.0, deadline - time.time())
-        self._timer = self._loop.call_later(delay, self._tick)
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_later(max(0.0, deadline - time.time()), self._tick)
 
     def _tick(self) -> None:
         self._timer = None
-        self._timer_at = None
-        self.hub.advance(time.time())
+        self.hub.tick(time.time())
         self._flush()
 
-    _draining = False
-
-    def _has_running_jobs(self) -> bool:
-        return any(row.running for row in self.broker.status_rows())
-
-    def close(self, graceful: bool = False) -> None:
-        """Stop accepting.  Graceful: keep serving until no job is running, then stop."""
-        if self._server is not None:
-            self._server.close()
-        if graceful:
-            self._draining = True
-            if not self._has_running_jobs():
-                self._closed.set()
-        else:
+    def close(self, graceful: bool = False, why: str = "stop requested") -> None:
+        """Stop.  Graceful: hand out no more jobs, take no submissions, let the running
+        jobs finish (bounded by ``graceful_timeout``), then stop; see
+        :meth:`ServerHub.stop <gearman_proto.hub.ServerHub.stop>`."""
+        if self._loop is None:
+            self.hub.stop(graceful, why)
             self._closed.set()
+            return
+        self.batch_started()
+        self.hub.stop(graceful, why)
+        self._stop_listening()  # now, not at the flush
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`close` (or SIGTERM/SIGINT, SIGUSR1 for graceful, if installed)."""
-        if self._server is None:
+        if not self._sockets:
             await self.start()
         await self._closed.wait()
-        if self.http is not None:
-            self.http.close()
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         for peer in list(self.peers.values()):
             if peer.transport is not None:
-                peer.transport.close()
+                peer.transport.close()  # after what is buffered for it
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = self._timer_at = None
+            self._timer = None
+        if self.http is not None:
+            self.http.close()
         self.hub.finish()
+        for level, message, args in self.hub.flush().notes:
+            _server_log.log(level, message, *args)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop at once; SIGUSR1 stops gracefully (as gearmand)."""
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.close)
-        loop.add_signal_handler(signal.SIGINT, self.close)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: self.close(graceful=True))
+        loop.add_signal_handler(signal.SIGTERM, self.close, False, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.close, False, "SIGINT")
+        loop.add_signal_handler(signal.SIGUSR1, self.close, True, "SIGUSR1")
 
     async def __aenter__(self) -> Server:
         await self.start()

@@ -158,6 +158,9 @@ def _server_args(s: _Parser) -> None:
     s.add_argument("--idle-timeout", type=_seconds, default=0, metavar="SECONDS",
                    help="close connections silent this long that neither run a job, "
                         "wait for one nor sleep as a worker (default 0: never)")
+    s.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="a graceful stop (SIGUSR1, admin shutdown graceful) waits this long "
+                        "at most for running jobs (default 30)")
     s.add_argument("--keepalive", action="store_true", help="TCP keepalive on connections")
     s.add_argument("--keepalive-idle", type=_whole(1), default=None, metavar="SECONDS",
                    help="silence before the first keepalive probe (implies --keepalive)")
@@ -287,7 +290,7 @@ def _server_options(ns: argparse.Namespace) -> dict[str, Any]:
         "verbose": ns.level_name.encode(), "keepalive": keepalive,
         "max_connections": ns.max_connections, "pid": os.getpid(),
         "output_limit": ns.output_limit, "idle_timeout": ns.idle_timeout,
-        "max_client_jobs": ns.max_client_jobs,
+        "max_client_jobs": ns.max_client_jobs, "graceful_timeout": ns.graceful_timeout,
         "admin_changes": ns.admin_changes,
     }
     if ns.http is not None:

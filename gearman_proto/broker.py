@@ -407,6 +407,10 @@ class JobServer:
         # Heaps of (time, tie-break, job, ...) entries, cleaned lazily.
         self._epochs: list[tuple[float, int, _Job]] = []
         self._timers: list[tuple[float, int, _Job, int]] = []
+        # Per priority, the functions with a job ready at it: a GRAB looks at
+        # these or at the worker's functions, whichever are fewer, so a worker
+        # that can do 10,000 functions does not scan them all for each GRAB.
+        self._ready: list[dict[_Function, None]] = [{}, {}, {}]
 
         self._store = store
         self._durable = store is not None and store.durable
@@ -514,6 +518,18 @@ class JobServer:
         """How many foreground jobs connection ``conn_id`` waits for (0 if unknown)."""
         conn = self._conns.get(conn_id)
         return 0 if conn is None else len(conn.attached)
+
+    def clients_of(self, conn_id: int) -> list[int]:
+        """The connections waiting for the jobs that connection ``conn_id`` runs."""
+        conn = self._conns.get(conn_id)
+        if conn is None or not conn.jobs:
+            return []
+        return [cid for job in conn.jobs.values() for cid in job.clients]
+
+    @property
+    def running_count(self) -> int:
+        """Jobs running on a worker now."""
+        return sum(f.running for f in self._functions.values())
 
     def is_busy(self, conn_id: int) -> bool:
         """True if connection ``conn_id`` has a reason to be silent.
@@ -942,6 +958,8 @@ class JobServer:
         job.state = move(job.state, QUEUE)
         job.seq = next(self._seq)
         function.queues[priority].append(job)
+        if not function.ready[priority]:
+            self._ready[priority][function] = None
         function.ready[priority] += 1
         if function.sleepers:
             self._wake(function, out)
@@ -967,15 +985,28 @@ class JobServer:
     def _on_pre_sleep(self, conn: _Conn, event: PreSleep, out: list[Output]) -> None:
         # Work already waiting: NOOP at once, closing the race between a
         # NO_JOB and the PRE_SLEEP that follows it (§4.5).
-        for function, _timeout in conn.abilities.values():
-            ready = function.ready
-            if ready[0] or ready[1] or ready[2]:
-                out.append((conn.id, _NOOP))
-                return
+        if self._has_work(conn):
+            out.append((conn.id, _NOOP))
+            return
         if not conn.asleep:
             conn.asleep = True
             for function, _timeout in conn.abilities.values():
                 function.sleepers[conn.id] = None
+
+    def _has_work(self, conn: _Conn) -> bool:
+        """Whether any function of ``conn`` has a ready job (as cheaply as :meth:`_take`)."""
+        abilities = conn.abilities
+        for ready in self._ready:
+            if len(ready) < len(abilities):
+                for function in ready:
+                    entry = abilities.get(function.name)
+                    if entry is not None and entry[0] is function:
+                        return True
+            elif ready:
+                for function, _timeout in abilities.values():
+                    if function in ready:
+                        return True
+        return False
 
     # -- abilities -------------------------------------------------------------------------
 
@@ -1039,22 +1070,37 @@ class JobServer:
 
         Global priority: the oldest HIGH job of any of its functions, else the
         oldest NORMAL one, else LOW.  Only the head of each (function,
-        priority) deque is looked at, so a grab costs O(functions of the
-        worker), however many jobs wait.
+        priority) deque is looked at, and only of the functions that have a
+        ready job or of the worker's functions, whichever are fewer: a grab
+        costs O(min(functions with work, functions of the worker)), however
+        many jobs wait.
         """
         if conn.asleep:
             self._unsleep(conn)
         abilities = conn.abilities
         best: _Job | None = None
         for priority in _PRIORITIES:
-            for function, _timeout in abilities.values():
-                if function.ready[priority]:
-                    queue = function.queues[priority]
-                    job = queue[0]
-                    if job.state != _QUEUED:
-                        job = self._drop_dead_heads(function, priority)
-                    if best is None or job.seq < best.seq:
-                        best = job
+            ready = self._ready[priority]
+            if not ready:
+                continue
+            if len(ready) < len(abilities):
+                # Fewer functions have work than the worker can do: look at those.
+                for function in ready:
+                    entry = abilities.get(function.name)
+                    if entry is not None and entry[0] is function:
+                        job = function.queues[priority][0]
+                        if job.state != _QUEUED:
+                            job = self._drop_dead_heads(function, priority)
+                        if best is None or job.seq < best.seq:
+                            best = job
+            else:
+                for function, _timeout in abilities.values():
+                    if function.ready[priority]:
+                        job = function.queues[priority][0]
+                        if job.state != _QUEUED:
+                            job = self._drop_dead_heads(function, priority)
+                        if best is None or job.seq < best.seq:
+                            best = job
             if best is not None:
                 break
         else:
@@ -1064,6 +1110,8 @@ class JobServer:
         priority = job.priority
         function.queues[priority].popleft()
         function.ready[priority] -= 1
+        if not function.ready[priority]:
+            del self._ready[priority][function]
         function.running += 1
         job.state = move(job.state, ASSIGN)
         job.worker = conn.id
@@ -1155,6 +1203,8 @@ class JobServer:
             # compacting only when most entries are dead keeps this O(1) amortised.
             priority = job.priority
             function.ready[priority] -= 1
+            if not function.ready[priority]:
+                del self._ready[priority][function]
             function.dead[priority] += 1
             if (function.dead[priority] >= _COMPACT_MIN
                     and function.dead[priority] > function.ready[priority]):

@@ -2,10 +2,29 @@
 
 A server adapter owns sockets; everything else is here.  It tells the hub that
 a connection opened, hands it the bytes it read, tells it when a peer went
-away and what time it is, and writes out what :meth:`ServerHub.flush` returns.
-Decoding, role checks, protocol-error answers, the broker's decisions and the
-group commit of durable jobs all happen in this module, with no I/O, so the
-asyncio, trio and anyio servers share one implementation of the rules.
+away, when a connection's output backs up and what time it is, and carries out
+what :meth:`ServerHub.flush` returns: bytes to write, connections to close or
+half-close, connections to stop and start reading from, when to call back, and
+lines to log.  Decoding, role checks, protocol-error answers, the broker's
+decisions, the group commit of durable jobs, connection refusal, backpressure,
+fairness between connections and the graceful stop all happen in this module,
+with no I/O, so the asyncio, trio and anyio servers share one implementation of
+the rules.
+
+The loop an adapter runs::
+
+    if not hub.may_open(): refuse; else cid = hub.open(address, peer)
+    hub.advance(now)                    # once per batch of reads
+    hub.receive(cid, data)              # each read (b"" at EOF)
+    hub.output_blocked(cid, True/False) # its unsent output passed / fell under the limit
+    out = hub.flush()                   # once per batch: pause out.pause, resume
+                                        # out.resume; write out.writes, then
+                                        # out.shut (half-close), out.close; log out.notes;
+                                        # with out.rearm, call hub.tick(now) at
+                                        # out.deadline; with out.more, flush again soon
+    hub.closed(cid)                     # the transport is gone
+    hub.stop(graceful)                  # a signal; then stop accepting once
+                                        # hub.stopping, end once hub.stopped
 """
 
 from __future__ import annotations
@@ -16,30 +35,88 @@ from typing import Protocol
 
 from .broker import CommitTicket, JobServer, Output
 from .errors import LocalProtocolError, RemoteProtocolError
-from .events import ConnectionClosed
+from .events import (
+    ConnectionClosed,
+    Error,
+    Event,
+    GrabJob,
+    GrabJobAll,
+    GrabJobUniq,
+    NoJob,
+    PreSleep,
+    SubmitJob,
+    SubmitJobEpoch,
+    SubmitReduceJob,
+    WorkData,
+    WorkStatus,
+    WorkWarning,
+)
 from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 from .server import ServerConnection
 from .stats import ServerStats
 from .store import StoreError
 
-__all__ = ["ServerHub", "Flush", "StoreWriter", "DEFAULT_MAX_CLIENT_JOBS"]
+__all__ = ["ServerHub", "Flush", "Note", "StoreWriter", "DEFAULT_MAX_CLIENT_JOBS",
+           "DEFAULT_GRACEFUL_TIMEOUT",
+           "TURN_EVENTS", "TURN_BYTES", "LINGER_BYTES", "LINGER_SECONDS", "ACCEPT_RETRY",
+           "DEBUG", "INFO", "WARNING"]
 
 DEFAULT_MAX_CLIENT_JOBS = 10_000
 """Foreground jobs one connection may wait for before the server stops reading from it."""
+DEFAULT_GRACEFUL_TIMEOUT = 30.0
+"""Seconds a graceful stop waits for running jobs before stopping anyway."""
+TURN_EVENTS = 4096
+"""Messages of one connection handled in one turn; the rest wait for the next."""
+TURN_BYTES = 256 * 1024
+"""Output one connection's messages may produce in one turn before the rest wait."""
+LINGER_BYTES = 64 * 1024 * 1024
+"""After a protocol error: bytes still read (and dropped) so the peer gets the ERROR."""
+LINGER_SECONDS = 5.0
+"""After a protocol error: how long the connection may linger, half-closed."""
+ACCEPT_RETRY = 0.1
+"""Seconds an adapter waits before accepting again after accept() failed (EMFILE)."""
+
+# The stdlib logging levels, by value (the core does not import logging: it
+# brings threading).  Notes below ServerHub.log_level are not made at all.
+DEBUG, INFO, WARNING = 10, 20, 30
+
+Note = tuple[int, str, tuple[object, ...]]
+"""``(level, message, args)``: a line for ``logging.Logger.log(level, message, *args)``."""
+
+# What a draining server no longer does: hand out work, or take it in.
+_GRABS = (GrabJob, GrabJobUniq, GrabJobAll)
+_SUBMISSIONS = (SubmitJob, SubmitJobEpoch, SubmitReduceJob)
+# What a worker streams to its job's clients before the result: unbounded in number.
+_STREAMS = (WorkData, WorkWarning, WorkStatus)
+_NO_JOB = NoJob()
+_STOPPING_CODE = b"SHUTTING_DOWN"
+_STOPPING_TEXT = b"Server is shutting down"
 
 
 @dataclass(slots=True)
 class Flush:
-    """What to do after a batch: bytes to write per connection, and connections to close.
+    """What to do after a batch.
 
-    Close a connection only after writing its bytes: a protocol error's ERROR
-    answer is in them.
+    Stop reading from ``pause`` and read again from ``resume`` first (a write
+    may then pause a connection again, see :meth:`ServerHub.output_blocked`).
+    Write ``writes`` (bytes per connection).  Then half-close each of
+    ``shut`` (shut the write side down after its bytes and keep reading: a
+    peer told of a protocol error reads the ERROR instead of a reset; the hub
+    closes it later) and close each of ``close``.  Log ``notes``.  If ``rearm``, (re)set the one
+    timer to call :meth:`ServerHub.tick` at ``deadline`` (``None``: no timer).
+    If ``more``, some connection has work left: flush again soon, after
+    serving the others.
     """
 
     writes: dict[int, bytes] = field(default_factory=dict)
     close: list[int] = field(default_factory=list)
-    notices: list[tuple[int, str]] = field(default_factory=list)
-    """Warnings for the log, per connection (input accepted leniently)."""
+    shut: list[int] = field(default_factory=list)
+    pause: list[int] = field(default_factory=list)
+    resume: list[int] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    rearm: bool = False
+    deadline: float | None = None
+    more: bool = False
 
 
 class StoreWriter(Protocol):
@@ -68,22 +145,36 @@ class StoreWriter(Protocol):
         ...
 
 
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()
+
+
 class ServerHub:
     """Bytes in and bytes out for every connection of one job server.
 
     Connection ids are small integers chosen by the hub; the admin ``workers``
     command shows them where gearmand shows a file descriptor.
 
-    ``idle_timeout`` (seconds, 0 = never) closes a connection that has sent
-    nothing for that long, unless the broker says it is busy: it runs a job,
-    waits for a foreground result, or sleeps as a worker
-    (:meth:`JobServer.is_busy`); a busy one is looked at again a full timeout
-    later.  The time is the one given to :meth:`advance`: call it before
-    :meth:`open` too, and when :meth:`next_deadline` comes.  A peer that
-    vanished while busy is what TCP keepalive (an adapter option) is for.
+    ``idle_timeout`` (seconds, 0 = never) closes a connection that has sent no
+    whole message for that long -- trickling a packet a byte at a time does
+    not count -- unless the broker says it is busy: it runs a job, waits for a
+    foreground result, or sleeps as a worker (:meth:`JobServer.is_busy`); a
+    busy one is looked at again a full timeout later.  The time is the one
+    given to :meth:`advance`: call it before :meth:`open` too, and when
+    :meth:`next_deadline` comes.  A peer that vanished while busy is what TCP
+    keepalive (an adapter option) is for.
 
-    ``max_client_jobs`` (0 = no limit) is where :meth:`may_read` tells the
-    adapter to stop reading from a connection: see there.
+    Reading from a connection stops (see :meth:`may_read`) while its unsent
+    output is over the adapter's limit (:meth:`output_blocked`), while it
+    waits for ``max_client_jobs`` foreground jobs or more (0 = no limit),
+    while it has messages left from an earlier turn, and, for a worker, while
+    a client of a job it runs is over its output limit: so WORK_DATA cannot
+    pile up at a client that does not read.  ``max_connections`` (0 = no
+    limit) is where :meth:`may_open` says no.  ``graceful_timeout`` bounds a
+    graceful :meth:`stop`.
 
     A durable store's write blocks for a round trip and an fsync (milliseconds).
     Without a :attr:`writer` :meth:`flush` writes in line; with one it hands
@@ -100,19 +191,32 @@ class ServerHub:
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         idle_timeout: float = 0.0,
         max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
+        max_connections: int = 0,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        log_level: int = INFO,
     ) -> None:
         if idle_timeout < 0:
             raise ValueError("idle_timeout must be >= 0 (0 means never)")
         if max_client_jobs < 0:
             raise ValueError("max_client_jobs must be >= 0 (0 means no limit)")
+        if max_connections < 0:
+            raise ValueError("max_connections must be >= 0 (0 means no limit)")
+        if graceful_timeout < 0:
+            raise ValueError("graceful_timeout must be >= 0")
         self.max_client_jobs = max_client_jobs
+        self.max_connections = max_connections
+        self.graceful_timeout = graceful_timeout
         self.broker = broker if broker is not None else JobServer()
         self.max_packet_size = max_packet_size
         self.max_line_length = max_line_length
+        self.log_level = log_level
+        """Notes below this level are not made (the adapter's logger level)."""
         self._conns: dict[int, ServerConnection] = {}
+        self._peers: dict[int, str] = {}
         self._out: dict[int, list[bytes]] = {}
         self._close: list[int] = []
-        self._notices: list[tuple[int, str]] = []
+        self._shut: list[int] = []
+        self._notes: list[Note] = []
         self._next_id = 1
         self.protocol_errors = 0
         """How many connections were closed for breaking the protocol."""
@@ -125,19 +229,71 @@ class ServerHub:
         self.stats: ServerStats | None = None
         """Set when metrics are served: it counts bytes and times store commits (stats.py);
         without, the hub pays one None check per read and per flush."""
-        self._now = self.broker.now
-        # With an idle timeout: when each connection was last heard from,
-        # least recently heard first (move_to_end on every read keeps the order).
-        self._seen: OrderedDict[int, float] = OrderedDict()
         self.writer: StoreWriter | None = None
-        self._write_started: float | None = None  # when the batch in the writer went in
         """Where the store's batches are written, if not in line (set by the adapter)."""
+        self._write_started: float | None = None  # when the batch in the writer went in
+        self.refused = 0
+        """How many connections :meth:`may_open` turned away."""
+        self._now = self.broker.now
+        # With an idle timeout: when each connection last completed a message,
+        # least recently first (move_to_end on every such read keeps the order).
+        self._seen: OrderedDict[int, float] = OrderedDict()
+        # Backpressure: connections whose output is over the limit, those told
+        # to stop reading, and the changes not yet handed out.
+        self._blocked: set[int] = set()
+        self._paused: set[int] = set()
+        self._pause: list[int] = []
+        # Workers not read from because they streamed to a client over its limit.
+        self._stalled: set[int] = set()
+        # Connections with messages left from an earlier turn (TURN_EVENTS/BYTES).
+        self._backlog: dict[int, None] = {}
+        self._produced = 0  # bytes routed so far: a turn's output is a difference
+        # After a protocol error: cid -> [bytes it may still send, when it is closed].
+        self._lingering: dict[int, list[float]] = {}
+        self._armed: float | _Unset | None = _UNSET
+        self._refusing = False
+        self._accept_failures = 0
+        # A stop: None, "graceful" (draining until _stop_by) or "immediate".
+        self._stop: str | None = None
+        self._stop_by = 0.0
+        self.stopped = False
+        """True once the server should end: close every connection and return."""
+        if self.broker.job_count:
+            self._note(INFO, "%d stored background jobs replayed", self.broker.job_count)
 
     def __len__(self) -> int:
         return len(self._conns)
 
-    def open(self, address: bytes = b"-") -> int:
-        """Register a new connection from ``address`` and return its id."""
+    # -- connections ------------------------------------------------------------------
+
+    def may_open(self) -> bool:
+        """Whether to take a new connection: no once ``max_connections`` are open.
+        A no is counted and logged once per episode.  (A stopping server closes its
+        listener instead: a connection already accepted is still served.)"""
+        limit = self.max_connections
+        if not limit or len(self._conns) < limit:
+            if self._refusing:
+                self._refusing = False
+                self._note(INFO, "accepting connections again (%d open)", len(self._conns))
+            return True
+        self.refused += 1
+        if not self._refusing:
+            self._refusing = True
+            self._note(WARNING, "refusing connections: %d open (max_connections %d)",
+                       len(self._conns), limit)
+        return False
+
+    def accept_failed(self, reason: str) -> float:
+        """accept() failed (out of file descriptors, say): return how long to wait
+        before accepting again.  Logged once per episode; :meth:`open` ends it."""
+        self._accept_failures += 1
+        if self._accept_failures == 1:
+            self._note(WARNING, "accept failed, pausing accepts: %s", reason)
+        return ACCEPT_RETRY
+
+    def open(self, address: bytes = b"-", peer: str | None = None) -> int:
+        """Register a new connection from ``address`` (its IP, as ``workers`` shows it)
+        and return its id; ``peer`` (``ip:port``) names it in the log."""
         cid = self._next_id
         self._next_id += 1
         self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
@@ -145,71 +301,227 @@ class ServerHub:
         self.broker.connect(cid, address)
         if self.idle_timeout:
             self._seen[cid] = self._now
+        if self._accept_failures:
+            self._note(WARNING, "accepting again after %d failed accepts",
+                       self._accept_failures)
+            self._accept_failures = 0
+        if self.log_level <= INFO:
+            name = peer or address.decode("ascii", "replace")
+            self._peers[cid] = name
+            self._note(INFO, "accepted connection %d from %s", cid, name)
         return cid
 
     def receive(self, cid: int, data: bytes) -> None:
         """Process bytes read from connection ``cid`` (``b""`` when the peer closed)."""
         conn = self._conns.get(cid)
         if conn is None:
+            linger = self._lingering.get(cid)
+            if linger is not None:
+                # Read and dropped, so the peer's kernel can take its packet
+                # whole and the peer reads our ERROR, not a reset.
+                linger[0] -= len(data)
+                if not data or linger[0] <= 0:
+                    self._end_linger(cid)
             return
-        broker = self.broker
         stats = self.stats
         if stats is not None:
             stats.bytes_in += len(data)
-        if self.idle_timeout:
-            self._seen[cid] = self._now
-            self._seen.move_to_end(cid)
         conn.receive_data(data)
-        notices = conn.notices
+        try:
+            self._process(cid, conn)
+        finally:
+            notices = conn.notices
+            if notices:  # rare: input accepted leniently, as gearmand does
+                for text in notices:
+                    self._note(WARNING, "connection %d from %s: %s", cid,
+                               self._peers.get(cid, "-"), text)
+                notices.clear()
+
+    def _process(self, cid: int, conn: ServerConnection) -> None:
+        """Handle the messages buffered for ``cid``, up to one turn's worth."""
+        broker = self.broker
+        handle = broker.receive if self._stop is None else self._receive_stopping
+        budget = TURN_EVENTS
+        start = self._produced
         try:
             for event in conn.events():
                 if type(event) is ConnectionClosed:
+                    self._backlog.pop(cid, None)
+                    self._note(INFO, "connection %d from %s closed by the peer", cid,
+                               self._peers.get(cid, "-"))
+                    self._close.append(cid)
                     self._drop(cid)
                     return
-                self._route(broker.receive(cid, event))
+                outputs = handle(cid, event)
+                self._route(outputs)
                 if self.internal_errors and cid not in self._conns:
                     return  # _route closed it
+                if self._blocked and type(event) in _STREAMS and any(
+                        c in self._blocked for c, _e in outputs):
+                    # A worker streaming to a client that does not read: stop
+                    # reading it until that client drains, or WORK_DATA piles up.
+                    self._stalled.add(cid)
+                    self._pause_if_reading(cid)
+                    self._backlog[cid] = None  # what it sent meanwhile waits
+                    break
+                budget -= 1
+                if not budget or self._produced - start > TURN_BYTES:
+                    # Enough for this turn: the rest waits in the decoder's
+                    # buffer, so every other connection is served meanwhile.
+                    if cid not in self._backlog:
+                        self._backlog[cid] = None
+                        self._pause_if_reading(cid)
+                    break
+            else:
+                self._backlog.pop(cid, None)
+            if budget != TURN_EVENTS and self.idle_timeout:
+                # A whole message came: the idle clock starts again (a packet
+                # trickled in a byte at a time does not restart it).
+                self._seen[cid] = self._now
+                self._seen.move_to_end(cid)
         except RemoteProtocolError as exc:
             # Answer the offender (gearmand's ERROR code, or an ERR line for a
-            # text command), close it, and requeue whatever it held; every other
-            # connection carries on.
+            # text command), shut its write side and drop the rest of what it
+            # sends, so it reads the answer (closing with its bytes unread
+            # would reset the connection, and the reset discards the answer);
+            # requeue whatever it held; every other connection carries on.
             self.protocol_errors += 1
+            self._note(INFO, "protocol error on connection %d from %s, closing: %s %s",
+                       cid, self._peers.get(cid, "-"), exc.error_code.decode("ascii", "replace"),
+                       exc)
             self._out.setdefault(cid, []).append(conn.error_reply(exc))
-            self._close.append(cid)
+            self._backlog.pop(cid, None)
+            if conn._peer_closed:  # it sends nothing more: nothing to wait for
+                self._close.append(cid)
+            else:
+                self._lingering[cid] = [LINGER_BYTES, self._now + LINGER_SECONDS]
+                self._shut.append(cid)
             self._drop(cid)
-        finally:
-            if notices:  # rare: input accepted leniently, for the log
-                self._notices.extend((cid, text) for text in notices)
-                notices.clear()
+            return
+        if cid not in self._paused and self._should_pause(cid):
+            self._pause_if_reading(cid)
 
-    def may_read(self, cid: int) -> bool:
-        """Whether to read more from ``cid``: False while it waits for ``max_client_jobs``
-        foreground jobs or more.
+    def _receive_stopping(self, cid: int, event: Event) -> list[Output]:
+        """The broker's receive while draining: no job handed out, none taken in."""
+        kind = type(event)
+        if kind in _GRABS:
+            return [(cid, _NO_JOB)]
+        if kind is PreSleep:
+            return []  # no NOOP will come: no job is handed out any more
+        if kind in _SUBMISSIONS:
+            return [(cid, Error(_STOPPING_CODE, _STOPPING_TEXT, request=event))]
+        return self.broker.receive(cid, event)
 
-        Each submission costs the server a job and, later, its result, while
-        its JOB_CREATED is only a few bytes -- which the peer's kernel takes
-        by the megabyte even when the peer never reads.  So output backpressure
-        alone lets one connection queue hundreds of thousands of jobs; this
-        caps what it can have in flight.  Not reading is all: nothing is
-        refused, and reading resumes as its jobs end.
-        """
-        limit = self.max_client_jobs
-        return not limit or self.broker.waiting_on(cid) < limit
+    def _end_linger(self, cid: int) -> None:
+        del self._lingering[cid]
+        self._close.append(cid)
 
     def closed(self, cid: int) -> None:
         """The transport of ``cid`` is gone (reset, timeout, or closed by us)."""
+        self._lingering.pop(cid, None)
         if cid in self._conns:
+            self._note(INFO, "connection %d from %s lost", cid, self._peers.get(cid, "-"))
             self._drop(cid)
+        self._peers.pop(cid, None)
+
+    # -- backpressure -----------------------------------------------------------------
+
+    def may_read(self, cid: int) -> bool:
+        """Whether to read more from ``cid`` (the rule :attr:`Flush.pause` and
+        :attr:`Flush.resume` carry out).
+
+        Not while its unsent output is over the limit, nor while it has
+        messages left from an earlier turn.  Not while it waits for
+        ``max_client_jobs`` foreground jobs or more: each submission costs the
+        server a job and, later, its result, while its JOB_CREATED is only a
+        few bytes -- which the peer's kernel takes by the megabyte even when
+        the peer never reads -- so output backpressure alone would let one
+        connection queue hundreds of thousands of jobs.  And not, for a
+        worker, while a client of a job it runs is over its output limit:
+        what it sends would only pile up there.  Not reading is all: nothing
+        is refused, and reading resumes when the reason ends.
+        """
+        return not self._should_pause(cid)
+
+    def _should_pause(self, cid: int) -> bool:
+        if cid in self._blocked or cid in self._backlog:
+            return True
+        broker = self.broker
+        limit = self.max_client_jobs
+        if limit and broker.waiting_on(cid) >= limit:
+            return True
+        return cid in self._stalled and self._still_stalled(cid)
+
+    def _still_stalled(self, cid: int) -> bool:
+        """Whether stalled worker ``cid`` still runs a job for a client over its limit."""
+        if not self._blocked.isdisjoint(self.broker.clients_of(cid)):
+            return True
+        self._stalled.discard(cid)
+        return False
+
+    def _waits(self, cid: int) -> bool:
+        """Whether a connection with work left must wait for another connection to drain."""
+        return cid in self._blocked or (cid in self._stalled and self._still_stalled(cid))
+
+    def _pause_if_reading(self, cid: int) -> None:
+        if cid not in self._paused:
+            self._paused.add(cid)
+            self._pause.append(cid)
+
+    def output_blocked(self, cid: int, blocked: bool) -> list[int]:
+        """Connection ``cid``'s unsent output went over the adapter's limit (``True``)
+        or back under it (``False``).
+
+        Returns the connections to stop reading from now (``cid``).  A worker
+        that then streams WORK_DATA, WORK_WARNING or WORK_STATUS to it is not
+        read from either until it drains (results are bounded by
+        ``max_client_jobs``; a stream is not).  Which to read from again, once
+        ``False`` comes, the next :meth:`flush` says.
+        """
+        if not blocked:
+            self._blocked.discard(cid)
+            return []
+        if cid in self._blocked or cid not in self._conns:
+            return []
+        self._blocked.add(cid)
+        if cid in self._paused:
+            return []
+        self._paused.add(cid)
+        return [cid]
+
+    def _resumable(self) -> list[int]:
+        """Paused connections whose reasons all ended (they are read from again)."""
+        resume = [cid for cid in self._paused
+                  if cid in self._conns and not self._should_pause(cid)]
+        for cid in resume:
+            self._paused.discard(cid)
+        return resume
+
+    # -- time ---------------------------------------------------------------------------
 
     def advance(self, now: float) -> None:
         """Let time-driven work happen (CAN_DO_TIMEOUT expiry, epoch jobs falling due,
-        idle connections closed)."""
+        idle connections closed, lingering ones ended, a graceful stop's bound)."""
         self._now = now
         outputs = self.broker.advance(now)
         if outputs:
             self._route(outputs)
         if self._seen:
             self._close_idle(now)
+        if self._lingering:
+            for cid in [c for c, (_left, by) in self._lingering.items() if by <= now]:
+                self._end_linger(cid)
+        if self._stop == "graceful" and now >= self._stop_by:
+            self._note(WARNING, "graceful stop timed out after %g s with %d jobs running",
+                       self.graceful_timeout, self.broker.running_count)
+            self._stop = "immediate"
+            self.stopped = True
+
+    def tick(self, now: float) -> None:
+        """The timer set from :attr:`Flush.deadline` fired: :meth:`advance`, and have the
+        next flush arm the timer again whatever the deadline."""
+        self._armed = _UNSET
+        self.advance(now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`advance` must next be called, or ``None``."""
@@ -218,6 +530,12 @@ class ServerHub:
             idle = next(iter(self._seen.values())) + self.idle_timeout
             if deadline is None or idle < deadline:
                 deadline = idle
+        if self._lingering:
+            linger = min(by for _left, by in self._lingering.values())
+            if deadline is None or linger < deadline:
+                deadline = linger
+        if self._stop == "graceful" and (deadline is None or self._stop_by < deadline):
+            deadline = self._stop_by
         return deadline
 
     def _close_idle(self, now: float) -> None:
@@ -234,15 +552,55 @@ class ServerHub:
                 seen.move_to_end(cid)
                 continue
             self.idle_closed += 1
+            self._note(INFO, "closing connection %d from %s: idle for %g s", cid,
+                       self._peers.get(cid, "-"), self.idle_timeout)
             self._close.append(cid)
             self._drop(cid)
 
+    # -- stopping -----------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop began: accept no more connections."""
+        return self._stop is not None
+
+    def stop(self, graceful: bool = False, why: str = "stop requested") -> None:
+        """Stop the server; ``why`` (a signal's name, say) goes to the log.
+
+        At once, or gracefully: from now on no job is handed to a worker (GRAB
+        gets NO_JOB) and no submission is taken (ERROR SHUTTING_DOWN); running
+        jobs finish and their results are delivered; queued background jobs
+        stay in the store for the next start.  :attr:`stopped` becomes true
+        when no job runs any more, or ``graceful_timeout`` seconds after this
+        call, whichever comes first.  An immediate stop is not weakened by a
+        later graceful one.  Call :meth:`advance` first: the bound counts from
+        the time given there.
+        """
+        if self._stop == "immediate" or (self._stop == "graceful" and graceful):
+            return
+        running = self.broker.running_count
+        if graceful:
+            self._stop = "graceful"
+            self._stop_by = self._now + self.graceful_timeout
+            self._note(WARNING, "%s: graceful stop, waiting up to %g s for %d running jobs "
+                       "(%d jobs in the server)", why, self.graceful_timeout, running,
+                       self.broker.job_count)
+        else:
+            self._stop = "immediate"
+            self.stopped = True
+            self._note(WARNING, "%s: stopping now (%d jobs running, %d in the server)",
+                       why, running, self.broker.job_count)
+
+    # -- output ---------------------------------------------------------------------------
+
     def flush(self) -> Flush:
-        """Commit durable jobs once for the whole batch, then hand out what to write.
+        """Commit durable jobs once for the whole batch, then hand out what to do.
 
         A store that fails costs only its batch's submissions (ERROR
         QUEUE_ERROR, see :meth:`JobServer.end_commit`); nothing here raises.
         """
+        if self._backlog:
+            self._work_backlog()
         writer = self.writer
         stats = self.stats
         if writer is not None:
@@ -263,10 +621,31 @@ class ServerHub:
             for data in writes.values():
                 sent += len(data)
             stats.bytes_out += sent
-        out = Flush(writes, self._close, self._notices)
+        out = Flush(writes, self._close)
         self._close = []
-        if self._notices:
-            self._notices = []
+        if self._shut:
+            out.shut, self._shut = self._shut, []
+        requested = self.broker.shutdown_requested
+        if requested is not None and self._stop != "immediate" and (
+                self._stop is None or requested == "immediate"):
+            self.stop(graceful=requested == "graceful", why="admin shutdown command")
+        if self._stop == "graceful" and not self.stopped and not self.broker.running_count:
+            self._note(WARNING, "graceful stop: no job running, stopping (%d jobs stay "
+                       "queued)", self.broker.job_count)
+            self.stopped = True
+        if self._pause:
+            out.pause, self._pause = self._pause, []
+        if self._paused:
+            out.resume = self._resumable()
+        if self._notes:
+            out.notes, self._notes = self._notes, []
+        deadline = self.next_deadline()
+        if deadline != self._armed:
+            self._armed = deadline
+            out.rearm = True
+            out.deadline = deadline
+        if self._backlog:
+            out.more = any(not self._waits(cid) for cid in self._backlog)
         return out
 
     def _write_aside(self, writer: StoreWriter) -> list[Output]:
@@ -301,14 +680,33 @@ class ServerHub:
                 self.broker.end_commit(*done)
         self.broker.commit()
 
+    def _work_backlog(self) -> None:
+        """A turn for each connection with messages left (and room for its output)."""
+        conns = self._conns
+        for cid in list(self._backlog):
+            conn = conns.get(cid)
+            if conn is None:
+                del self._backlog[cid]
+            elif not self._waits(cid):
+                self._process(cid, conn)
+
+    def _note(self, level: int, message: str, *args: object) -> None:
+        if level >= self.log_level:
+            self._notes.append((level, message, args))
+
     def _drop(self, cid: int) -> None:
         del self._conns[cid]
         self._seen.pop(cid, None)
+        self._blocked.discard(cid)
+        self._paused.discard(cid)
+        self._stalled.discard(cid)
+        self._backlog.pop(cid, None)
         self._route(self.broker.disconnect(cid))
 
     def _route(self, outputs: list[Output]) -> None:
         conns = self._conns
         out = self._out
+        produced = 0
         for cid, event in outputs:
             conn = conns.get(cid)
             if conn is None:
@@ -317,10 +715,16 @@ class ServerHub:
             if buf is None:
                 buf = out[cid] = []
             try:
-                buf.append(conn.send(event))
+                data = conn.send(event)
             except LocalProtocolError:
                 # The broker answered with something this connection cannot
                 # frame: a bug, but one peer's.  Close that peer, keep serving.
                 self.internal_errors += 1
+                self._note(WARNING, "closing connection %d: cannot frame %s for it", cid,
+                           type(event).__name__)
                 self._close.append(cid)
                 self._drop(cid)
+                continue
+            buf.append(data)
+            produced += len(data)
+        self._produced += produced

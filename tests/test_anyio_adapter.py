@@ -614,7 +614,7 @@ async def test_a_connection_that_does_not_read_is_not_read_from(anyio_backend: s
             async def watch() -> None:
                 nonlocal most
                 while True:
-                    most = max([most, *(link.pending for link in server.links.values())])
+                    most = max([most, *(peer.pending for peer in server.peers.values())])
                     await anyio.sleep(0.005)
 
             tg.start_soon(send_all)

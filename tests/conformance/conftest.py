@@ -11,6 +11,15 @@ adapter's call returns:
   ``asyncio.run_coroutine_threadsafe``;
 * ``anyio`` / ``trio``: an anyio blocking portal on that backend.
 
+The servers are parametrized too, over our server's flavours (``asyncio``,
+``uvloop``, ``trio``: the ``server_loop`` parameter, ``srv-...`` in test
+ids), through the ``our_server`` and ``our_server_factory`` fixtures
+overridden here.  The whole matrix (4 client flavours x 3 server flavours)
+runs for the tests where the server's side is what is tested: the modules in
+:data:`SERVER_MATRIX_MODULES` and the tests in :data:`SERVER_MATRIX_TESTS`.
+The others run against the asyncio server only, to keep the suite's time
+reasonable; ``GEARMAN_SERVER_MATRIX=all`` runs every test on every flavour.
+
 Every call is bounded by :data:`BOUND`, so a hang fails the test instead of
 the run; nothing here measures how long anything took.  Objects are made on
 their own event loop's thread, and everything a test made (clients, workers,
@@ -23,7 +32,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import os
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -40,6 +51,22 @@ BOUND = 20.0
 """The bound on every wait: long enough never to matter, short enough to end a hang."""
 
 ADAPTERS = ["sync", "asyncio", "anyio", "trio"]
+
+SERVER_LOOPS = ["asyncio", "uvloop", "trio"]
+"""Our server's flavours (``gearman-proto server --loop``)."""
+SERVER_MATRIX_MODULES = {"test_admin", "test_durability", "test_tls"}
+"""Modules run on every server flavour: admin, durability and TLS are the server's."""
+SERVER_MATRIX_TESTS = {
+    "test_do_returns_the_result",
+    "test_data_warning_and_status_stream_as_they_arrive",
+    "test_handler_exception_is_work_exception_with_its_message",
+    "test_get_status_get_status_unique_and_echo",
+    "test_worker_never_runs_more_than_max_jobs",
+    "test_background_jobs_at_every_priority_run_highest_first",
+    "test_epoch_jobs_run_no_earlier_than_their_time",
+}
+"""Tests of other modules run on every server flavour: forwarding, status, priorities,
+timers and the worker's slots go through the server's I/O."""
 
 
 def unique_name(label: str) -> str:
@@ -385,6 +412,54 @@ class _Observer:
                                           timeout=BOUND) as admin:
                 return getattr(admin, name)(*args)
         return command
+
+
+# -- our servers, per flavour ------------------------------------------------------------
+
+
+def _root_conftest() -> Any:
+    """``tests/conftest.py`` as pytest loaded it (its server helpers and live-log list)."""
+    path = Path(__file__).resolve().parent.parent / "conftest.py"
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == path:
+            return module
+    raise RuntimeError("tests/conftest.py is not loaded")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "server_loop" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rpartition(".")[2]
+    everything = os.environ.get("GEARMAN_SERVER_MATRIX") == "all"
+    full = (everything or module in SERVER_MATRIX_MODULES
+            or metafunc.function.__name__ in SERVER_MATRIX_TESTS)
+    metafunc.parametrize("server_loop", SERVER_LOOPS if full else ["asyncio"],
+                         ids=lambda loop: f"srv-{loop}", scope="session")
+
+
+@pytest.fixture(scope="session")
+def our_server(server_loop: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One of our job servers per flavour (in-memory queue) for the whole session."""
+    root = _root_conftest()
+    started = root._Started()
+    yield started.start(root.make_our_server(tmp_path_factory.mktemp(f"ours-{server_loop}"),
+                                             loop=server_loop))
+    started.stop_all()
+
+
+@pytest.fixture
+def our_server_factory(server_loop: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """More of our servers for one test, of this test's flavour unless ``loop=`` says."""
+    root = _root_conftest()
+    started = root._Started()
+
+    def factory(port: int | None = None, extra: tuple[str, ...] = (),
+                loop: str | None = None) -> Any:
+        return started.start(root.make_our_server(tmp_path / f"ours{len(started.servers)}",
+                                                  port, extra, loop or server_loop))
+
+    yield factory
+    started.stop_all()
 
 
 @pytest.fixture(params=ADAPTERS)

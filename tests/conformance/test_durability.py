@@ -4,8 +4,8 @@ The server keeps background jobs in SQLite (``--queue sqlite:PATH``) and
 acknowledges one (JOB_CREATED) only once it is committed.  After a SIGKILL and
 a restart on the same file and port, every acknowledged job must run at least
 once: none lost, priorities kept.  The adapters under test submit and work;
-the server runs on asyncio for the blocking and asyncio adapters and on trio
-for the anyio and trio ones, so both of its loops are killed once per run.
+the server runs on each of its flavours (asyncio, uvloop, trio: the server
+matrix of ``conftest.py``), so each is killed once per client flavour.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ def test_acknowledged_background_jobs_survive_a_kill(
         gm: GM, our_server_factory: Callable[..., ServerProcess], tmp_path: Path,
         fn: Fn) -> None:
     queue = tmp_path / "queue.sqlite"
-    server = our_server_factory(extra=("--queue", f"sqlite:{queue}"),
-                                loop="trio" if gm.name in ("anyio", "trio") else "asyncio")
+    server = our_server_factory(extra=("--queue", f"sqlite:{queue}"))
     f = fn("durable")
     client = gm.client(server)
     acknowledged = []
