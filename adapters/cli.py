@@ -380,6 +380,9 @@ def _listen_errors(ns: argparse.Namespace) -> Iterator[None]:
         yield
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else str(exc)
+        if isinstance(exc, _http.HttpListenError):
+            raise Fatal(f"--http {exc.filename}: cannot listen ({why}); pick another address "
+                        "or port for the metrics and dashboard") from None
         if exc.errno == errno.EADDRINUSE:
             fix = "stop the other server there, or pick another port with -p"
         elif exc.errno == errno.EACCES:

@@ -271,6 +271,10 @@ class HttpService:
         self._probe.cancel()
 
 
+class HttpListenError(OSError):
+    """The ``--http`` address cannot be bound (``filename`` is ``host:port``)."""
+
+
 async def start_asyncio(hub: ServerHub, host: str, port: int) -> HttpService:
     """Listen on ``host:port`` on the running asyncio loop, serving ``hub``'s numbers."""
     stats = attach_stats(hub)
@@ -290,8 +294,11 @@ async def start_asyncio(hub: ServerHub, host: str, port: int) -> HttpService:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(on_connection, host, port, limit=MAX_HEAD,
-                                        reuse_address=True)
+    try:
+        server = await asyncio.start_server(on_connection, host, port, limit=MAX_HEAD,
+                                            reuse_address=True)
+    except OSError as exc:
+        raise HttpListenError(exc.errno, exc.strerror or str(exc), f"{host}:{port}") from None
     bound = server.sockets[0].getsockname()[1]
     task = asyncio.ensure_future(probe(stats, asyncio.sleep))
     log.info("metrics and dashboard on http://%s:%d/", host, bound)
@@ -320,7 +327,12 @@ class AnyioHttp:
         """Bind; ``self.port`` is then the real port."""
         import anyio
         from anyio.abc import SocketAttribute
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        try:
+            listener = await anyio.create_tcp_listener(local_host=self.host,
+                                                       local_port=self.port)
+        except OSError as exc:
+            raise HttpListenError(exc.errno, exc.strerror or str(exc),
+                                  f"{self.host}:{self.port}") from None
         self.port = listener.extra(SocketAttribute.local_port)
         self._listener = listener
         log.info("metrics and dashboard on http://%s:%d/", self.host, self.port)

@@ -175,6 +175,8 @@ def test_a_report_after_the_end_raises_on_every_flavour(
     client = gm.client(our_server)
     with pytest.raises(Exception, match="failed"):
         client.do(f, "x")
+    # The client may see the WORK_FAIL before the handler's next line ran.
+    gm.eventually(lambda: errors, "the late report's JobEnded")
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
 
 

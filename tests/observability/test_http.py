@@ -204,4 +204,4 @@ def test_a_taken_http_port_is_one_line_naming_it(loop: str) -> None:
                               capture_output=True, text=True, timeout=BOUND)
     assert proc.returncode == 1
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("gearman-proto: ") and "in use" in line
+    assert line.startswith("gearman-proto server: --http 127.0.0.1:") and "in use" in line
