@@ -35,7 +35,8 @@ from typing import Any
 
 from benchmarks._util import machine, write_json
 from gearman_proto.client import ClientConnection
-from gearman_proto.events import GrabJobUniq, JobAssign, SubmitJob, packet_to_event
+from gearman_proto.codec import packet_to_event
+from gearman_proto.events import GrabJobUniq, JobAssign, SubmitJob
 from gearman_proto.packets import REQ, RES, Decoder, PacketType, encode_packet
 from gearman_proto.server import ServerConnection
 from gearman_proto.worker import WorkerConnection

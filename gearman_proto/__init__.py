@@ -10,11 +10,13 @@ from __future__ import annotations
 from ._connection import NEED_DATA, ConnectionState, NeedData
 from .broker import JobServer
 from .client import ClientConnection, ClientJob
+from .codec import event_to_packet, packet_to_event
 from .errors import LocalProtocolError, PacketTooLarge, ProtocolError, RemoteProtocolError
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .hub import ServerHub
 from .packets import (
+    COMPILED,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
     REQ,
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "COMPILED",
     "NEED_DATA",
     "NeedData",
     "ConnectionState",
@@ -65,5 +68,7 @@ __all__ = [
     "Role",
     "TextLine",
     "encode_packet",
+    "event_to_packet",
+    "packet_to_event",
     *_events_all,
 ]

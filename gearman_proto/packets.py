@@ -17,11 +17,13 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from importlib.machinery import EXTENSION_SUFFIXES
+from typing import Final, NamedTuple
 
 from .errors import PacketTooLarge, RemoteProtocolError
 
 __all__ = [
+    "COMPILED",
     "REQ",
     "RES",
     "HEADER_SIZE",
@@ -38,6 +40,10 @@ __all__ = [
     "encode_packet",
     "Decoder",
 ]
+
+COMPILED: Final = __file__.endswith(tuple(EXTENSION_SUFFIXES))
+"""Whether this core runs compiled by mypyc (``GEARMAN_PROTO_USE_MYPYC=1 pip install .``)
+rather than as Python source."""
 
 REQ = b"\0REQ"
 """Magic of every packet sent to the job server."""
@@ -278,6 +284,97 @@ def _is_decimal(value: bytes) -> bool:
     return value.isdigit() and value.isascii() and len(value) <= _MAX_DIGITS
 
 
+def frame(buf: bytes | bytearray, pos: int, magic: bytes, limit: int) -> tuple[int, int]:
+    """Read the header of the binary packet at ``buf[pos]``: its ``(type, end)``.
+
+    ``end`` (where the next message starts) is 0 while the packet is not all
+    in ``buf``.  Raises :class:`RemoteProtocolError` on a magic other than
+    ``magic`` (checked on as many bytes as there are, so a garbage stream fails
+    fast), an unknown type, or a payload over ``limit`` bytes (0 = no limit),
+    refused from the header alone.  The one framing function of the package:
+    :class:`Decoder` and ``Connection.events()`` both read through it.
+    """
+    avail = len(buf) - pos
+    if avail < HEADER_SIZE:
+        if buf[pos:pos + min(avail, 4)] != magic[:min(avail, 4)]:
+            _bad_magic(bytes(buf[pos:pos + 4]), magic)
+        return 0, 0
+    pmagic, ptype, size = _unpack_header(buf, pos)
+    if pmagic != magic:
+        _bad_magic(pmagic, magic)
+    if ptype >= len(_NARGS) or _NARGS[ptype] < 0:
+        raise RemoteProtocolError(
+            f"unknown packet type {ptype}",
+            error_code=b"INVALID_COMMAND",
+            error_text=b"Invalid command expected",
+        )
+    if limit and size > limit:
+        raise PacketTooLarge(
+            f"{PacketType(ptype).name} packet of {size} bytes exceeds the "
+            f"maximum packet size of {limit} bytes",
+            error_code=b"ARGUMENT_TOO_LARGE",
+            error_text=b"Packet too large",
+        )
+    end = pos + HEADER_SIZE + size
+    return ptype, (end if end <= len(buf) else 0)
+
+
+def split_args(ptype: int, buf: bytes | bytearray, pos: int, end: int) -> tuple[bytes, ...]:
+    """The checked arguments of the whole packet of type ``ptype`` at ``buf[pos:end]``.
+
+    Raises :class:`RemoteProtocolError` on a wrong argument count or a numeric
+    argument that is not decimal ASCII.
+    """
+    nargs = _NARGS[ptype]
+    if nargs == 0:
+        if end - pos != HEADER_SIZE:
+            raise RemoteProtocolError(
+                f"{PacketType(ptype).name} takes no arguments but carried "
+                f"{end - pos - HEADER_SIZE} payload bytes",
+                error_code=b"INVALID_ARGUMENTS",
+            )
+        return ()
+    payload = buf[pos + HEADER_SIZE:end]
+    if type(payload) is not bytes:  # sliced from a bytearray
+        payload = bytes(payload)
+    args = tuple(payload.split(b"\0", nargs - 1)) if nargs > 1 else (payload,)
+    if len(args) != nargs:
+        raise _arg_count_error(ptype, len(args))
+    for i in _NUMERIC[ptype]:
+        if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
+            spec = SPECS[ptype]
+            raise RemoteProtocolError(
+                f"{spec.type.name} argument {spec.args[i]!r} must be decimal "
+                f"ASCII of at most {_MAX_DIGITS} digits, got {args[i][:32]!r}",
+                error_code=b"INVALID_ARGUMENTS",
+            )
+    return args
+
+
+def _arg_count_error(ptype: int, count: int) -> RemoteProtocolError:
+    spec = SPECS[ptype]
+    return RemoteProtocolError(
+        f"{spec.type.name} needs {len(spec.args)} arguments "
+        f"({', '.join(spec.args)}) but carried {count}",
+        error_code=b"INVALID_ARGUMENTS",
+    )
+
+
+def _bad_magic(got: bytes, magic: bytes) -> None:
+    if got == (RES if magic == REQ else REQ):
+        raise RemoteProtocolError(
+            f"expected {magic!r} magic, got {got!r}",
+            error_code=b"INVALID_MAGIC",
+            error_text=(b"Request magic expected" if magic == REQ
+                        else b"Response magic expected"),
+        )
+    raise RemoteProtocolError(
+        f"bad packet magic {got!r}",
+        error_code=b"INVALID_MAGIC",
+        error_text=b"Invalid magic",
+    )
+
+
 _JOIN_LIMIT = 4096
 """Up to this many bytes, a message cut by the end of a read is joined to the next read
 as ``bytes``; beyond, gathered in a ``bytearray`` (see :meth:`Decoder.feed`)."""
@@ -380,83 +477,15 @@ class Decoder:
         """
         buf = self._buf
         pos = self._pos
-        avail = len(buf) - pos
-        if avail <= 0:
+        if len(buf) <= pos:
             return None
         if buf[pos] != 0:
             return self._next_line(buf, pos)
-        if avail < HEADER_SIZE:
-            # Check the magic we can already see, so a garbage stream fails fast.
-            if buf[pos:pos + min(avail, 4)] != self.magic[:min(avail, 4)]:
-                self._bad_magic(bytes(buf[pos:pos + 4]))
-            return None
-        magic, ptype, size = _unpack_header(buf, pos)
-        if magic != self.magic:
-            self._bad_magic(magic)
-        nargs = _NARGS[ptype] if ptype < len(_NARGS) else -1
-        if nargs < 0:
-            raise RemoteProtocolError(
-                f"unknown packet type {ptype}",
-                error_code=b"INVALID_COMMAND",
-                error_text=b"Invalid command expected",
-            )
-        limit = self.max_packet_size
-        if limit and size > limit:
-            raise PacketTooLarge(
-                f"{PacketType(ptype).name} packet of {size} bytes exceeds the "
-                f"maximum packet size of {limit} bytes",
-                error_code=b"ARGUMENT_TOO_LARGE",
-                error_text=b"Packet too large",
-            )
-        end = pos + HEADER_SIZE + size
-        if len(buf) < end:
+        ptype, end = frame(buf, pos, self.magic, self.max_packet_size)
+        if not end:
             return None
         self._pos = end
-        if nargs == 0:
-            if size:
-                raise RemoteProtocolError(
-                    f"{PacketType(ptype).name} takes no arguments but carried "
-                    f"{size} payload bytes",
-                    error_code=b"INVALID_ARGUMENTS",
-                )
-            return _new_packet(Packet, (magic, ptype, ()))
-        payload = buf[pos + HEADER_SIZE:end]
-        if type(payload) is not bytes:  # sliced from a bytearray
-            payload = bytes(payload)
-        args = tuple(payload.split(b"\0", nargs - 1)) if nargs > 1 else (payload,)
-        if len(args) != nargs:
-            spec = SPECS[ptype]
-            raise RemoteProtocolError(
-                f"{spec.type.name} needs {nargs} arguments "
-                f"({', '.join(spec.args)}) but carried {len(args)}",
-                error_code=b"INVALID_ARGUMENTS",
-            )
-        numeric = _NUMERIC[ptype]
-        if numeric:
-            for i in numeric:
-                if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
-                    spec = SPECS[ptype]
-                    raise RemoteProtocolError(
-                        f"{spec.type.name} argument {spec.args[i]!r} must be decimal "
-                        f"ASCII of at most {_MAX_DIGITS} digits, got {args[i][:32]!r}",
-                        error_code=b"INVALID_ARGUMENTS",
-                    )
-        return _new_packet(Packet, (magic, ptype, args))
-
-    def _bad_magic(self, magic: bytes) -> None:
-        other = RES if self.magic == REQ else REQ
-        if magic == other:
-            raise RemoteProtocolError(
-                f"expected {self.magic!r} magic, got {magic!r}",
-                error_code=b"INVALID_MAGIC",
-                error_text=(b"Request magic expected" if self.magic == REQ
-                            else b"Response magic expected"),
-            )
-        raise RemoteProtocolError(
-            f"bad packet magic {magic!r}",
-            error_code=b"INVALID_MAGIC",
-            error_text=b"Invalid magic",
-        )
+        return _new_packet(Packet, (self.magic, ptype, split_args(ptype, buf, pos, end)))
 
     def _next_line(self, buf: bytes | bytearray, pos: int) -> TextLine | None:
         if not self.allow_text:

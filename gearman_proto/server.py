@@ -18,6 +18,7 @@ from operator import attrgetter
 from typing import Any
 
 from ._connection import _WIRE, Connection
+from .codec import WireEncoder
 from .errors import ProtocolError, RemoteProtocolError
 from .events import (
     AdminReply,
@@ -26,7 +27,6 @@ from .events import (
     Event,
     GetStatus,
     GetStatusUnique,
-    WireEncoder,
 )
 from .packets import (
     DEFAULT_MAX_LINE_LENGTH,
