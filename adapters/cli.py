@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gearman_proto import __version__
+from gearman_proto import SERVER_VERSION, __version__
 from gearman_proto.admin import (
     AdminError,
     format_jobs,
@@ -197,7 +197,7 @@ def _run_server(ns: argparse.Namespace) -> int:
 
     def ready(server: Any) -> None:
         # Printed whatever the log level, as the one line that says it is up.
-        line = (f"gearman-proto {__version__} listening on {ns.listen}:{server.port} "
+        line = (f"{SERVER_VERSION} listening on {ns.listen}:{server.port} "
                 f"({ns.loop}, queue {ns.queue})")
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

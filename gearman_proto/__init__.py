@@ -21,6 +21,7 @@ from .packets import (
     DEFAULT_MAX_PACKET_SIZE,
     REQ,
     RES,
+    SERVER_VERSION,
     SPECS,
     Decoder,
     Packet,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "COMPILED",
+    "SERVER_VERSION",
     "NEED_DATA",
     "NeedData",
     "ConnectionState",

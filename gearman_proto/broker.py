@@ -138,6 +138,7 @@ from .events import (
     WorkStatus,
     WorkWarning,
 )
+from .packets import SERVER_VERSION
 from .store import JobStore, StoredJob, StoreError, StoreKey
 
 __all__ = ["Output", "JobInfo", "JobServer", "UNIQUE_MAX", "CLIENT_ID_MAX", "AdminChanges",
@@ -334,7 +335,7 @@ class JobServer:
                  job_retries: int | None = None, worker_wakeup: int = 0,
                  exceptions: bool = False, store: JobStore | None = None,
                  allow_shutdown: bool = False, admin_changes: AdminChanges = "any",
-                 pid: int = 0, version: bytes = b"gearman-proto 0.1.0",
+                 pid: int = 0, version: bytes = SERVER_VERSION.encode(),
                  verbose: bytes = b"ERROR", now: float = 0.0) -> None:
         if job_retries is not None and job_retries < 0:
             raise ValueError("job_retries must be None (unlimited) or >= 0")

@@ -516,6 +516,10 @@ def _fast_init(cls: type) -> None:
     Parameters, defaults, equality, hashing, ``repr`` and immutability are
     untouched; a class with no fields keeps ``object.__init__``.
     """
+    if COMPILED:
+        # mypyc made the explicit __init__s of the hot classes native code, where
+        # they are faster than this; the others keep the dataclass one.
+        return
     fields = dataclasses.fields(cls)
     if not fields:
         del cls.__init__  # type: ignore[misc]  # object.__init__: no Python frame at all
@@ -581,9 +585,7 @@ SubmitReduceJob.priority = Priority.NORMAL
 
 # By name, not Event.__subclasses__(): that also lists the classes that
 # @dataclass(slots=True) replaced with slotted copies.
-# Compiled (mypyc), the explicit __init__s of the hot classes are already native
-# code, and the others keep the dataclass one: nothing to replace.
-for _name in () if COMPILED else __all__:
+for _name in __all__:
     _obj = globals().get(_name)
     if isinstance(_obj, type) and issubclass(_obj, Event) and _obj is not Event:
         _fast_init(_obj)

@@ -24,6 +24,7 @@ from .errors import PacketTooLarge, RemoteProtocolError
 
 __all__ = [
     "COMPILED",
+    "SERVER_VERSION",
     "REQ",
     "RES",
     "HEADER_SIZE",
@@ -44,6 +45,9 @@ __all__ = [
 COMPILED: Final = __file__.endswith(tuple(EXTENSION_SUFFIXES))
 """Whether this core runs compiled by mypyc (``GEARMAN_PROTO_USE_MYPYC=1 pip install .``)
 rather than as Python source."""
+SERVER_VERSION: Final = f"gearman-proto 0.1.0 ({'compiled' if COMPILED else 'pure Python'})"
+"""What the job server answers the admin ``version`` command with, and starts its log
+line with: the version and which build runs."""
 
 REQ = b"\0REQ"
 """Magic of every packet sent to the job server."""
