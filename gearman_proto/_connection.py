@@ -4,14 +4,15 @@ A connection owns a :class:`~gearman_proto.packets.Decoder` and nothing else
 that touches bytes.  ``receive_data`` buffers, ``next_event`` decodes one event
 and lets the role's subclass update its state, ``send`` lets the subclass check
 and record an outgoing event and returns the bytes to write.  The subclass
-hooks ``_on_receive`` and ``_on_send`` are where each role's rules live.
+hooks ``_receive`` (a handler per received event class) and ``_on_send`` are
+where each role's rules live.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from .codec import DECODERS, HOT_DECODERS, WireEncoder, event_to_packet, wire_encoders
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -35,8 +36,11 @@ from .packets import (
 
 __all__ = ["NEED_DATA", "NeedData", "ConnectionState", "Connection"]
 
+Receiver = Callable[[Any, Event], "Event | None"]
+"""A role's rule for one received event class: see ``Connection._receive``."""
 
-_HOT: dict[Role, tuple[Callable[[bytes], Event] | None, ...]] = {
+
+_HOT: Final[dict[Role, tuple[Callable[[bytes], Event] | None, ...]]] = {
     # Per role, by packet type: the hand-written decoder of each common packet
     # the role may receive (codec.HOT_DECODERS), None for the others.
     role: tuple(
@@ -44,7 +48,7 @@ _HOT: dict[Role, tuple[Callable[[bytes], Event] | None, ...]] = {
     )
     for role in Role
 }
-_WIRE: dict[Role, dict[type, WireEncoder]] = {
+_WIRE: Final[dict[Role, dict[type, WireEncoder]]] = {
     role: wire_encoders(RES if role is Role.SERVER else REQ, SENDABLE[role]) for role in Role
 }
 
@@ -81,13 +85,15 @@ def _name(event: Event) -> str:
 
 # Looking a member up on an Enum class costs ~0.1 µs (EnumType.__getattr__);
 # these are read for every packet.
-_OPEN, _CLOSED, _ERROR = ConnectionState.OPEN, ConnectionState.CLOSED, ConnectionState.ERROR
+_OPEN: Final = ConnectionState.OPEN
+_CLOSED: Final = ConnectionState.CLOSED
+_ERROR: Final = ConnectionState.ERROR
 
 
 class Connection:
     """Base of :class:`ClientConnection`, :class:`WorkerConnection` and :class:`ServerConnection`.
 
-    Subclasses set ``role`` and override ``_on_receive`` / ``_on_send``.
+    Subclasses set ``role``, fill ``_receive`` and override ``_on_send``.
     """
 
     role: Role
@@ -103,6 +109,12 @@ class Connection:
                                 allow_text=allow_text, max_packet_size=max_packet_size)
         self._peer_closed = False
         self.state = _OPEN
+        self._receive: dict[type, Receiver] = {}
+        """The role's rules for what it receives: per event class, a handler that
+        checks and records the event, raises RemoteProtocolError to refuse it,
+        and returns None to hand it out as it is or an event to hand out instead
+        (a reply rebuilt with the ``request`` it answers).  One dict lookup by
+        exact class: events come from the codec, which builds exactly these."""
 
     # -- bytes in ---------------------------------------------------------------
 
@@ -171,11 +183,10 @@ class Connection:
         """
         decoder = self._decoder
         hot = self._hot
-        nhot = len(hot)
         magic = decoder.magic
         limit = decoder.max_packet_size
         receivable = self._receivable
-        on_receive = self._on_receive
+        receive = self._receive
         while True:
             buf = decoder._buf
             pos = decoder._pos
@@ -191,7 +202,7 @@ class Connection:
                     else:
                         decoder._pos = end
                         event: Event | None = None
-                        build = hot[ptype] if ptype < nhot else None
+                        build = hot[ptype]  # frame() let only known types through
                         if build is not None:
                             payload = buf[pos + HEADER_SIZE:end]
                             try:
@@ -205,7 +216,8 @@ class Connection:
                             if ptype not in receivable:
                                 raise self._not_receivable(ptype)
                             event = DECODERS[ptype](args)
-                        replaced = on_receive(event)
+                        handler = receive.get(type(event))
+                        replaced = None if handler is None else handler(self, event)
                 except RemoteProtocolError as exc:
                     self.state = _ERROR
                     self._on_receive_error(exc, pos)
@@ -261,12 +273,9 @@ class Connection:
     # -- role hooks ------------------------------------------------------------------
 
     def _on_receive(self, event: Event) -> Event | None:
-        """Check and record an event from the peer; raise RemoteProtocolError to refuse it.
-
-        Return ``None`` to hand ``event`` to the caller as it is, or an event to
-        hand out instead (a reply rebuilt with the ``request`` it answers).
-        """
-        return None
+        """Run the role's rule (``_receive``) for an event from the peer."""
+        handler = self._receive.get(type(event))
+        return None if handler is None else handler(self, event)
 
     def _on_send(self, event: Event) -> None:
         """Check and record an event about to be sent; raise LocalProtocolError to refuse it."""

@@ -181,7 +181,17 @@ def _hot_submit(priority: Any, background: bool) -> Callable[[bytes], Event]:
     return submit
 
 
+def _hot_empty(cls: type[Event]) -> Callable[[bytes], Event]:
+    def empty(payload: bytes) -> Event:
+        if payload:
+            raise ValueError("a packet with no arguments carried a payload")
+        return cls()
+    return empty
+
+
 HOT_DECODERS: Final[dict[int, Callable[[bytes], Event]]] = {
+    # The packets with no arguments: grabs, sleep and wake-up, NO_JOB.
+    **{int(t): _hot_empty(cls) for cls, t in _PACKET_TYPES.items() if not SPECS[t].args},
     _P.JOB_ASSIGN_UNIQ: _hot_job_assign_uniq,
     _P.JOB_ASSIGN: _hot_job_assign,
     _P.WORK_COMPLETE: _hot_work_complete,
@@ -190,7 +200,7 @@ HOT_DECODERS: Final[dict[int, Callable[[bytes], Event]]] = {
     **{t: _hot_submit(p, bg) for (p, bg), t in _SUBMIT_TYPES.items()},
 }
 """Packet type -> the event from the whole payload, for the packets that are most of
-the traffic and have arguments and no number among them.  They are what
+the traffic, with no number among their arguments.  They are what
 :data:`DECODERS` builds, faster; ``tests/test_codec.py`` checks that on
 arbitrary payloads."""
 

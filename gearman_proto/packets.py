@@ -54,13 +54,13 @@ REQ = b"\0REQ"
 RES = b"\0RES"
 """Magic of every packet sent by the job server."""
 
-HEADER_SIZE = 12
+HEADER_SIZE: Final = 12
 DEFAULT_MAX_PACKET_SIZE = 32 * 1024 * 1024
 """Default limit on one packet's payload: 32 MiB.  Pass 0 for no limit."""
 DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 """Default limit on one admin text line, newline included."""
 
-_HEADER = struct.Struct(">4sII")
+_HEADER: Final = struct.Struct(">4sII")
 
 
 class PacketType(enum.IntEnum):
@@ -161,7 +161,7 @@ _P = PacketType
 # (type, argument names, senders, receivers): the whole wire grammar.  Packets
 # that both a worker sends (REQ) and the server forwards to clients (RES) are
 # listed with both senders; the connection's role picks the magic.
-SPECS: dict[int, PacketSpec] = {
+SPECS: Final[dict[int, PacketSpec]] = {
     s.type: s
     for s in (
         _spec(_P.CAN_DO, "function", frozenset({_W}), _TO_SERVER),
@@ -221,7 +221,7 @@ SPECS: dict[int, PacketSpec] = {
 
 # Argument counts and numeric positions as flat tuples indexed by type number:
 # the decoder's hot loop reads these instead of attribute lookups.
-_NARGS: tuple[int, ...] = tuple(
+_NARGS: Final[tuple[int, ...]] = tuple(
     len(SPECS[t].args) if t in SPECS else -1 for t in range(len(PacketType) + 1)
 )
 
@@ -262,7 +262,7 @@ def encode_packet(magic: bytes, ptype: int, args: tuple[bytes, ...] | list[bytes
     return _HEADER.pack(magic, ptype, len(payload)) + payload
 
 
-_MAX_DIGITS = 20
+_MAX_DIGITS: Final = 20
 """Longest number accepted: 2**64 - 1 has 20 digits.  Longer cannot be a Gearman
 number, and ``int()`` refuses strings over 4300 digits with ``ValueError``,
 which must never escape the decoder."""
@@ -270,18 +270,18 @@ which must never escape the decoder."""
 # Perl Gearman::Server sends empty numerator/denominator in STATUS_RES and
 # STATUS_RES_UNIQUE when no WORK_STATUS was ever reported (PROTOCOL-NOTES §2);
 # these (type, argument index) pairs read an empty field as 0.
-_EMPTY_IS_ZERO = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
+_EMPTY_IS_ZERO: Final = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
 
 
 # Per type number, the indexes of its numeric arguments, in order (SPECS'
 # numeric sets as tuples, so the decoder's hot path indexes instead of looking up).
-_NUMERIC: tuple[tuple[int, ...], ...] = tuple(
+_NUMERIC: Final[tuple[tuple[int, ...], ...]] = tuple(
     tuple(sorted(SPECS[t].numeric)) if t in SPECS else () for t in range(len(PacketType) + 1)
 )
-_unpack_header = _HEADER.unpack_from
+_unpack_header: Final = _HEADER.unpack_from
 # Packet(magic, ptype, args) runs the Python-level __new__ that NamedTuple
 # writes; tuple.__new__ builds the very same Packet without that frame.
-_new_packet = tuple.__new__
+_new_packet: Final = tuple.__new__
 
 
 def _is_decimal(value: bytes) -> bool:
@@ -306,7 +306,7 @@ def frame(buf: bytes | bytearray, pos: int, magic: bytes, limit: int) -> tuple[i
     pmagic, ptype, size = _unpack_header(buf, pos)
     if pmagic != magic:
         _bad_magic(pmagic, magic)
-    if ptype >= len(_NARGS) or _NARGS[ptype] < 0:
+    if ptype not in SPECS:
         raise RemoteProtocolError(
             f"unknown packet type {ptype}",
             error_code=b"INVALID_COMMAND",
@@ -319,7 +319,7 @@ def frame(buf: bytes | bytearray, pos: int, magic: bytes, limit: int) -> tuple[i
             error_code=b"ARGUMENT_TOO_LARGE",
             error_text=b"Packet too large",
         )
-    end = pos + HEADER_SIZE + size
+    end = pos + size + 12  # HEADER_SIZE, written out: this runs for every packet
     return ptype, (end if end <= len(buf) else 0)
 
 
@@ -379,7 +379,7 @@ def _bad_magic(got: bytes, magic: bytes) -> None:
     )
 
 
-_JOIN_LIMIT = 4096
+_JOIN_LIMIT: Final = 4096
 """Up to this many bytes, a message cut by the end of a read is joined to the next read
 as ``bytes``; beyond, gathered in a ``bytearray`` (see :meth:`Decoder.feed`)."""
 
