@@ -54,7 +54,7 @@ def per_job(tool: str, kind: str, scenario: str, small: int, large: int,
     jobs = []
     for n in (small, large):
         out = wd / f"{tool}-{kind}-{scenario}-{n}.out"
-        r = measure(kind, scenario, n, prefix=_prefix(tool, out), start_timeout=120.0,
+        r = measure(kind, scenario, n, prefix=_prefix(tool, out), start_timeout=600.0,
                     wd=wd, **load)
         if r["jobs"] != n or r["errors"]:
             raise RuntimeError(f"{kind} {scenario}: {r['jobs']} of {n} jobs, "
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", default="gearmand,gearmand-t0,uvloop,uvloop-mypyc")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--tools", default=",".join(TOOLS))
-    p.add_argument("--small", type=int, default=1000)
-    p.add_argument("--large", type=int, default=4000)
+    p.add_argument("--small", type=int, default=500)
+    p.add_argument("--large", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--smoke", action="store_true", help="50 and 150 jobs, bg only")
     p.add_argument("--json", help="write the figures here")
