@@ -303,6 +303,10 @@ def frame(buf: bytes | bytearray, pos: int, magic: bytes, limit: int) -> tuple[i
         if buf[pos:pos + min(avail, 4)] != magic[:min(avail, 4)]:
             _bad_magic(bytes(buf[pos:pos + 4]), magic)
         return 0, 0
+    # Typed, so that compiled code unboxes them once and compares natively.
+    pmagic: bytes
+    ptype: int
+    size: int
     pmagic, ptype, size = _unpack_header(buf, pos)
     if pmagic != magic:
         _bad_magic(pmagic, magic)
