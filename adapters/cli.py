@@ -30,7 +30,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from gearman_proto import __version__
+from gearman_proto import SERVER_VERSION, __version__
 from gearman_proto.admin import (
     AdminError,
     format_jobs,
@@ -418,8 +418,8 @@ def _run_server(ns: argparse.Namespace) -> int:
 
 def _serve(ns: argparse.Namespace, opts: dict[str, Any], log_on_stderr: bool) -> int:
     # As gearmand's "Starting up with pid N": the server logs its own "listening on" line.
-    log.info("gearman-proto %s starting: pid %d, %s loop, queue %s, log level %s",
-             __version__, os.getpid(), ns.loop, redact(ns.queue), ns.level_name)
+    log.info("%s starting: pid %d, %s loop, queue %s, log level %s",
+             SERVER_VERSION, os.getpid(), ns.loop, redact(ns.queue), ns.level_name)
 
     def ready(server: Any) -> None:
         if not (log_on_stderr and log.isEnabledFor(logging.INFO)):
@@ -427,7 +427,7 @@ def _serve(ns: argparse.Namespace, opts: dict[str, Any], log_on_stderr: bool) ->
             # the server is up, whatever the log level.
             http = (f", metrics and dashboard on {server.http.url}"
                     if getattr(server, "http", None) is not None else "")
-            sys.stderr.write(f"gearman-proto {__version__} listening on {ns.listen}:"
+            sys.stderr.write(f"{SERVER_VERSION} listening on {ns.listen}:"
                              f"{server.port} ({ns.loop}, queue {redact(ns.queue)}){http}\n")
             sys.stderr.flush()
 

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -25,6 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_ROOT = Path(os.environ.get("GEARMAN_BENCH_SERVER_ROOT", ROOT))
 """Where ``gearman-proto server`` is run from: this checkout unless the environment
 variable ``GEARMAN_BENCH_SERVER_ROOT`` names another (to compare two versions)."""
+COMPILED_ROOT = os.environ.get("GEARMAN_BENCH_COMPILED_ROOT")
+"""A checkout with the compiled build in place (``GEARMAN_PROTO_USE_MYPYC=1 pip install
+-e .`` there), which the ``-mypyc`` servers run from, with the Python named by
+``GEARMAN_BENCH_COMPILED_PYTHON`` (default: this one)."""
+COMPILED_PYTHON = os.environ.get("GEARMAN_BENCH_COMPILED_PYTHON", sys.executable)
 
 
 def free_port() -> int:
@@ -143,8 +149,13 @@ def write_json(path: str | None, data: Any) -> None:
 
 # -- job servers as child processes -----------------------------------------------------
 
-SERVERS = ("gearmand", "gear", "asyncio", "uvloop", "trio", "uvloop+sqlite")
-"""Every server the end-to-end benchmark knows: gearmand --threads=1, gear.Server, ours."""
+SERVERS = ("gearmand", "gearmand-t0", "gear", "asyncio", "uvloop", "uvloop-mypyc", "trio",
+           "uvloop+sqlite")
+"""Every server the end-to-end benchmark knows: gearmand ``--threads=1`` and
+``--threads=0``, gear.Server, and ours (``-mypyc``: the compiled build, from
+:data:`COMPILED_ROOT`)."""
+GEARMANDS = ("gearmand", "gearmand-t0")
+"""The two configurations of gearmand; the better of them in a run is the reference."""
 WITH_HTTP = ("asyncio+http", "uvloop+http", "trio+http")
 """Ours with ``--http`` on, its /metrics scraped once a second (e2e.py): what metrics cost."""
 
@@ -159,20 +170,25 @@ class Server:
         self.log = workdir / f"{kind.replace('+', '-')}-{self.port}.log"
         self.http_port = free_port() if kind.endswith("+http") else None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.compiled = kind.endswith("-mypyc")
+        self.prefix: list[str] = []
+        """Run the server under this (``valgrind ...``, ``strace ...``)."""
 
     def command(self) -> list[str]:
         port = str(self.port)
-        if self.kind == "gearmand":
+        if self.kind in GEARMANDS:
             binary = gearmand_binary()
             if binary is None:
                 raise RuntimeError("gearmand is not installed")
-            return [binary, f"--listen={HOST}", f"--port={port}", "--threads=1",
+            threads = "0" if self.kind == "gearmand-t0" else "1"
+            return [binary, f"--listen={HOST}", f"--port={port}", f"--threads={threads}",
                     "--verbose=ERROR", "-l", str(self.log),
                     "--pid-file", str(self.workdir / f"gearmand-{port}.pid")]
         if self.kind == "gear":
             return [sys.executable, "-m", "benchmarks._gear_server", port]
-        loop, _, queue = self.kind.partition("+")
-        cmd = [sys.executable, "-m", "gearman_proto.adapters.cli", "server", "--listen", HOST,
+        loop, _, queue = self.kind.removesuffix("-mypyc").partition("+")
+        python = COMPILED_PYTHON if self.compiled else sys.executable
+        cmd = [python, "-m", "gearman_proto.adapters.cli", "server", "--listen", HOST,
                "--port", port, "--loop", loop, "--verbose", "ERROR",
                "--log-file", str(self.log)]
         if queue == "sqlite":
@@ -186,8 +202,9 @@ class Server:
         log = open(self.log, "ab")  # the child keeps it open
         # Our server runs from SERVER_ROOT: another checkout may be measured
         # against this one (``python -m`` imports from the working directory).
-        self.proc = subprocess.Popen(self.command(), cwd=SERVER_ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log)
+        cwd = COMPILED_ROOT if self.compiled else SERVER_ROOT
+        self.proc = subprocess.Popen([*self.prefix, *self.command()], cwd=cwd,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -213,7 +230,14 @@ class Server:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        if self.prefix and Path(self.prefix[0]).name == "strace":
+            # strace writes its report when the traced server exits, not when it
+            # is itself terminated: end the server, strace's one child, by pid.
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if children:
+                os.kill(int(children[0]), signal.SIGTERM)
+        else:
+            proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -234,8 +258,11 @@ def workdir(prefix: str) -> Path:
 
 def available(kind: str) -> bool:
     """Whether the server ``kind`` can be started here."""
-    if kind == "gearmand":
+    if kind in GEARMANDS:
         return gearmand_binary() is not None
+    if kind.endswith("-mypyc"):
+        return (COMPILED_ROOT is not None and package_version("uvloop") != "-"
+                and any(Path(COMPILED_ROOT, "gearman_proto").glob("packets.*.so")))
     if kind == "gear":
         return package_version("gear") != "-"
     if kind.startswith("uvloop"):

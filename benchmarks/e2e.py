@@ -1,4 +1,4 @@
-"""End to end on loopback: gearmand --threads=1, gear's server and ours under one load generator.
+"""End to end on loopback: gearmand, gear's server and ours under one load generator.
 
 Three scenarios (100-byte payloads, 2 workers, 4 clients):
 
@@ -8,9 +8,13 @@ Three scenarios (100-byte payloads, 2 workers, 4 clients):
   its result before the next; latency is submit to WORK_COMPLETE.
 * ``fgp``  foreground pipelined: 4 clients x ``--inflight`` jobs in flight.
 
-Servers: ``gearmand`` (``--threads=1``), ``gear`` (OpenStack gear.Server), and
-ours through the ``gearman-proto server`` command on ``asyncio``, ``uvloop`` and
-``trio``, plus ``uvloop+sqlite`` (durable background jobs, group commit).  Each
+Servers: ``gearmand`` (``--threads=1``) and ``gearmand-t0`` (``--threads=0``: on
+a 2-core machine often the faster), ``gear`` (OpenStack gear.Server), and ours
+through the ``gearman-proto server`` command on ``asyncio``, ``uvloop`` and
+``trio``, plus ``uvloop+sqlite`` (durable background jobs, group commit) and
+``uvloop-mypyc`` (the compiled build, run from the checkout named by
+``GEARMAN_BENCH_COMPILED_ROOT``).  Ratios are to the better gearmand of the run,
+per scenario: the reference is gearmand's better configuration.  Each
 measurement starts a fresh server and fresh load-generator processes
 (``benchmarks._loadgen``: raw packets on uvloop, one process for the clients,
 one for the workers), runs a warm-up, then the measured run, bounded by
@@ -26,6 +30,8 @@ seconds come from /proc for the measured run only.
 
 ``asyncio+http``, ``uvloop+http`` and ``trio+http`` run ours with ``--http`` and
 scrape its /metrics once a second during the measured run.
+    GEARMAN_BENCH_COMPILED_ROOT=../compiled-checkout python -m benchmarks.e2e \
+        --servers gearmand,gearmand-t0,uvloop,uvloop-mypyc
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._util import (
+    GEARMANDS,
     ROOT,
     SERVERS,
     WITH_HTTP,
@@ -126,14 +133,18 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
             max_seconds: float, warmup: int, workers: int, clients: int,
             payload: int, wd: Path,
             make_server: Callable[[str, Path], Server] = Server,
-            client_args: tuple[str, ...] = ()) -> dict[str, Any]:
+            client_args: tuple[str, ...] = (), prefix: list[str] | None = None,
+            start_timeout: float = 15.0) -> dict[str, Any]:
     """One measurement on a fresh server: warm-up, then ``jobs`` jobs (or ``max_seconds``).
 
     ``make_server`` builds the (not yet started) server of ``kind`` (see
     ``benchmarks.stores`` for servers on PostgreSQL and Redis); ``client_args``
-    go to the client load generator (``--unique``, say).
+    go to the client load generator (``--unique``, say); ``prefix`` runs the
+    server under a tool (see ``benchmarks.perjob``).
     """
-    server = make_server(kind, wd).start()
+    server = make_server(kind, wd)
+    server.prefix = prefix or []
+    server.start(start_timeout)
     worker = client = scraper = None
     try:
         port = str(server.port)
@@ -192,7 +203,7 @@ def measure(kind: str, scenario: str, jobs: int, *, window: int, inflight: int,
 
 def summarize(rows: list[dict[str, Any]], servers: list[str],
               scenarios: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Medians per (scenario, server), and each server's ratio to gearmand."""
+    """Medians per (scenario, server), and each server's ratio to the better gearmand."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for sc in scenarios:
         table[sc] = {}
@@ -207,8 +218,12 @@ def summarize(rows: list[dict[str, Any]], servers: list[str],
             }
             table[sc][kind]["runs"] = len(mine)
             table[sc][kind]["timed_out"] = sum(bool(r["timed_out"]) for r in mine)
-        ref = table[sc].get("gearmand", {}).get("jobs_per_s")
-        ref_p99 = table[sc].get("gearmand", {}).get("p99_us")
+        ref_kind = max((k for k in GEARMANDS if k in table[sc]),
+                       key=lambda k: table[sc][k]["jobs_per_s"], default=None)
+        ref = ref_p99 = None
+        if ref_kind is not None:
+            table[sc][ref_kind]["reference"] = 1.0
+            ref, ref_p99 = table[sc][ref_kind]["jobs_per_s"], table[sc][ref_kind]["p99_us"]
         for cell in table[sc].values():
             cell["ratio"] = cell["jobs_per_s"] / ref if ref else float("nan")
             cell["p99_ratio"] = cell["p99_us"] / ref_p99 if ref_p99 else float("nan")
@@ -220,12 +235,13 @@ def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
     out = []
     for sc, cells in table.items():
         out.append(f"**{sc}** ({TITLES[sc]})\n")
-        out.append("| server | jobs/s | x gearmand | server CPU s / 100k jobs | p50 ms | p99 ms "
-                   "| p99 x gearmand | cores used: server, load generator | runs |")
+        out.append("| server | jobs/s | x ref | server CPU s / 100k jobs | p50 ms | p99 ms "
+                   "| p99 x ref | cores used: server, load generator | runs |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for kind, c in cells.items():
             note = f" ({int(c['timed_out'])} hit the time bound)" if c["timed_out"] else ""
-            out.append(f"| {kind} | {c['jobs_per_s']:,.0f} | {c['ratio']:.2f} | "
+            name = f"**{kind}** (reference)" if c.get("reference") else kind
+            out.append(f"| {name} | {c['jobs_per_s']:,.0f} | {c['ratio']:.2f} | "
                        f"{c['cpu_s_per_100k']:.2f} | {c['p50_us'] / 1000:.2f} | "
                        f"{c['p99_us'] / 1000:.2f} | {c['p99_ratio']:.2f} | "
                        f"{c['server_cores']:.2f}, {c['loadgen_cores']:.2f} | "

@@ -12,15 +12,18 @@ import os as _os
 from ._connection import NEED_DATA, ConnectionState, NeedData
 from .broker import JobServer
 from .client import ClientConnection, ClientJob
+from .codec import event_to_packet, packet_to_event
 from .errors import LocalProtocolError, PacketTooLarge, ProtocolError, RemoteProtocolError
 from .events import *  # noqa: F403
 from .events import __all__ as _events_all
 from .hub import ServerHub
 from .packets import (
+    COMPILED,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
     REQ,
     RES,
+    SERVER_VERSION,
     SPECS,
     Decoder,
     Packet,
@@ -50,6 +53,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "COMPILED",
+    "SERVER_VERSION",
     "NEED_DATA",
     "NeedData",
     "ConnectionState",
@@ -79,5 +84,7 @@ __all__ = [
     "Role",
     "TextLine",
     "encode_packet",
+    "event_to_packet",
+    "packet_to_event",
     *_events_all,
 ]

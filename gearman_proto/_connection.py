@@ -4,28 +4,21 @@ A connection owns a :class:`~gearman_proto.packets.Decoder` and nothing else
 that touches bytes.  ``receive_data`` buffers, ``next_event`` decodes one event
 and lets the role's subclass update its state, ``send`` lets the subclass check
 and record an outgoing event and returns the bytes to write.  The subclass
-hooks ``_on_receive`` and ``_on_send`` are where each role's rules live.
+hooks ``_receive`` (a handler per received event class) and ``_on_send`` are
+where each role's rules live.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Sequence
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
+from .codec import DECODERS, HOT_DECODERS, WireEncoder, event_to_packet, wire_encoders
 from .errors import LocalProtocolError, RemoteProtocolError
-from .events import (
-    _DECODERS,
-    AdminCommand,
-    ConnectionClosed,
-    Event,
-    WireEncoder,
-    event_to_packet,
-    wire_encoders,
-)
+from .events import AdminCommand, ConnectionClosed, Event
 from .packets import (
     _NARGS,
-    _NUMERIC,
     DEFAULT_MAX_PACKET_SIZE,
     HEADER_SIZE,
     RECEIVABLE,
@@ -36,26 +29,26 @@ from .packets import (
     PacketType,
     Role,
     TextLine,
-    _unpack_header,
     encode_packet,
+    frame,
+    split_args,
 )
 
 __all__ = ["NEED_DATA", "NeedData", "ConnectionState", "Connection"]
 
+Receiver = Callable[[Any, Event], "Event | None"]
+"""A role's rule for one received event class: see ``Connection._receive``."""
 
-_FastEntry = tuple[int, Callable[[Sequence[bytes]], Event]]
-_FAST: dict[Role, tuple[_FastEntry | None, ...]] = {
-    # Per role, by packet type: (argument count, event builder) for the types
-    # Connection.events() may decode in its own loop -- those the role
-    # receives that have no numeric argument to check.
+
+_HOT: Final[dict[Role, tuple[Callable[[bytes], Event] | None, ...]]] = {
+    # Per role, by packet type: the hand-written decoder of each common packet
+    # the role may receive (codec.HOT_DECODERS), None for the others.
     role: tuple(
-        (_NARGS[t], _DECODERS[t])
-        if t in RECEIVABLE[role] and not _NUMERIC[t] and t in _DECODERS else None
-        for t in range(len(_NARGS))
+        HOT_DECODERS.get(t) if t in RECEIVABLE[role] else None for t in range(len(_NARGS))
     )
     for role in Role
 }
-_WIRE: dict[Role, dict[type, WireEncoder]] = {
+_WIRE: Final[dict[Role, dict[type, WireEncoder]]] = {
     role: wire_encoders(RES if role is Role.SERVER else REQ, SENDABLE[role]) for role in Role
 }
 
@@ -92,13 +85,15 @@ def _name(event: Event) -> str:
 
 # Looking a member up on an Enum class costs ~0.1 µs (EnumType.__getattr__);
 # these are read for every packet.
-_OPEN, _CLOSED, _ERROR = ConnectionState.OPEN, ConnectionState.CLOSED, ConnectionState.ERROR
+_OPEN: Final = ConnectionState.OPEN
+_CLOSED: Final = ConnectionState.CLOSED
+_ERROR: Final = ConnectionState.ERROR
 
 
 class Connection:
     """Base of :class:`ClientConnection`, :class:`WorkerConnection` and :class:`ServerConnection`.
 
-    Subclasses set ``role`` and override ``_on_receive`` / ``_on_send``.
+    Subclasses set ``role``, fill ``_receive`` and override ``_on_send``.
     """
 
     role: Role
@@ -108,12 +103,18 @@ class Connection:
         self._magic_out = RES if self.role is Role.SERVER else REQ
         self._sendable = SENDABLE[self.role]
         self._receivable = RECEIVABLE[self.role]
-        self._fast = _FAST[self.role]
+        self._hot = _HOT[self.role]
         self._wire = _WIRE[self.role]
         self._decoder = Decoder(RES if self.role is not Role.SERVER else REQ,
                                 allow_text=allow_text, max_packet_size=max_packet_size)
         self._peer_closed = False
         self.state = _OPEN
+        self._receive: dict[type, Receiver] = {}
+        """The role's rules for what it receives: per event class, a handler that
+        checks and records the event, raises RemoteProtocolError to refuse it,
+        and returns None to hand it out as it is or an event to hand out instead
+        (a reply rebuilt with the ``request`` it answers).  One dict lookup by
+        exact class: events come from the codec, which builds exactly these."""
 
     # -- bytes in ---------------------------------------------------------------
 
@@ -159,13 +160,8 @@ class Connection:
             else:
                 ptype = item.type
                 if ptype not in self._receivable:
-                    raise RemoteProtocolError(
-                        f"a {self.role.value} may not receive {PacketType(ptype).name}",
-                        error_code=b"INVALID_COMMAND",
-                        error_text=b"Command not expected",
-                    )
-                # packet_to_event's table, looked up here: one call less per packet.
-                event = _DECODERS[ptype](item.args)
+                    raise self._not_receivable(ptype)
+                event = DECODERS[ptype](item.args)
             # A subclass may return a replacement: a reply rebuilt with the
             # ``request`` it answers (events are frozen, so it cannot be set).
             replaced = self._on_receive(event)
@@ -176,59 +172,72 @@ class Connection:
             raise
 
     def events(self) -> Iterator[Event]:
-        """Yield every event that the buffered bytes hold, then stop."""
+        """Yield every event that the buffered bytes hold, then stop.
+
+        The same events, state and errors as calling :meth:`next_event` until it
+        says :data:`NEED_DATA`, with less work per packet: a whole binary packet
+        is framed by the decoder's own function and, if it is one of the common
+        ones (``codec.HOT_DECODERS``), built straight from its payload, with
+        no ``Packet`` or argument tuple.  Text, a partial packet at the end of
+        the stream, and the error state go through :meth:`next_event`.
+        """
         decoder = self._decoder
-        fast = self._fast
-        nfast = len(fast)
+        hot = self._hot
         magic = decoder.magic
-        on_receive = self._on_receive
+        limit = decoder.max_packet_size
+        receivable = self._receivable
+        receive = self._receive
         while True:
             buf = decoder._buf
             pos = decoder._pos
-            avail = len(buf) - pos
-            if avail <= 0 and not self._peer_closed and self.state is _OPEN:
-                # Every byte read and the peer still open: next_event() could
-                # only say NEED_DATA, so stop without asking.
-                return
-            # A whole, well-formed binary packet of a type this role receives
-            # and with no numeric argument is decoded here, in one frame: it is
-            # most of the traffic.  Anything else -- text, a partial packet,
-            # any doubt at all -- goes through next_event(), where every rule
-            # and every error lives, and which decodes it from the same place.
-            if avail >= HEADER_SIZE and buf[pos] == 0 and self.state is _OPEN:
-                pmagic, ptype, size = _unpack_header(buf, pos)
-                end = pos + HEADER_SIZE + size
-                entry = fast[ptype] if ptype < nfast else None
-                limit = decoder.max_packet_size
-                if (entry is not None and pmagic == magic and end <= len(buf)
-                        and (not limit or size <= limit)):
-                    nargs, build = entry
-                    if nargs == 0:
-                        args: Sequence[bytes] | None = () if size == 0 else None
+            if len(buf) <= pos:
+                if not self._peer_closed and self.state is _OPEN:
+                    return  # every byte read: next_event() could only say NEED_DATA
+            elif buf[pos] == 0 and self.state is _OPEN:
+                try:
+                    ptype, end = frame(buf, pos, magic, limit)
+                    if not end:
+                        if not self._peer_closed:
+                            return
                     else:
-                        payload = buf[pos + HEADER_SIZE:end]
-                        if type(payload) is not bytes:  # sliced from a bytearray
-                            payload = bytes(payload)
-                        args = payload.split(b"\0", nargs - 1) if nargs > 1 else (payload,)
-                        if len(args) != nargs:
-                            args = None
-                    if args is not None:
                         decoder._pos = end
-                        event = build(args)
-                        try:
-                            replaced = on_receive(event)
-                        except RemoteProtocolError as exc:
-                            self.state = _ERROR
-                            self._on_receive_error(exc, pos)
-                            raise
-                        yield event if replaced is None else replaced
-                        continue
-            event = self.next_event()
-            if type(event) is NeedData:
+                        event: Event | None = None
+                        build = hot[ptype]  # frame() let only known types through
+                        if build is not None:
+                            payload = buf[pos + HEADER_SIZE:end]
+                            try:
+                                event = build(payload if type(payload) is bytes
+                                              else bytes(payload))
+                            except ValueError:  # a wrong argument count
+                                event = None
+                        if event is None:
+                            # In next_event()'s order: the arguments, then the role.
+                            args = split_args(ptype, buf, pos, end, decoder.leniencies)
+                            if ptype not in receivable:
+                                raise self._not_receivable(ptype)
+                            event = DECODERS[ptype](args)
+                        handler = receive.get(type(event))
+                        replaced = None if handler is None else handler(self, event)
+                except RemoteProtocolError as exc:
+                    self.state = _ERROR
+                    self._on_receive_error(exc, pos)
+                    raise
+                if end:
+                    yield event if replaced is None else replaced  # type: ignore[misc]
+                    continue
+            item = self.next_event()
+            if type(item) is NeedData:
                 return
-            yield event  # type: ignore[misc]
-            if type(event) is ConnectionClosed:
+            yield item  # type: ignore[misc]
+            if type(item) is ConnectionClosed:
                 return
+
+    def _not_receivable(self, ptype: int) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"a {self.role.value} may not receive {PacketType(ptype).name}",
+            error_code=b"INVALID_COMMAND",
+            error_text=b"Command not expected",
+        )
 
     # -- bytes out ----------------------------------------------------------------
 
@@ -264,12 +273,9 @@ class Connection:
     # -- role hooks ------------------------------------------------------------------
 
     def _on_receive(self, event: Event) -> Event | None:
-        """Check and record an event from the peer; raise RemoteProtocolError to refuse it.
-
-        Return ``None`` to hand ``event`` to the caller as it is, or an event to
-        hand out instead (a reply rebuilt with the ``request`` it answers).
-        """
-        return None
+        """Run the role's rule (``_receive``) for an event from the peer."""
+        handler = self._receive.get(type(event))
+        return None if handler is None else handler(self, event)
 
     def _on_send(self, event: Event) -> None:
         """Check and record an event about to be sent; raise LocalProtocolError to refuse it."""

@@ -153,6 +153,7 @@ from .lifecycle import (
     SCHEDULED,
     move,
 )
+from .packets import SERVER_VERSION
 from .store import JobStore, StoreBatch, StoredJob, StoreError, StoreKey
 
 __all__ = ["Output", "JobInfo", "JobServer", "CommitTicket", "UNIQUE_MAX", "CLIENT_ID_MAX",
@@ -370,7 +371,7 @@ class JobServer:
                  job_retries: int | None = None, worker_wakeup: int = 0,
                  exceptions: bool = False, store: JobStore | None = None,
                  allow_shutdown: bool = False, admin_changes: AdminChanges = "any",
-                 pid: int = 0, version: bytes = b"gearman-proto 0.1.0",
+                 pid: int = 0, version: bytes = SERVER_VERSION.encode(),
                  verbose: bytes = b"ERROR", now: float = 0.0) -> None:
         if job_retries is not None and job_retries < 0:
             raise ValueError("job_retries must be None (unlimited) or >= 0")

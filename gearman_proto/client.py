@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from ._connection import Connection
 from .errors import RemoteProtocolError
@@ -54,7 +55,7 @@ _SUBMISSIONS = (SubmitJob, SubmitJobEpoch, SubmitJobSched, SubmitReduceJob)
 
 # Requests that the job server answers with exactly one reply packet.
 # SET_CLIENT_ID is the one client request with no reply.
-_EXPECTS_REPLY = frozenset({*_SUBMISSIONS, GetStatus, GetStatusUnique, EchoReq, OptionReq})
+_EXPECTS_REPLY: Final = frozenset({*_SUBMISSIONS, GetStatus, GetStatusUnique, EchoReq, OptionReq})
 
 
 # Mutable and compared by identity: it is the live record of one job.
@@ -101,6 +102,7 @@ class ClientConnection(Connection):
         self.jobs: dict[bytes, ClientJob] = {}
         self.options: set[bytes] = set()
         self._pending: deque[Event] = deque()
+        self._receive = _RECEIVE
 
     @property
     def outstanding(self) -> int:
@@ -119,10 +121,6 @@ class ClientConnection(Connection):
             self._pending.append(event)
 
     # -- bytes in -------------------------------------------------------------
-
-    def _on_receive(self, event: Event) -> Event | None:
-        handler = _RECEIVE.get(type(event))
-        return None if handler is None else handler(self, event)
 
     def _answer(self, event: Event, expected: type | tuple[type, ...]) -> Event:
         """Pop the oldest outstanding request, which ``event`` must answer."""
@@ -202,7 +200,7 @@ class ClientConnection(Connection):
 
 
 # Dispatch on the exact event class: one dict lookup per received event.
-_RECEIVE: dict[type, Callable[[ClientConnection, Event], Event | None]] = {
+_RECEIVE: Final[dict[type, Callable[[ClientConnection, Event], Event | None]]] = {
     JobCreated: ClientConnection._job_created,  # type: ignore[dict-item]
     StatusRes: ClientConnection._status_res,  # type: ignore[dict-item]
     StatusResUnique: ClientConnection._status_res_unique,  # type: ignore[dict-item]

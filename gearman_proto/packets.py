@@ -17,11 +17,14 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from importlib.machinery import EXTENSION_SUFFIXES
+from typing import Final, NamedTuple
 
 from .errors import PacketTooLarge, RemoteProtocolError
 
 __all__ = [
+    "COMPILED",
+    "SERVER_VERSION",
     "REQ",
     "RES",
     "HEADER_SIZE",
@@ -39,18 +42,25 @@ __all__ = [
     "Decoder",
 ]
 
+COMPILED: Final = __file__.endswith(tuple(EXTENSION_SUFFIXES))
+"""Whether this core runs compiled by mypyc (``GEARMAN_PROTO_USE_MYPYC=1 pip install .``)
+rather than as Python source."""
+SERVER_VERSION: Final = f"gearman-proto 0.1.0 ({'compiled' if COMPILED else 'pure Python'})"
+"""What the job server answers the admin ``version`` command with, and starts its log
+line with: the version and which build runs."""
+
 REQ = b"\0REQ"
 """Magic of every packet sent to the job server."""
 RES = b"\0RES"
 """Magic of every packet sent by the job server."""
 
-HEADER_SIZE = 12
+HEADER_SIZE: Final = 12
 DEFAULT_MAX_PACKET_SIZE = 32 * 1024 * 1024
 """Default limit on one packet's payload: 32 MiB.  Pass 0 for no limit."""
 DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 """Default limit on one admin text line, newline included."""
 
-_HEADER = struct.Struct(">4sII")
+_HEADER: Final = struct.Struct(">4sII")
 
 
 class PacketType(enum.IntEnum):
@@ -151,7 +161,7 @@ _P = PacketType
 # (type, argument names, senders, receivers): the whole wire grammar.  Packets
 # that both a worker sends (REQ) and the server forwards to clients (RES) are
 # listed with both senders; the connection's role picks the magic.
-SPECS: dict[int, PacketSpec] = {
+SPECS: Final[dict[int, PacketSpec]] = {
     s.type: s
     for s in (
         _spec(_P.CAN_DO, "function", frozenset({_W}), _TO_SERVER),
@@ -211,7 +221,7 @@ SPECS: dict[int, PacketSpec] = {
 
 # Argument counts and numeric positions as flat tuples indexed by type number:
 # the decoder's hot loop reads these instead of attribute lookups.
-_NARGS: tuple[int, ...] = tuple(
+_NARGS: Final[tuple[int, ...]] = tuple(
     len(SPECS[t].args) if t in SPECS else -1 for t in range(len(PacketType) + 1)
 )
 
@@ -252,7 +262,7 @@ def encode_packet(magic: bytes, ptype: int, args: tuple[bytes, ...] | list[bytes
     return _HEADER.pack(magic, ptype, len(payload)) + payload
 
 
-_MAX_DIGITS = 20
+_MAX_DIGITS: Final = 20
 """Longest number accepted: 2**64 - 1 has 20 digits.  Longer cannot be a Gearman
 number, and ``int()`` refuses strings over 4300 digits with ``ValueError``,
 which must never escape the decoder."""
@@ -260,13 +270,13 @@ which must never escape the decoder."""
 # Perl Gearman::Server sends empty numerator/denominator in STATUS_RES and
 # STATUS_RES_UNIQUE when no WORK_STATUS was ever reported (PROTOCOL-NOTES §2);
 # these (type, argument index) pairs read an empty field as 0.
-_EMPTY_IS_ZERO = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
+_EMPTY_IS_ZERO: Final = frozenset({(20, 3), (20, 4), (42, 3), (42, 4)})
 # A leniency, as gearmand's: a widely used npm client sends CAN_DO_TIMEOUT's
 # timeout as four binary bytes.  gearmand reads the field with strtol(): its
 # leading digits, else 0 (no timeout), and carries on.  So do we, for a field
 # of at most _MAX_DIGITS bytes (gearmand refuses longer ones too), noting it in
 # Decoder.leniencies.
-_LENIENT = frozenset({(23, 1)})
+_LENIENT: Final = frozenset({(23, 1)})
 
 
 def _leading_digits(value: bytes) -> bytes:
@@ -279,20 +289,126 @@ def _leading_digits(value: bytes) -> bytes:
 
 # Per type number, the indexes of its numeric arguments, in order (SPECS'
 # numeric sets as tuples, so the decoder's hot path indexes instead of looking up).
-_NUMERIC: tuple[tuple[int, ...], ...] = tuple(
+_NUMERIC: Final[tuple[tuple[int, ...], ...]] = tuple(
     tuple(sorted(SPECS[t].numeric)) if t in SPECS else () for t in range(len(PacketType) + 1)
 )
-_unpack_header = _HEADER.unpack_from
+_unpack_header: Final = _HEADER.unpack_from
 # Packet(magic, ptype, args) runs the Python-level __new__ that NamedTuple
 # writes; tuple.__new__ builds the very same Packet without that frame.
-_new_packet = tuple.__new__
+_new_packet: Final = tuple.__new__
 
 
 def _is_decimal(value: bytes) -> bool:
     return value.isdigit() and value.isascii() and len(value) <= _MAX_DIGITS
 
 
-_JOIN_LIMIT = 4096
+def frame(buf: bytes | bytearray, pos: int, magic: bytes, limit: int) -> tuple[int, int]:
+    """Read the header of the binary packet at ``buf[pos]``: its ``(type, end)``.
+
+    ``end`` (where the next message starts) is 0 while the packet is not all
+    in ``buf``.  Raises :class:`RemoteProtocolError` on a magic other than
+    ``magic`` (checked on as many bytes as there are, so a garbage stream fails
+    fast), an unknown type, or a payload over ``limit`` bytes (0 = no limit),
+    refused from the header alone.  The one framing function of the package:
+    :class:`Decoder` and ``Connection.events()`` both read through it.
+    """
+    avail = len(buf) - pos
+    if avail < HEADER_SIZE:
+        if buf[pos:pos + min(avail, 4)] != magic[:min(avail, 4)]:
+            _bad_magic(bytes(buf[pos:pos + 4]), magic)
+        return 0, 0
+    # Typed, so that compiled code unboxes them once and compares natively.
+    pmagic: bytes
+    ptype: int
+    size: int
+    pmagic, ptype, size = _unpack_header(buf, pos)
+    if pmagic != magic:
+        _bad_magic(pmagic, magic)
+    if ptype not in SPECS:
+        raise RemoteProtocolError(
+            f"unknown packet type {ptype}",
+            error_code=b"INVALID_COMMAND",
+            error_text=b"Invalid command expected",
+        )
+    if limit and size > limit:
+        raise PacketTooLarge(
+            f"{PacketType(ptype).name} packet of {size} bytes exceeds the "
+            f"maximum packet size of {limit} bytes",
+            error_code=b"ARGUMENT_TOO_LARGE",
+            error_text=b"Packet too large",
+        )
+    end = pos + size + 12  # HEADER_SIZE, written out: this runs for every packet
+    return ptype, (end if end <= len(buf) else 0)
+
+
+def split_args(ptype: int, buf: bytes | bytearray, pos: int, end: int,
+               leniencies: list[str] | None = None) -> tuple[bytes, ...]:
+    """The checked arguments of the whole packet of type ``ptype`` at ``buf[pos:end]``.
+
+    Raises :class:`RemoteProtocolError` on a wrong argument count or a numeric
+    argument that is not decimal ASCII, except where gearmand is lenient
+    (:data:`_LENIENT`): given a ``leniencies`` list, such a field is read as
+    gearmand reads it and a note for the log is appended.
+    """
+    nargs = _NARGS[ptype]
+    if nargs == 0:
+        if end - pos != HEADER_SIZE:
+            raise RemoteProtocolError(
+                f"{PacketType(ptype).name} takes no arguments but carried "
+                f"{end - pos - HEADER_SIZE} payload bytes",
+                error_code=b"INVALID_ARGUMENTS",
+            )
+        return ()
+    payload = buf[pos + HEADER_SIZE:end]
+    if type(payload) is not bytes:  # sliced from a bytearray
+        payload = bytes(payload)
+    args = tuple(payload.split(b"\0", nargs - 1)) if nargs > 1 else (payload,)
+    if len(args) != nargs:
+        raise _arg_count_error(ptype, len(args))
+    for i in _NUMERIC[ptype]:
+        if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
+            spec = SPECS[ptype]
+            if (leniencies is not None and (ptype, i) in _LENIENT
+                    and len(args[i]) <= _MAX_DIGITS):
+                value = _leading_digits(args[i])
+                leniencies.append(
+                    f"{spec.type.name} argument {spec.args[i]!r} is not decimal "
+                    f"({args[i]!r}): read as {int(value)}, as gearmand does")
+                args = (*args[:i], value, *args[i + 1:])
+                continue
+            raise RemoteProtocolError(
+                f"{spec.type.name} argument {spec.args[i]!r} must be decimal "
+                f"ASCII of at most {_MAX_DIGITS} digits, got {args[i][:32]!r}",
+                error_code=b"INVALID_ARGUMENTS",
+            )
+    return args
+
+
+def _arg_count_error(ptype: int, count: int) -> RemoteProtocolError:
+    spec = SPECS[ptype]
+    return RemoteProtocolError(
+        f"{spec.type.name} needs {len(spec.args)} arguments "
+        f"({', '.join(spec.args)}) but carried {count}",
+        error_code=b"INVALID_ARGUMENTS",
+    )
+
+
+def _bad_magic(got: bytes, magic: bytes) -> None:
+    if got == (RES if magic == REQ else REQ):
+        raise RemoteProtocolError(
+            f"expected {magic!r} magic, got {got!r}",
+            error_code=b"INVALID_MAGIC",
+            error_text=(b"Request magic expected" if magic == REQ
+                        else b"Response magic expected"),
+        )
+    raise RemoteProtocolError(
+        f"bad packet magic {got!r}",
+        error_code=b"INVALID_MAGIC",
+        error_text=b"Invalid magic",
+    )
+
+
+_JOIN_LIMIT: Final = 4096
 """Up to this many bytes, a message cut by the end of a read is joined to the next read
 as ``bytes``; beyond, gathered in a ``bytearray`` (see :meth:`Decoder.feed`)."""
 
@@ -398,90 +514,16 @@ class Decoder:
         """
         buf = self._buf
         pos = self._pos
-        avail = len(buf) - pos
-        if avail <= 0:
+        if len(buf) <= pos:
             return None
         if buf[pos] != 0:
             return self._next_line(buf, pos)
-        if avail < HEADER_SIZE:
-            # Check the magic we can already see, so a garbage stream fails fast.
-            if buf[pos:pos + min(avail, 4)] != self.magic[:min(avail, 4)]:
-                self._bad_magic(bytes(buf[pos:pos + 4]))
-            return None
-        magic, ptype, size = _unpack_header(buf, pos)
-        if magic != self.magic:
-            self._bad_magic(magic)
-        nargs = _NARGS[ptype] if ptype < len(_NARGS) else -1
-        if nargs < 0:
-            raise RemoteProtocolError(
-                f"unknown packet type {ptype}",
-                error_code=b"INVALID_COMMAND",
-                error_text=b"Invalid command expected",
-            )
-        limit = self.max_packet_size
-        if limit and size > limit:
-            raise PacketTooLarge(
-                f"{PacketType(ptype).name} packet of {size} bytes exceeds the "
-                f"maximum packet size of {limit} bytes",
-                error_code=b"ARGUMENT_TOO_LARGE",
-                error_text=b"Packet too large",
-            )
-        end = pos + HEADER_SIZE + size
-        if len(buf) < end:
+        ptype, end = frame(buf, pos, self.magic, self.max_packet_size)
+        if not end:
             return None
         self._pos = end
-        if nargs == 0:
-            if size:
-                raise RemoteProtocolError(
-                    f"{PacketType(ptype).name} takes no arguments but carried "
-                    f"{size} payload bytes",
-                    error_code=b"INVALID_ARGUMENTS",
-                )
-            return _new_packet(Packet, (magic, ptype, ()))
-        payload = buf[pos + HEADER_SIZE:end]
-        if type(payload) is not bytes:  # sliced from a bytearray
-            payload = bytes(payload)
-        args = tuple(payload.split(b"\0", nargs - 1)) if nargs > 1 else (payload,)
-        if len(args) != nargs:
-            spec = SPECS[ptype]
-            raise RemoteProtocolError(
-                f"{spec.type.name} needs {nargs} arguments "
-                f"({', '.join(spec.args)}) but carried {len(args)}",
-                error_code=b"INVALID_ARGUMENTS",
-            )
-        numeric = _NUMERIC[ptype]
-        if numeric:
-            for i in numeric:
-                if not _is_decimal(args[i]) and (args[i] or (ptype, i) not in _EMPTY_IS_ZERO):
-                    spec = SPECS[ptype]
-                    if (ptype, i) in _LENIENT and len(args[i]) <= _MAX_DIGITS:
-                        value = _leading_digits(args[i])
-                        self.leniencies.append(
-                            f"{spec.type.name} argument {spec.args[i]!r} is not decimal "
-                            f"({args[i]!r}): read as {int(value)}, as gearmand does")
-                        args = (*args[:i], value, *args[i + 1:])
-                        continue
-                    raise RemoteProtocolError(
-                        f"{spec.type.name} argument {spec.args[i]!r} must be decimal "
-                        f"ASCII of at most {_MAX_DIGITS} digits, got {args[i][:32]!r}",
-                        error_code=b"INVALID_ARGUMENTS",
-                    )
-        return _new_packet(Packet, (magic, ptype, args))
-
-    def _bad_magic(self, magic: bytes) -> None:
-        other = RES if self.magic == REQ else REQ
-        if magic == other:
-            raise RemoteProtocolError(
-                f"expected {self.magic!r} magic, got {magic!r}",
-                error_code=b"INVALID_MAGIC",
-                error_text=(b"Request magic expected" if self.magic == REQ
-                            else b"Response magic expected"),
-            )
-        raise RemoteProtocolError(
-            f"bad packet magic {magic!r}",
-            error_code=b"INVALID_MAGIC",
-            error_text=b"Invalid magic",
-        )
+        return _new_packet(Packet, (self.magic, ptype,
+                                    split_args(ptype, buf, pos, end, self.leniencies)))
 
     def _next_line(self, buf: bytes | bytearray, pos: int) -> TextLine | None:
         if not self.allow_text:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
-from ._connection import _WIRE, Connection
+from ._connection import _WIRE, Connection, Receiver
+from .codec import WireEncoder
 from .errors import ProtocolError, RemoteProtocolError
 from .events import (
     AdminReply,
@@ -26,7 +27,6 @@ from .events import (
     Event,
     GetStatus,
     GetStatusUnique,
-    WireEncoder,
 )
 from .packets import (
     DEFAULT_MAX_LINE_LENGTH,
@@ -39,12 +39,31 @@ from .packets import (
 
 __all__ = ["ServerConnection"]
 
-# The received events whose one argument may not hold NUL (see _on_receive).
-_NUL_REFUSED: dict[type, Callable[[Any], bytes]] = {
-    CanDo: attrgetter("function"),
-    CantDo: attrgetter("function"),
-    GetStatus: attrgetter("handle"),
-    GetStatusUnique: attrgetter("unique"),
+# A packet's last argument may hold NUL.  Three such arguments must not:
+# CAN_DO's and CANT_DO's function name (every packet that submits to a function
+# splits at the first NUL, so no job could ever run for it, and the name would
+# only reach the admin replies), and the handle of GET_STATUS and unique of
+# GET_STATUS_UNIQUE, which the answer echoes as its *first* field, where NUL
+# cannot be framed.  gearmand 1.1.20 cuts such values at the NUL; we refuse the
+# packet.
+
+
+def _refuse_nul(field: Callable[[Any], bytes]) -> Receiver:
+    def refuse(conn: ServerConnection, event: Event) -> None:
+        if 0 in field(event):  # an int needle: memchr
+            raise RemoteProtocolError(
+                f"{type(event).__name__} argument holds a NUL byte",
+                error_code=b"INVALID_ARGUMENTS",
+                error_text=b"Argument holds a NUL byte",
+            )
+    return refuse
+
+
+_RECEIVE: Final[dict[type, Receiver]] = {
+    CanDo: _refuse_nul(attrgetter("function")),
+    CantDo: _refuse_nul(attrgetter("function")),
+    GetStatus: _refuse_nul(attrgetter("handle")),
+    GetStatusUnique: _refuse_nul(attrgetter("unique")),
 }
 
 
@@ -71,6 +90,7 @@ class ServerConnection(Connection):
     ) -> None:
         super().__init__(max_packet_size=max_packet_size, allow_text=True)
         self._wire = _SERVER_WIRE
+        self._receive = _RECEIVE
         self._decoder.max_line_length = max_line_length
         self.notices = self._decoder.leniencies
         """Lines for the server's log: input accepted leniently (a CAN_DO_TIMEOUT with a
@@ -85,25 +105,6 @@ class ServerConnection(Connection):
         buf = self._decoder._buf
         if self._text_error is None and start < len(buf) and buf[start] != 0:
             self._text_error = exc
-
-    def _on_receive(self, event: Event) -> Event | None:
-        # A packet's last argument may hold NUL.  Three such arguments must
-        # not: CAN_DO's and CANT_DO's function name (every packet that submits
-        # to a function splits at the first NUL, so no job could ever run for
-        # it, and the name would only reach the admin replies), and the
-        # handle of GET_STATUS and unique of GET_STATUS_UNIQUE, which the
-        # answer echoes as its *first* field, where NUL cannot be framed.
-        # gearmand 1.1.20 cuts such values at the NUL; we refuse the packet.
-        # (One dict lookup by the event's exact class: events come from the
-        # decoder, which builds exactly these classes.)
-        field = _NUL_REFUSED.get(type(event))
-        if field is not None and 0 in field(event):  # an int needle: memchr
-            raise RemoteProtocolError(
-                f"{type(event).__name__} argument holds a NUL byte",
-                error_code=b"INVALID_ARGUMENTS",
-                error_text=b"Argument holds a NUL byte",
-            )
-        return None
 
     def error_reply(self, exc: ProtocolError) -> bytes:
         """The bytes to write before closing the connection after ``exc``.

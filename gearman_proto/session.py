@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .client import ClientConnection
+from .codec import event_to_packet
 from .errors import GrabRefused, LocalProtocolError
 from .events import (
     CanDo,
@@ -53,7 +54,6 @@ from .events import (
     WorkStatus,
     WorkUpdate,
     WorkWarning,
-    event_to_packet,
 )
 from .packets import DEFAULT_MAX_PACKET_SIZE
 from .worker import WorkerConnection

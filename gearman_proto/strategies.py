@@ -51,6 +51,7 @@ from typing import NamedTuple
 
 from hypothesis import strategies as st
 
+from .codec import event_to_packet
 from .events import (
     AdminCommand,
     AllYours,
@@ -88,7 +89,6 @@ from .events import (
     WorkFail,
     WorkStatus,
     WorkWarning,
-    event_to_packet,
 )
 from .packets import _LENIENT as _LENIENT_NUMBERS
 from .packets import REQ, RES, SPECS, Role, encode_packet

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from ._connection import Connection
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -94,6 +95,7 @@ class WorkerConnection(Connection):
         self._grabs: deque[_Grab] = deque()
         self._requests: deque[EchoReq | OptionReq] = deque()
         self._sleeping = False
+        self._receive = _RECEIVE
 
     @property
     def sleeping(self) -> bool:
@@ -167,10 +169,6 @@ class WorkerConnection(Connection):
 
     # -- bytes in -------------------------------------------------------------
 
-    def _on_receive(self, event: Event) -> Event | None:
-        handler = _RECEIVE.get(type(event))
-        return None if handler is None else handler(self, event)
-
     def _job_assign(self, event: JobAssign) -> None:
         if not self._grabs:
             raise RemoteProtocolError(
@@ -238,7 +236,7 @@ class WorkerConnection(Connection):
 
 
 # Dispatch on the exact event class: one dict lookup per event.
-_SEND: dict[type, Callable[[WorkerConnection, Event], None]] = {
+_SEND: Final[dict[type, Callable[[WorkerConnection, Event], None]]] = {
     WorkData: WorkerConnection._in_hand,  # type: ignore[dict-item]
     WorkWarning: WorkerConnection._in_hand,  # type: ignore[dict-item]
     WorkStatus: WorkerConnection._in_hand,  # type: ignore[dict-item]
@@ -257,7 +255,7 @@ _SEND: dict[type, Callable[[WorkerConnection, Event], None]] = {
     OptionReq: WorkerConnection._request,  # type: ignore[dict-item]
 }
 
-_RECEIVE: dict[type, Callable[[WorkerConnection, Event], Event | None]] = {
+_RECEIVE: Final[dict[type, Callable[[WorkerConnection, Event], Event | None]]] = {
     JobAssign: WorkerConnection._job_assign,  # type: ignore[dict-item]
     NoJob: WorkerConnection._no_job,  # type: ignore[dict-item]
     Noop: WorkerConnection._noop,  # type: ignore[dict-item]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,21 @@ def test_overhead(smoke: dict[str, Any]) -> None:
     assert ("raw", "raw") in pairs and ("asyncio", "asyncio") in pairs
     for row in data["rows"]:
         assert row["jobs"] == 100 and _positive(row["jobs_per_s"]), row
+
+
+def test_perjob_counts_system_calls_per_job(tmp_path: Path) -> None:
+    """benchmarks.perjob under strace: gearmand and ours each make some system calls per job."""
+    if shutil.which("strace") is None or not HAVE_GEARMAND:
+        if os.environ.get("CI"):
+            pytest.fail("strace and gearmand are needed (.ci/apt-packages lists them)")
+        pytest.skip("strace or gearmand is not installed")
+    out = tmp_path / "perjob.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.perjob", "--smoke", "--tools", "syscalls",
+         "--servers", "gearmand,asyncio", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {row["server"] for row in rows} == {"gearmand", "asyncio"}
+    for row in rows:
+        assert row["jobs"] == [50, 150] and _positive(row["per_job"]), row

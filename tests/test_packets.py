@@ -72,7 +72,7 @@ from gearman_proto import (
     encode_packet,
 )
 from gearman_proto._connection import Connection
-from gearman_proto.events import event_to_packet, packet_to_event
+from gearman_proto.codec import event_to_packet, packet_to_event
 
 P = PacketType
 

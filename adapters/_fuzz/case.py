@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from gearman_proto.events import AdminCommand, Event, event_to_packet
+from gearman_proto.codec import event_to_packet
+from gearman_proto.events import AdminCommand, Event
 from gearman_proto.packets import REQ, PacketType, encode_packet
 
 __all__ = ["Packet", "Line", "Raw", "Item", "Step", "Case", "handle_ref", "resolver",

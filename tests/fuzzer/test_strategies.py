@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from gearman_proto import strategies as gst
 from gearman_proto.broker import JobServer
+from gearman_proto.codec import packet_to_event
 from gearman_proto.errors import RemoteProtocolError
-from gearman_proto.events import AdminCommand, ConnectionClosed, Event, packet_to_event
+from gearman_proto.events import AdminCommand, ConnectionClosed, Event
 from gearman_proto.hub import ServerHub
 from gearman_proto.packets import RES, Decoder, Role
 from gearman_proto.server import ServerConnection
