@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
-import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,14 +40,13 @@ from anyio.abc import (
 )
 from anyio.streams.tls import TLSStream
 
-from gearman_proto.broker import JobServer
 from gearman_proto.errors import RemoteProtocolError
-from gearman_proto.hub import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_MAX_CLIENT_JOBS, ServerHub
-from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 
 from . import _impl
 from ._anyio_backend import BACKEND
 from ._common import KeepAlive, apply_keepalive
+from ._server import ServerBase
+from ._server import server_log as _server_log
 
 __all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve",
            "KeepAlive"]
@@ -160,17 +157,14 @@ class _Link:
 
 
 class Client(_impl.Client):
-    __doc__ = _impl.Client.__doc__
     backend = BACKEND
 
 
 class Worker(_impl.Worker):
-    __doc__ = _impl.Worker.__doc__
     backend = BACKEND
 
 
 class AdminClient(_impl.AdminClient):
-    __doc__ = _impl.AdminClient.__doc__
     backend = BACKEND
 
 
@@ -181,7 +175,7 @@ Handler = _impl.Handler
 
 # -- server ---------------------------------------------------------------------------
 
-_server_log = logging.getLogger("gearman_proto.server")
+
 """Connections, protocol errors, refusals, replays, signals and stops (docs/server.md)."""
 
 
@@ -329,7 +323,7 @@ class _Peer:
         self._more.set()
 
 
-class Server:
+class Server(ServerBase):
     """A Gearman job server on anyio, driving the core's JobServer through one ServerHub.
 
     Each read goes to the hub at once; a flusher task then commits durable
@@ -346,31 +340,9 @@ class Server:
     the server like :meth:`close`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 4730, *,
-                 broker: JobServer | None = None, ssl: _ssl.SSLContext | None = None,
-                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-                 max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
-                 keepalive: bool | KeepAlive = False, backlog: int = 1024,
-                 idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
-                 graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
-                 http: tuple[str, int] | None = None, **broker_options: Any) -> None:
-        self.host = host
-        self.port = port
-        self.ssl = ssl
-        self.backlog = backlog
-        if broker is None:
-            broker_options.setdefault("pid", os.getpid())
-            broker = JobServer(now=time.time(), **broker_options)
-        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
-                             max_client_jobs=max_client_jobs, max_connections=max_connections,
-                             graceful_timeout=graceful_timeout,
-                             log_level=_server_log.getEffectiveLevel())
-        self.max_connections = max_connections
-        self.output_limit = output_limit
-        self.keepalive = keepalive
+    def __init__(self, host: str = "127.0.0.1", port: int = 4730, **options: Any) -> None:
+        super().__init__(host, port, **options)
         self.peers: dict[int, _Peer] = {}
-        self.http_address = http  # (host, port) of /metrics and the dashboard (adapters/http.py)
-        self.http: Any = None
         self._listeners: list[SocketListener] = []
         self._accepting: anyio.CancelScope | None = None
         self._dirty = anyio.Event()  # set: a flush is due
@@ -380,11 +352,6 @@ class Server:
         self._done = anyio.Event()
         self._task_group: TaskGroup | None = None
         self._task_group_running: TaskGroup | None = None
-
-    @property
-    def broker(self) -> JobServer:
-        """The core's job server (its state is what the admin commands report)."""
-        return self.hub.broker
 
     async def start(self) -> None:
         """Bind; ``self.port`` is then the real port (useful with port 0)."""

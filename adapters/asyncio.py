@@ -15,17 +15,11 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import signal
 import socket
-import ssl as _ssl
 import time
 from collections.abc import Callable
 from typing import Any, cast
-
-from gearman_proto.broker import JobServer
-from gearman_proto.hub import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_MAX_CLIENT_JOBS, ServerHub
-from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 
 from . import _impl
 from ._asyncio_backend import BACKEND
@@ -33,6 +27,8 @@ from ._common import (
     KeepAlive,
     apply_keepalive,
 )
+from ._server import ServerBase
+from ._server import server_log as _server_log
 
 __all__ = ["Client", "ClientJob", "Worker", "WorkerJob", "AdminClient", "Server", "serve",
            "KeepAlive"]
@@ -44,17 +40,14 @@ log = logging.getLogger("gearman_proto")
 
 
 class Client(_impl.Client):
-    __doc__ = _impl.Client.__doc__
     backend = BACKEND
 
 
 class Worker(_impl.Worker):
-    __doc__ = _impl.Worker.__doc__
     backend = BACKEND
 
 
 class AdminClient(_impl.AdminClient):
-    __doc__ = _impl.AdminClient.__doc__
     backend = BACKEND
 
 
@@ -65,7 +58,7 @@ Handler = _impl.Handler
 
 # -- server ---------------------------------------------------------------------------
 
-_server_log = logging.getLogger("gearman_proto.server")
+
 """Connections, protocol errors, refusals, replays, signals and stops (docs/server.md)."""
 
 
@@ -182,7 +175,7 @@ class _Peer(asyncio.Protocol):
         self.server.hub.output_blocked(self.cid, False)
 
 
-class Server:
+class Server(ServerBase):
     """A Gearman job server on asyncio, driving the core's JobServer through a ServerHub.
 
     Every read in one turn of the event loop is processed, then one flush
@@ -198,31 +191,9 @@ class Server:
     command (with ``allow_shutdown=True``) stops the server like :meth:`close`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 4730, *,
-                 broker: JobServer | None = None, ssl: _ssl.SSLContext | None = None,
-                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-                 max_connections: int = 0, output_limit: int = 4 * 1024 * 1024,
-                 keepalive: bool | KeepAlive = False, backlog: int = 1024,
-                 idle_timeout: float = 0.0, max_client_jobs: int = DEFAULT_MAX_CLIENT_JOBS,
-                 graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
-                 http: tuple[str, int] | None = None, **broker_options: Any) -> None:
-        self.host = host
-        self.port = port
-        self.ssl = ssl
-        self.backlog = backlog
-        if broker is None:
-            broker_options.setdefault("pid", os.getpid())
-            broker = JobServer(now=time.time(), **broker_options)
-        self.hub = ServerHub(broker, max_packet_size=max_packet_size, idle_timeout=idle_timeout,
-                             max_client_jobs=max_client_jobs, max_connections=max_connections,
-                             graceful_timeout=graceful_timeout,
-                             log_level=_server_log.getEffectiveLevel())
-        self.max_connections = max_connections
-        self.output_limit = output_limit
-        self.keepalive = keepalive
+    def __init__(self, host: str = "127.0.0.1", port: int = 4730, **options: Any) -> None:
+        super().__init__(host, port, **options)
         self.peers: dict[int, _Peer] = {}
-        self.http_address = http  # (host, port) of /metrics and the dashboard (adapters/http.py)
-        self.http: Any = None
         self._sockets: list[socket.socket] = []
         self._adopting: set[asyncio.Task[None]] = set()
         self._listening = False
@@ -230,11 +201,6 @@ class Server:
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
-
-    @property
-    def broker(self) -> JobServer:
-        """The core's job server (its state is what the admin commands report)."""
-        return self.hub.broker
 
     async def start(self) -> None:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""

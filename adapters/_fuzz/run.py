@@ -492,32 +492,24 @@ def _read_to_token(sock: socket.socket, echo: bytes, token: bytes, timeout: floa
         sock.sendall(echo)
     except OSError:
         pass  # closed by the target: read what it sent before
-    buf = bytearray()
     end = _ECHO.pack(RES, 17, len(token)) + token
-    deadline = time.monotonic() + timeout
-    while True:
-        if end in buf:
-            return bytes(buf), False
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return None
-        except OSError:
-            return bytes(buf), True
-        if not chunk:
-            return bytes(buf), True
-        buf += chunk
+    return _read(sock, timeout, lambda buf: end in buf, eof=True)
 
 
 def _read_to_eof(sock: socket.socket, timeout: float) -> tuple[bytes, bool] | None:
     """Read until the target closes: ``(bytes, was it a reset)``; None on timeout."""
+    return _read(sock, timeout, lambda buf: False, eof=False)
+
+
+def _read(sock: socket.socket, timeout: float, done: Callable[[bytearray], bool], *,
+          eof: bool) -> tuple[bytes, bool] | None:
+    """Read until ``done(bytes so far)`` (then ``(bytes, False)``), the peer's EOF (then
+    ``(bytes, eof)``) or a reset (``(bytes, True)``); None when ``timeout`` passes first."""
     buf = bytearray()
     deadline = time.monotonic() + timeout
     while True:
+        if done(buf):
+            return bytes(buf), False
         left = deadline - time.monotonic()
         if left <= 0:
             return None
@@ -529,6 +521,6 @@ def _read_to_eof(sock: socket.socket, timeout: float) -> tuple[bytes, bool] | No
         except OSError:
             return bytes(buf), True
         if not chunk:
-            return bytes(buf), False
+            return bytes(buf), eof
         buf += chunk
 

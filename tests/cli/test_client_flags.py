@@ -233,7 +233,7 @@ def test_admin_json_for_every_command(our_server_factory: Factory) -> None:
     assert by["show-unique-jobs"] == ["u1"]
     assert by["getpid"] == {"pid": server.pid}
     assert by["verbose"] == {"verbose": "INFO"}
-    assert by["version"] == {"version": f"gearman-proto {__import__('gearman_proto').__version__}"}
+    assert by["version"] == {"version": __import__("gearman_proto").SERVER_VERSION}
     assert by["maxqueue"] == by["create-function"] == {"ok": True}
     assert any(w["functions"] == [] for w in by["workers"])  # this very connection
     run = gp("admin", *at(server), "--json", "shutdown")
