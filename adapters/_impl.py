@@ -54,6 +54,7 @@ from gearman_proto.policy import (
     describe,
     handler_outcome,
     job_outcome,
+    second_try,
     unreachable,
 )
 from gearman_proto.session import (
@@ -378,7 +379,7 @@ class Client:
         # Questions change nothing on the server, so one whose connection drops
         # before the answer is asked again, of the next server, as a
         # submission lost before JOB_CREATED is.
-        plan = order + order[:1]
+        plan = second_try(order)
         while True:
             idx, link = await self._connected(plan)
             plan = plan[plan.index(idx) + 1:]

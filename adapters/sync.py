@@ -51,7 +51,6 @@ __all__ = ["Client", "Job", "ClientJob", "Worker", "WorkerJob", "AdminClient", "
 T = TypeVar("T")
 WorkerJob = _impl.WorkerJob
 Handler = _impl.Handler
-H = TypeVar("H", bound=Handler)
 
 _STOP_BOUND = 10.0
 """How long Ctrl-C in Worker.work() waits for the worker to hand its jobs back."""

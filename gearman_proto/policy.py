@@ -41,6 +41,7 @@ __all__ = [
     "handler_outcome",
     "exception_text",
     "unreachable",
+    "second_try",
     "describe",
 ]
 
@@ -233,8 +234,7 @@ class ServerPool:
         one; the first comes again at the end because a connection that was
         closed while idle (a restarted server) fails the first try only.
         """
-        order = self.order(now)
-        return order + order[:1]
+        return second_try(self.order(now))
 
     def first(self, now: float) -> list[int]:
         """The servers in their configured order, those in backoff last (for questions)."""
@@ -273,6 +273,13 @@ class ServerPool:
 
     def __len__(self) -> int:
         return len(self._handles)
+
+
+def second_try(order: list[int]) -> list[int]:
+    """``order`` with its first server once more at the end: what a request lost with
+    its connection before the answer may be sent to (a connection closed while idle,
+    by a restarted server, fails the first try only)."""
+    return order + order[:1]
 
 
 def unreachable(addresses: Sequence[Address], timed_out: bool, why: str | None = None
