@@ -142,13 +142,15 @@ def test_one_api_on_every_flavour(gm: GM, our_server: ServerProcess, fn: Fn) -> 
         seen["repr"] = repr(job)
         job.send_status(1, 1)
         return job.data[::-1]
+    # The worker starts only after the client has seen JOB_CREATED: a worker
+    # already running may finish the job before the submitter's thread looks.
     worker = gm.worker(our_server)
     worker.register(f, handler)
-    worker.start()
     client = gm.client(our_server)
     job = client.submit(f, "abc", unique="")
     assert job.state is JobState.QUEUED and job.state == "queued"
     assert f in repr(job.obj) and "queued" in repr(job.obj)
+    worker.start()
     assert job.wait(10) == b"cba"
     assert job.state is JobState.COMPLETE
     assert job.server == our_server.address
