@@ -356,8 +356,8 @@ def _setup_server_log(ns: argparse.Namespace) -> bool:
 
 
 @contextlib.contextmanager
-def _pid_file(path: str | None) -> Iterator[None]:
-    """gearmand's -P: the pid written before serving, the file removed after."""
+def _pid_file(path: str | None, flag: str = "-P/--pid-file") -> Iterator[None]:
+    """gearmand's -P (gearman's -i): the pid written before serving, the file removed after."""
     if path is None:
         yield
         return
@@ -365,7 +365,7 @@ def _pid_file(path: str | None) -> Iterator[None]:
         with open(path, "w") as f:
             f.write(f"{os.getpid()}\n")
     except OSError as exc:
-        raise Fatal(f"-P/--pid-file {path}: cannot write it ({exc.strerror})") from None
+        raise Fatal(f"{flag} {path}: cannot write it ({exc.strerror})") from None
     try:
         yield
     finally:
@@ -537,6 +537,11 @@ def _servers(ns: argparse.Namespace) -> list[Address]:
         parser.error(f"-h/--host: {exc}")
 
 
+def _pid_arg(sp: _Parser) -> None:
+    sp.add_argument("-i", "--pid-file", default=None, metavar="FILE",
+                    help="write this process's id here (removed on exit), as gearman -i")
+
+
 def _run_async(ns: argparse.Namespace, main: Callable[[argparse.Namespace], Awaitable[int]],
                timeout_ms: int | None = None) -> int:
     """Run a client command's coroutine, within ``-t`` milliseconds when given."""
@@ -547,7 +552,8 @@ def _run_async(ns: argparse.Namespace, main: Callable[[argparse.Namespace], Awai
             return await asyncio.wait_for(main(ns), timeout_ms / 1000)
         except asyncio.TimeoutError:
             raise Fatal(f"timed out after {timeout_ms} ms (-t {timeout_ms})") from None
-    return asyncio.run(bounded())
+    with _pid_file(getattr(ns, "pid_file", None), "-i/--pid-file"):
+        return asyncio.run(bounded())
 
 
 # -- submit -------------------------------------------------------------------------
@@ -575,6 +581,7 @@ def _submit_args(c: _Parser) -> None:
                    help="print 'Task created: HANDLE' for each job")
     c.add_argument("-t", "--timeout", type=_whole(0), default=None, metavar="MS",
                    help="give up after this many milliseconds (exit status 1)")
+    _pid_arg(c)
     c.add_argument("data", nargs="*",
                    help="workloads, one job each (default: standard input, one job)")
 
@@ -637,6 +644,7 @@ def _work_args(w: _Parser) -> None:
                             "result is then empty)")
     lines.add_argument("-N", "--stripped-lines", action="store_true",
                        help="as -n, the newline stripped")
+    _pid_arg(w)
     w.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                    help="-- COMMAND ARGS: run per job, workload on stdin, result from stdout")
 

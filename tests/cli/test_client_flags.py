@@ -262,3 +262,26 @@ def test_submit_t_bounds_a_server_that_never_answers() -> None:
         run = gp("submit", "-h", "127.0.0.1", "-p", port, "-t", "1000", "-f", "f", "x")
     assert (run.returncode, run.stdout) == (1, b"")
     assert run.stderr == b"gearman-proto submit: timed out after 1000 ms (-t 1000)\n"
+
+
+def test_work_and_submit_i_write_a_pid_file_as_gearman_i(our_server: ServerProcess,
+                                                         tmp_path: Any) -> None:
+    f = name("pid")
+    pid_file = tmp_path / "worker.pid"
+    proc = subprocess.Popen([*CLI, "work", *at(our_server), "-f", f, "-i", str(pid_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        eventually(lambda: pid_file.exists() and pid_file.read_text().strip(),
+                   "the worker's pid file")
+        assert pid_file.read_text() == f"{proc.pid}\n"
+        done = gp("submit", *at(our_server), "-f", f, "-s", "hello")
+        assert (done.returncode, done.stdout) == (0, b"hello")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=BOUND)
+    assert proc.returncode == 0
+    assert not pid_file.exists()  # removed on exit, as gearman does
+    bad = gp("submit", *at(our_server), "-f", f, "-s", "-i", "/nonexistent-dir/x.pid", "x")
+    assert bad.returncode == 1
+    assert bad.stderr == (b"gearman-proto submit: -i/--pid-file /nonexistent-dir/x.pid: "
+                          b"cannot write it (No such file or directory)\n")
