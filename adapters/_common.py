@@ -133,13 +133,24 @@ def make_submission(
 
 def set_keepalive(sock: socket.socket, idle: int | None = None, interval: int | None = None,
                   count: int | None = None) -> None:
-    """Turn on TCP keepalive, so a peer that vanished without a FIN is noticed."""
+    """Turn on TCP keepalive, so a peer that vanished without a FIN is noticed.
+
+    With all three timings given, TCP_USER_TIMEOUT is set to the same bound
+    (``idle + interval * count`` seconds): keepalive probes only go out on a
+    quiet connection, so without it a peer that vanished with data of ours
+    unacknowledged (a JOB_ASSIGN just sent, say) would be retransmitted to for
+    many minutes instead of being dropped.
+    """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
                         ("TCP_KEEPCNT", count)):
         opt = getattr(socket, name, None)
         if opt is not None and value is not None:
             sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None and None not in (idle, interval, count):
+        assert idle is not None and interval is not None and count is not None
+        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, (idle + interval * count) * 1000)
 
 
 @dataclass(frozen=True)
@@ -150,8 +161,9 @@ class KeepAlive:
     first probe after 2 hours); ``KeepAlive(idle=60, interval=10, count=3)``
     notices a peer that vanished without a FIN (power cut, cable pulled, a
     firewall that forgot the connection) after about ``idle + interval *
-    count`` seconds of silence.  ``None`` keeps the system's value.  Options
-    the platform lacks are skipped.
+    count`` seconds of silence -- or of our data left unacknowledged that
+    long (TCP_USER_TIMEOUT, set when all three are given).  ``None`` keeps the
+    system's value.  Options the platform lacks are skipped.
     """
 
     idle: int | None = None
