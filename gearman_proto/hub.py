@@ -133,6 +133,10 @@ _FAST_TYPES: dict[int, int] = {
 # fast path skips the connection's event, and so its rules.
 assert all(t in RECEIVABLE[Role.SERVER] and _CLASS_OF[t] not in _RECEIVE for t in _FAST_TYPES)
 _FAST_KIND: Final[tuple[int, ...]] = tuple(_FAST_TYPES.get(t, 0) for t in range(len(_NARGS)))
+# What ServerHub._fast says: handled, left for the general path, nothing to read.
+_FAST_DONE: Final = 1
+_FAST_NO: Final = 0
+_FAST_EMPTY: Final = -1
 _JOB_CREATED: Final = int(PacketType.JOB_CREATED)
 _RES: Final = RES
 _NOOP_PACKET: Final = encode_packet(RES, PacketType.NOOP, ())
@@ -425,9 +429,13 @@ class ServerHub:
         events: Iterator[Event] | None = None
         try:
             while True:
-                if bconn is not None and self._fast(cid, conn, bconn):
+                done = self._fast(cid, conn, bconn) if bconn is not None else _FAST_NO
+                if done == _FAST_DONE:
                     if self.internal_errors and cid not in self._conns:
                         return  # _route closed it
+                elif done == _FAST_EMPTY:
+                    self._backlog.pop(cid, None)
+                    break
                 else:
                     if events is None:
                         events = conn.events()
@@ -500,9 +508,12 @@ class ServerHub:
             return [(cid, Error(_STOPPING_CODE, _STOPPING_TEXT, request=event))]
         return self.broker.receive(cid, event)
 
-    def _fast(self, cid: int, conn: ServerConnection, bconn: _Conn) -> bool:
+    def _fast(self, cid: int, conn: ServerConnection, bconn: _Conn) -> int:
         """Handle the message at the head of ``conn``'s buffer the fast way, if it is
-        one of the hot packets in the common case; else touch nothing and say False.
+        one of the hot packets in the common case (:data:`_FAST_DONE`); else touch
+        nothing and say :data:`_FAST_NO`, or :data:`_FAST_EMPTY` when every byte
+        read was taken and the connection is open (``Connection.events()``
+        would yield nothing).
 
         Bytes to the broker's own methods to bytes, with no event object and no
         ``(cid, event)`` output: the methods are the ones the general path's
@@ -519,23 +530,26 @@ class ServerHub:
         decoder = conn._decoder
         buf = decoder._buf
         pos = decoder._pos
-        if type(buf) is not bytes or len(buf) - pos < HEADER_SIZE or buf[pos] != 0 \
-                or conn.state is not _OPEN:
-            return False
+        if conn.state is not _OPEN:
+            return _FAST_NO
+        if len(buf) <= pos:
+            return _FAST_NO if conn._peer_closed else _FAST_EMPTY
+        if type(buf) is not bytes or len(buf) - pos < HEADER_SIZE or buf[pos] != 0:
+            return _FAST_NO
         try:
             ptype, end = frame(buf, pos, decoder.magic, decoder.max_packet_size)
         except RemoteProtocolError:
-            return False  # the general path raises it again, and answers
+            return _FAST_NO  # the general path raises it again, and answers
         kind = _FAST_KIND[ptype]
         if not kind or not end:
-            return False
+            return _FAST_NO
         first = pos + HEADER_SIZE
         broker = self.broker
         if kind == _FAST_SUBMIT:
             i = buf.find(0, first, end)
             j = buf.find(0, i + 1, end) if i >= 0 else -1
             if j < 0:
-                return False  # too few arguments
+                return _FAST_NO  # too few arguments
             decoder._pos = end
             priority, background = _FAST_SUBMITS[ptype]
             outputs: list[Output] = []
@@ -546,14 +560,14 @@ class ServerHub:
                 broker._place(job, outputs)
             if outputs:
                 self._route(outputs)
-            return True
+            return _FAST_DONE
         if kind == _FAST_WORK_COMPLETE:
             i = buf.find(0, first, end)
             if i < 0:
-                return False
+                return _FAST_NO
             job = bconn.jobs.get(buf[first:i])
             if job is None:
-                return False  # JOB_NOT_FOUND, the general way
+                return _FAST_NO  # JOB_NOT_FOUND, the general way
             decoder._pos = end
             if job.clients:
                 # Forwarded as it came, under the server's magic.
@@ -561,19 +575,19 @@ class ServerHub:
                 for client in job.clients:
                     self._write(client, data)
             broker._end_work(job, 1)
-            return True
+            return _FAST_DONE
         if end != first:
-            return False  # a packet with no arguments carried some
+            return _FAST_NO  # a packet with no arguments carried some
         decoder._pos = end
         if kind == _FAST_PRE_SLEEP:
             if broker._pre_sleep(bconn):
                 self._write(cid, _NOOP_PACKET)
-            return True
+            return _FAST_DONE
         # A grab: kind is the JobServer's form of the assignment.
         job = broker._take(bconn)
         if job is None:
             self._write(cid, _NO_JOB_PACKET)
-            return True
+            return _FAST_DONE
         packet = None
         if kind != _FAST_GRAB_ALL or not job.reducer:
             packet = assign_packet(RES, job.handle, job.function.name,
@@ -582,7 +596,7 @@ class ServerHub:
             self._route([(cid, broker._assignment(job, kind))])
         else:
             self._write(cid, packet)
-        return True
+        return _FAST_DONE
 
     def _write(self, cid: int, data: bytes) -> None:
         """Queue bytes for ``cid`` as :meth:`_route` does (nothing if it is gone)."""
@@ -789,6 +803,8 @@ class ServerHub:
             held = self._write_aside(writer)
         elif stats is not None and stats.time_commits:
             held = stats.timed_commit(self.broker)
+        elif self.broker._store is None:
+            held = []  # nothing is ever written or held for a commit
         else:
             held = self.broker.commit()
         if held:
