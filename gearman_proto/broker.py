@@ -96,7 +96,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from . import admin
 from .events import (
@@ -193,7 +193,9 @@ _NO_JOB = NoJob()
 # The three grabs, by the form of the assignment they ask for (see _assignment).
 ASSIGN_PLAIN, ASSIGN_UNIQ, ASSIGN_ALL = 1, 2, 3
 _HIGH, _NORMAL, _LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
-_PRIORITIES = (_HIGH, _NORMAL, _LOW)
+# As plain ints (HIGH, NORMAL, LOW): list indexes, which compiled code reads
+# natively (an IntEnum member is indexed with through the generic protocol).
+_PRIORITIES: Final[tuple[int, ...]] = (int(_HIGH), int(_NORMAL), int(_LOW))
 
 # gearmand 1.1.20's texts for WORK_* about a job the worker does not hold
 # (checked by hand; they differ by packet).
@@ -1138,7 +1140,7 @@ class JobServer:
             return None
         job = best
         function = job.function
-        priority = job.priority
+        # `priority` is the level the loop stopped at: the job's own.
         function.queues[priority].popleft()
         function.ready[priority] -= 1
         if not function.ready[priority]:

@@ -546,15 +546,14 @@ class ServerHub:
         first = pos + HEADER_SIZE
         broker = self.broker
         if kind == _FAST_SUBMIT:
-            i = buf.find(0, first, end)
-            j = buf.find(0, i + 1, end) if i >= 0 else -1
-            if j < 0:
+            args = buf[first:end].split(b"\0", 2)
+            if len(args) != 3:
                 return _FAST_NO  # too few arguments
             decoder._pos = end
             priority, background = _FAST_SUBMITS[ptype]
             outputs: list[Output] = []
-            job = broker._submit(bconn, buf[first:i], buf[i + 1:j], buf[j + 1:end], priority,
-                                 background, None, None, None, outputs)
+            job = broker._submit(bconn, args[0], args[1], args[2], priority, background, None,
+                                 None, None, outputs)
             if job is not None:
                 self._write(cid, packet_of_one(RES, _JOB_CREATED, job.handle))
                 broker._place(job, outputs)
