@@ -96,7 +96,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from . import admin
 from .events import (
@@ -190,8 +190,12 @@ _COMPACT_MIN = 64
 
 _NOOP = Noop()
 _NO_JOB = NoJob()
+# The three grabs, by the form of the assignment they ask for (see _assignment).
+ASSIGN_PLAIN, ASSIGN_UNIQ, ASSIGN_ALL = 1, 2, 3
 _HIGH, _NORMAL, _LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
-_PRIORITIES = (_HIGH, _NORMAL, _LOW)
+# As plain ints (HIGH, NORMAL, LOW): list indexes, which compiled code reads
+# natively (an IntEnum member is indexed with through the generic protocol).
+_PRIORITIES: Final[tuple[int, ...]] = (int(_HIGH), int(_NORMAL), int(_LOW))
 
 # gearmand 1.1.20's texts for WORK_* about a job the worker does not hold
 # (checked by hand; they differ by packet).
@@ -804,20 +808,34 @@ class JobServer:
     def _on_submit(self, conn: _Conn, event: SubmitJob | SubmitJobEpoch | SubmitReduceJob,
                    out: list[Output], epoch: int | None = None,
                    reducer: bytes | None = None) -> None:
+        """Every submission event carries its function, unique, data, priority and
+        whether it is background (as class attributes where they are fixed)."""
+        job = self._submit(conn, event.function, event.unique, event.data, event.priority,
+                           event.background, epoch, reducer, event, out)
+        if job is not None:
+            out.append((conn.id, JobCreated(job.handle)))
+            self._place(job, out)
+
+    def _submit(self, conn: _Conn, name: bytes, unique: bytes, data: bytes,
+                priority: Priority, background: bool, epoch: int | None,
+                reducer: bytes | None, request: Event | None,
+                out: list[Output]) -> _Job | None:
         """Accept (or coalesce, or refuse) one submission (PROTOCOL-NOTES §4.2-4.3, §4.14).
 
-        Every submission event carries its function, unique, data, priority and
-        whether it is background (as class attributes where they are fixed).
+        The one implementation for both of the hub's paths (``_on_submit`` and
+        the server's fast path).  A refusal (an ERROR naming ``request``), and
+        JOB_CREATED for a coalesced or a durable submission, are appended to
+        ``out`` and ``None`` returned.  Otherwise the new job is returned: the
+        caller tells the submitter its handle (JOB_CREATED), then calls
+        :meth:`_place`, so that JOB_CREATED goes before any NOOP it causes.
         """
         cid = conn.id
-        name, unique, data = event.function, event.unique, event.data
-        priority, background = event.priority, event.background
         # gearmand 1.1.20 refuses 65 bytes and more, for the reducer too
         # (checked by hand); see the module docstring about 64.
         if len(unique) > UNIQUE_MAX or (reducer is not None and len(reducer) > UNIQUE_MAX):
             out.append((cid, Error(b"ARGUMENT_TOO_LARGE", b"Unique value too large",
-                                   request=event)))
-            return
+                                   request=request)))
+            return None
         job: _Job | None = None
         if unique:
             if unique == b"-":
@@ -838,22 +856,22 @@ class JobServer:
                 # when its foreground clients leave), or the submission is refused.
                 refused = self._store_job(job, cid, promoted=True)
                 if refused is not None:
-                    out.append((cid, Error(b"QUEUE_ERROR", refused, request=event)))
-                    return
+                    out.append((cid, Error(b"QUEUE_ERROR", refused, request=request)))
+                    return None
             elif job in self._unwritten:
                 self._unwritten[job].append(cid)
             if job in self._unwritten:
                 self._holding[cid] = self._commit_no
             out.append((cid, JobCreated(job.handle)))
-            return
+            return None
 
         function = self._functions.get(name)
         if function is None:
             function = self._functions[name] = _Function(name)
         limit = function.max_queue[priority]
         if limit and function.total() >= limit:
-            out.append((cid, Error(b"QUEUE_ERROR", b"Job queue is full", request=event)))
-            return
+            out.append((cid, Error(b"QUEUE_ERROR", b"Job queue is full", request=request)))
+            return None
         job = self._new_job(function, unique, data, priority, background, epoch, reducer, None)
         function.counts[0] += 1
         if not background:
@@ -864,14 +882,18 @@ class JobServer:
             refused = self._store_job(job, cid, promoted=False)
             if refused is not None:
                 self._finish(job)
-                out.append((cid, Error(b"QUEUE_ERROR", refused, request=event)))
-                return
+                out.append((cid, Error(b"QUEUE_ERROR", refused, request=request)))
+                return None
             if self._durable:
                 # Queued only once its row is written: see end_commit.
                 self._holding[cid] = self._commit_no
                 out.append((cid, JobCreated(job.handle)))
-                return
-        out.append((cid, JobCreated(job.handle)))
+                return None
+        return job
+
+    def _place(self, job: _Job, out: list[Output]) -> None:
+        """Queue a job :meth:`_submit` accepted, or park it until its epoch."""
+        epoch = job.epoch
         if epoch is not None and epoch > self._now:
             self._schedule(job)
         else:
@@ -984,15 +1006,20 @@ class JobServer:
             function.sleepers.pop(cid, None)
 
     def _on_pre_sleep(self, conn: _Conn, event: PreSleep, out: list[Output]) -> None:
+        if self._pre_sleep(conn):
+            out.append((conn.id, _NOOP))
+
+    def _pre_sleep(self, conn: _Conn) -> bool:
+        """The worker sleeps until NOOPed; True if it is to be NOOPed at once."""
         # Work already waiting: NOOP at once, closing the race between a
         # NO_JOB and the PRE_SLEEP that follows it (§4.5).
         if self._has_work(conn):
-            out.append((conn.id, _NOOP))
-            return
+            return True
         if not conn.asleep:
             conn.asleep = True
             for function, _timeout in conn.abilities.values():
                 function.sleepers[conn.id] = None
+        return False
 
     def _has_work(self, conn: _Conn) -> bool:
         """Whether any function of ``conn`` has a ready job (as cheaply as :meth:`_take`)."""
@@ -1049,22 +1076,27 @@ class JobServer:
     # -- grabbing ---------------------------------------------------------------------------
 
     def _on_grab_job(self, conn: _Conn, event: GrabJob, out: list[Output]) -> None:
-        job = self._take(conn)
-        out.append((conn.id, _NO_JOB if job is None
-                    else JobAssign(job.handle, job.function.name, job.data)))
+        out.append((conn.id, self._assignment(self._take(conn), ASSIGN_PLAIN)))
 
     def _on_grab_job_uniq(self, conn: _Conn, event: GrabJobUniq, out: list[Output]) -> None:
-        job = self._take(conn)
-        out.append((conn.id, _NO_JOB if job is None
-                    else JobAssign(job.handle, job.function.name, job.data, job.unique)))
+        out.append((conn.id, self._assignment(self._take(conn), ASSIGN_UNIQ)))
 
     def _on_grab_job_all(self, conn: _Conn, event: GrabJobAll, out: list[Output]) -> None:
+        out.append((conn.id, self._assignment(self._take(conn), ASSIGN_ALL)))
+
+    def _assignment(self, job: _Job | None, form: int) -> Event:
+        """The answer to a grab of ``form`` (:data:`ASSIGN_PLAIN`, ``_UNIQ``, ``_ALL``)
+        that :meth:`_take` answered with ``job``: NO_JOB or the JOB_ASSIGN* for it."""
+        if job is None:
+            return _NO_JOB
+        if form == ASSIGN_PLAIN:
+            return JobAssign(job.handle, job.function.name, job.data)
+        if form == ASSIGN_UNIQ:
+            return JobAssign(job.handle, job.function.name, job.data, job.unique)
         # JOB_ASSIGN_ALL only for a job with a (non-empty) reducer, else the
         # _UNIQ form, as gearmand (§4.6).
-        job = self._take(conn)
-        out.append((conn.id, _NO_JOB if job is None
-                    else JobAssign(job.handle, job.function.name, job.data, job.unique,
-                                   job.reducer or None)))
+        return JobAssign(job.handle, job.function.name, job.data, job.unique,
+                         job.reducer or None)
 
     def _take(self, conn: _Conn) -> _Job | None:
         """Assign the worker its next job, or return None (§4.1, §4.6).
@@ -1108,7 +1140,7 @@ class JobServer:
             return None
         job = best
         function = job.function
-        priority = job.priority
+        # `priority` is the level the loop stopped at: the job's own.
         function.queues[priority].popleft()
         function.ready[priority] -= 1
         if not function.ready[priority]:
@@ -1167,8 +1199,13 @@ class JobServer:
         if job is not None:
             for cid in job.clients:
                 out.append((cid, event))
-            job.function.counts[1 if type(event) is WorkComplete else 2] += 1
-            self._finish(job)
+            self._end_work(job, 1 if type(event) is WorkComplete else 2)
+
+    def _end_work(self, job: _Job, outcome: int) -> None:
+        """A worker ended ``job`` (after its clients were told): count ``outcome``
+        (1 completed, 2 failed, 3 excepted) and remove it."""
+        job.function.counts[outcome] += 1
+        self._finish(job)
 
     def _on_work_exception(self, conn: _Conn, event: WorkException, out: list[Output]) -> None:
         job = self._held_job(conn, event.handle, _NOT_FOUND_EXCEPTION, out)
@@ -1185,8 +1222,7 @@ class JobServer:
                 if fail is None:
                     fail = WorkFail(event.handle)
                 out.append((cid, fail))
-        job.function.counts[3] += 1
-        self._finish(job)
+        self._end_work(job, 3)
 
     # -- a job's end ------------------------------------------------------------------------
 

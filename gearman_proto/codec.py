@@ -41,7 +41,8 @@ from .events import (
 )
 from .packets import _HEADER, SPECS, PacketType, encode_packet
 
-__all__ = ["event_to_packet", "packet_to_event", "wire_encoders", "WireEncoder"]
+__all__ = ["event_to_packet", "packet_to_event", "wire_encoders", "WireEncoder", "assign_packet",
+           "packet_of_one"]
 
 _P = PacketType
 
@@ -298,8 +299,7 @@ def _wire_fields(ptype: int, names: tuple[str, ...], magic: bytes) -> WireEncode
         get_one: Callable[[Any], bytes] = attrgetter(names[0])
 
         def one(e: Any) -> bytes:
-            a = get_one(e)
-            return _pack_header(magic, ptype, len(a)) + a
+            return packet_of_one(magic, ptype, get_one(e))
         return one
     get: Callable[[Any], tuple[bytes, ...]] = attrgetter(*names)
 
@@ -314,21 +314,34 @@ def _wire_fields(ptype: int, names: tuple[str, ...], magic: bytes) -> WireEncode
 _JOB_ASSIGN, _JOB_ASSIGN_UNIQ = int(_P.JOB_ASSIGN), int(_P.JOB_ASSIGN_UNIQ)
 
 
+def packet_of_one(magic: bytes, ptype: int, arg: bytes) -> bytes:
+    """The bytes of a packet with one argument (which may hold NUL: it is the last)."""
+    return _pack_header(magic, ptype, len(arg)) + arg
+
+
+def assign_packet(magic: bytes, h: bytes, f: bytes, u: bytes | None, d: bytes) -> bytes | None:
+    """JOB_ASSIGN (``u`` None) or JOB_ASSIGN_UNIQ of handle, function, unique and data;
+    ``None`` if an argument but the last holds NUL (the long way says why).
+
+    What the JobAssign wire encoder writes, and the server's fast path too.
+    """
+    if u is None:
+        if 0 in h or 0 in f:
+            return None
+        return b"".join((_pack_header(magic, _JOB_ASSIGN, len(h) + len(f) + len(d) + 2),
+                         h, _NUL, f, _NUL, d))
+    if 0 in h or 0 in f or 0 in u:
+        return None
+    return b"".join((
+        _pack_header(magic, _JOB_ASSIGN_UNIQ, len(h) + len(f) + len(u) + len(d) + 3),
+        h, _NUL, f, _NUL, u, _NUL, d))
+
+
 def _wire_assign(magic: bytes) -> WireEncoder:
     def assign(e: JobAssign) -> bytes | None:
         if e.reducer is not None:
             return None
-        h, f, u, d = e.handle, e.function, e.unique, e.data
-        if u is None:
-            if 0 in h or 0 in f:
-                return None
-            return b"".join((_pack_header(magic, _JOB_ASSIGN, len(h) + len(f) + len(d) + 2),
-                             h, _NUL, f, _NUL, d))
-        if 0 in h or 0 in f or 0 in u:
-            return None
-        return b"".join((
-            _pack_header(magic, _JOB_ASSIGN_UNIQ, len(h) + len(f) + len(u) + len(d) + 3),
-            h, _NUL, f, _NUL, u, _NUL, d))
+        return assign_packet(magic, e.handle, e.function, e.unique, e.data)
     return assign
 
 

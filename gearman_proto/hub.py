@@ -30,12 +30,24 @@ The loop an adapter runs::
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Protocol
 
-from .broker import CommitTicket, JobServer, Output
+from ._connection import _OPEN
+from .broker import (
+    ASSIGN_ALL,
+    ASSIGN_PLAIN,
+    ASSIGN_UNIQ,
+    CommitTicket,
+    JobServer,
+    Output,
+    _Conn,
+)
+from .codec import _CLASS_OF, assign_packet, packet_of_one
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
+    _SUBMIT_FLAGS,
     ConnectionClosed,
     Error,
     Event,
@@ -44,6 +56,7 @@ from .events import (
     GrabJobUniq,
     NoJob,
     PreSleep,
+    Priority,
     SubmitJob,
     SubmitJobEpoch,
     SubmitReduceJob,
@@ -51,8 +64,19 @@ from .events import (
     WorkStatus,
     WorkWarning,
 )
-from .packets import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
-from .server import ServerConnection
+from .packets import (
+    _NARGS,
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_MAX_PACKET_SIZE,
+    HEADER_SIZE,
+    RECEIVABLE,
+    RES,
+    PacketType,
+    Role,
+    encode_packet,
+    frame,
+)
+from .server import _RECEIVE, ServerConnection
 from .stats import ServerStats
 from .store import StoreError
 
@@ -89,11 +113,39 @@ _SUBMISSIONS = (SubmitJob, SubmitJobEpoch, SubmitReduceJob)
 # What a worker streams to its job's clients before the result: unbounded in number.
 _STREAMS = (WorkData, WorkWarning, WorkStatus)
 _NO_JOB = NoJob()
+# The fast path (ServerHub._fast): what each packet type is to it, 0 for the
+# packets it leaves to the general path.  A grab's kind is the form of the
+# assignment it asks for.
+_FAST_SUBMIT, _FAST_WORK_COMPLETE, _FAST_PRE_SLEEP = 4, 5, 6
+_FAST_GRAB = ASSIGN_PLAIN
+_FAST_GRAB_ALL = ASSIGN_ALL
+_FAST_SUBMITS: Final[dict[int, tuple[Priority, bool]]] = {
+    int(t): flags for t, flags in _SUBMIT_FLAGS.items()}
+_FAST_TYPES: dict[int, int] = {
+    PacketType.GRAB_JOB: ASSIGN_PLAIN,
+    PacketType.GRAB_JOB_UNIQ: ASSIGN_UNIQ,
+    PacketType.GRAB_JOB_ALL: ASSIGN_ALL,
+    PacketType.WORK_COMPLETE: _FAST_WORK_COMPLETE,
+    PacketType.PRE_SLEEP: _FAST_PRE_SLEEP,
+    **{t: _FAST_SUBMIT for t in _FAST_SUBMITS},
+}
+# Only what a server receives, and nothing the connection has a rule for: the
+# fast path skips the connection's event, and so its rules.
+assert all(t in RECEIVABLE[Role.SERVER] and _CLASS_OF[t] not in _RECEIVE for t in _FAST_TYPES)
+_FAST_KIND: Final[tuple[int, ...]] = tuple(_FAST_TYPES.get(t, 0) for t in range(len(_NARGS)))
+# What ServerHub._fast says: handled, left for the general path, nothing to read.
+_FAST_DONE: Final = 1
+_FAST_NO: Final = 0
+_FAST_EMPTY: Final = -1
+_JOB_CREATED: Final = int(PacketType.JOB_CREATED)
+_RES: Final = RES
+_NOOP_PACKET: Final = encode_packet(RES, PacketType.NOOP, ())
+_NO_JOB_PACKET: Final = encode_packet(RES, PacketType.NO_JOB, ())
 _STOPPING_CODE = b"SHUTTING_DOWN"
 _STOPPING_TEXT = b"Server is shutting down"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Flush:
     """What to do after a batch.
 
@@ -108,15 +160,32 @@ class Flush:
     serving the others.
     """
 
-    writes: dict[int, bytes] = field(default_factory=dict)
-    close: list[int] = field(default_factory=list)
-    shut: list[int] = field(default_factory=list)
-    pause: list[int] = field(default_factory=list)
-    resume: list[int] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
-    rearm: bool = False
-    deadline: float | None = None
-    more: bool = False
+    writes: dict[int, bytes]
+    close: list[int]
+    shut: list[int]
+    pause: list[int]
+    resume: list[int]
+    notes: list[Note]
+    rearm: bool
+    deadline: float | None
+    more: bool
+
+    # Written out (init=False): one is made per flush, and the __init__ that
+    # dataclasses generates stays interpreted in the compiled build.
+    def __init__(self, writes: dict[int, bytes] | None = None, close: list[int] | None = None,
+                 shut: list[int] | None = None, pause: list[int] | None = None,
+                 resume: list[int] | None = None, notes: list[Note] | None = None,
+                 rearm: bool = False, deadline: float | None = None,
+                 more: bool = False) -> None:
+        self.writes = {} if writes is None else writes
+        self.close = [] if close is None else close
+        self.shut = [] if shut is None else shut
+        self.pause = [] if pause is None else pause
+        self.resume = [] if resume is None else resume
+        self.notes = [] if notes is None else notes
+        self.rearm = rearm
+        self.deadline = deadline
+        self.more = more
 
 
 class StoreWriter(Protocol):
@@ -211,6 +280,10 @@ class ServerHub:
         self.max_line_length = max_line_length
         self.log_level = log_level
         """Notes below this level are not made (the adapter's logger level)."""
+        self.fast_path = True
+        """Whether the hot packets go the fast way (see :meth:`_fast`).  The two paths
+        answer alike; False sends everything the general way, for tests that
+        compare them and for profiling."""
         self._conns: dict[int, ServerConnection] = {}
         self._peers: dict[int, str] = {}
         self._out: dict[int, list[bytes]] = {}
@@ -338,32 +411,57 @@ class ServerHub:
                 notices.clear()
 
     def _process(self, cid: int, conn: ServerConnection) -> None:
-        """Handle the messages buffered for ``cid``, up to one turn's worth."""
+        """Handle the messages buffered for ``cid``, up to one turn's worth.
+
+        Each message goes the fast way (:meth:`_fast`) if it can, else the
+        general way: decoded to an event by the connection, handed to the
+        broker, its outputs routed.  What follows each message -- the turn's
+        budget, the checks after routing -- is the same for both.
+        """
         broker = self.broker
         handle = broker.receive if self._stop is None else self._receive_stopping
+        # The fast path serves an in-memory server that is not stopping: a
+        # store's held output and a drain's refusals go the general way.
+        bconn = broker._conns.get(cid) if (
+            self.fast_path and self._stop is None and broker._store is None) else None
         budget = TURN_EVENTS
         start = self._produced
+        events: Iterator[Event] | None = None
         try:
-            for event in conn.events():
-                if type(event) is ConnectionClosed:
+            while True:
+                done = self._fast(cid, conn, bconn) if bconn is not None else _FAST_NO
+                if done == _FAST_DONE:
+                    if self.internal_errors and cid not in self._conns:
+                        return  # _route closed it
+                elif done == _FAST_EMPTY:
                     self._backlog.pop(cid, None)
-                    self._note(INFO, "connection %d from %s closed by the peer", cid,
-                               self._peers.get(cid, "-"))
-                    self._close.append(cid)
-                    self._drop(cid)
-                    return
-                outputs = handle(cid, event)
-                self._route(outputs)
-                if self.internal_errors and cid not in self._conns:
-                    return  # _route closed it
-                if self._blocked and type(event) in _STREAMS and any(
-                        c in self._blocked for c, _e in outputs):
-                    # A worker streaming to a client that does not read: stop
-                    # reading it until that client drains, or WORK_DATA piles up.
-                    self._stalled.add(cid)
-                    self._pause_if_reading(cid)
-                    self._backlog[cid] = None  # what it sent meanwhile waits
                     break
+                else:
+                    if events is None:
+                        events = conn.events()
+                    event = next(events, None)
+                    if event is None:
+                        self._backlog.pop(cid, None)
+                        break
+                    if type(event) is ConnectionClosed:
+                        self._backlog.pop(cid, None)
+                        self._note(INFO, "connection %d from %s closed by the peer", cid,
+                                   self._peers.get(cid, "-"))
+                        self._close.append(cid)
+                        self._drop(cid)
+                        return
+                    outputs = handle(cid, event)
+                    self._route(outputs)
+                    if self.internal_errors and cid not in self._conns:
+                        return  # _route closed it
+                    if self._blocked and type(event) in _STREAMS and any(
+                            c in self._blocked for c, _e in outputs):
+                        # A worker streaming to a client that does not read: stop
+                        # reading it until that client drains, or WORK_DATA piles up.
+                        self._stalled.add(cid)
+                        self._pause_if_reading(cid)
+                        self._backlog[cid] = None  # what it sent meanwhile waits
+                        break
                 budget -= 1
                 if not budget or self._produced - start > TURN_BYTES:
                     # Enough for this turn: the rest waits in the decoder's
@@ -372,8 +470,6 @@ class ServerHub:
                         self._backlog[cid] = None
                         self._pause_if_reading(cid)
                     break
-            else:
-                self._backlog.pop(cid, None)
             if budget != TURN_EVENTS and self.idle_timeout:
                 # A whole message came: the idle clock starts again (a packet
                 # trickled in a byte at a time does not restart it).
@@ -411,6 +507,105 @@ class ServerHub:
         if kind in _SUBMISSIONS:
             return [(cid, Error(_STOPPING_CODE, _STOPPING_TEXT, request=event))]
         return self.broker.receive(cid, event)
+
+    def _fast(self, cid: int, conn: ServerConnection, bconn: _Conn) -> int:
+        """Handle the message at the head of ``conn``'s buffer the fast way, if it is
+        one of the hot packets in the common case (:data:`_FAST_DONE`); else touch
+        nothing and say :data:`_FAST_NO`, or :data:`_FAST_EMPTY` when every byte
+        read was taken and the connection is open (``Connection.events()``
+        would yield nothing).
+
+        Bytes to the broker's own methods to bytes, with no event object and no
+        ``(cid, event)`` output: the methods are the ones the general path's
+        handlers call (``JobServer._submit``, ``_take``, ``_end_work``,
+        ``_pre_sleep``), with the fields as plain arguments, and any output
+        but the usual reply (a refusal, a NOOP to a sleeper, a coalesced
+        JOB_CREATED, an assignment the fast encoder cannot write) is routed
+        as the general path routes it.  Anything unusual -- text, a partial or
+        malformed packet, a result for a job the worker does not hold -- is
+        left for the general path, which decodes it and answers or raises.
+        ``tests/test_hub_fast.py`` holds the two paths to the same bytes,
+        state and errors.
+        """
+        decoder = conn._decoder
+        buf = decoder._buf
+        pos = decoder._pos
+        if conn.state is not _OPEN:
+            return _FAST_NO
+        if len(buf) <= pos:
+            return _FAST_NO if conn._peer_closed else _FAST_EMPTY
+        if type(buf) is not bytes or len(buf) - pos < HEADER_SIZE or buf[pos] != 0:
+            return _FAST_NO
+        try:
+            ptype, end = frame(buf, pos, decoder.magic, decoder.max_packet_size)
+        except RemoteProtocolError:
+            return _FAST_NO  # the general path raises it again, and answers
+        kind = _FAST_KIND[ptype]
+        if not kind or not end:
+            return _FAST_NO
+        first = pos + HEADER_SIZE
+        broker = self.broker
+        if kind == _FAST_SUBMIT:
+            args = buf[first:end].split(b"\0", 2)
+            if len(args) != 3:
+                return _FAST_NO  # too few arguments
+            decoder._pos = end
+            priority, background = _FAST_SUBMITS[ptype]
+            outputs: list[Output] = []
+            job = broker._submit(bconn, args[0], args[1], args[2], priority, background, None,
+                                 None, None, outputs)
+            if job is not None:
+                self._write(cid, packet_of_one(RES, _JOB_CREATED, job.handle))
+                broker._place(job, outputs)
+            if outputs:
+                self._route(outputs)
+            return _FAST_DONE
+        if kind == _FAST_WORK_COMPLETE:
+            i = buf.find(0, first, end)
+            if i < 0:
+                return _FAST_NO
+            job = bconn.jobs.get(buf[first:i])
+            if job is None:
+                return _FAST_NO  # JOB_NOT_FOUND, the general way
+            decoder._pos = end
+            if job.clients:
+                # Forwarded as it came, under the server's magic.
+                data = _RES + buf[pos + 4:end]
+                for client in job.clients:
+                    self._write(client, data)
+            broker._end_work(job, 1)
+            return _FAST_DONE
+        if end != first:
+            return _FAST_NO  # a packet with no arguments carried some
+        decoder._pos = end
+        if kind == _FAST_PRE_SLEEP:
+            if broker._pre_sleep(bconn):
+                self._write(cid, _NOOP_PACKET)
+            return _FAST_DONE
+        # A grab: kind is the JobServer's form of the assignment.
+        job = broker._take(bconn)
+        if job is None:
+            self._write(cid, _NO_JOB_PACKET)
+            return _FAST_DONE
+        packet = None
+        if kind != _FAST_GRAB_ALL or not job.reducer:
+            packet = assign_packet(RES, job.handle, job.function.name,
+                                   None if kind == _FAST_GRAB else job.unique, job.data)
+        if packet is None:  # JOB_ASSIGN_ALL, or what cannot be framed: the general way
+            self._route([(cid, broker._assignment(job, kind))])
+        else:
+            self._write(cid, packet)
+        return _FAST_DONE
+
+    def _write(self, cid: int, data: bytes) -> None:
+        """Queue bytes for ``cid`` as :meth:`_route` does (nothing if it is gone)."""
+        buf = self._out.get(cid)
+        if buf is None:
+            if cid not in self._conns:
+                return
+            buf = self._out[cid] = []
+        buf.append(data)
+        self._produced += len(data)
 
     def _end_linger(self, cid: int) -> None:
         del self._lingering[cid]
@@ -607,6 +802,8 @@ class ServerHub:
             held = self._write_aside(writer)
         elif stats is not None and stats.time_commits:
             held = stats.timed_commit(self.broker)
+        elif self.broker._store is None:
+            held = []  # nothing is ever written or held for a commit
         else:
             held = self.broker.commit()
         if held:

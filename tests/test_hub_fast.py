@@ -1,0 +1,197 @@
+"""The server's fast path and its general path are one machine.
+
+:meth:`ServerHub._fast` takes the hot packets (SUBMIT_JOB*, GRAB_JOB*,
+WORK_COMPLETE, PRE_SLEEP) from bytes to the broker's methods to bytes, and
+leaves everything else to the general path (decode to an event,
+``JobServer.receive``, route).  Here two hubs, one with the fast path and one
+forced to the general path (``fast_path = False``), are fed the same byte
+streams from several connections, cut into the same arbitrary reads, and must
+hand out the same :class:`Flush` after every read (bytes per connection,
+closes, half-closes, pauses, log lines), and end in the same broker state.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gearman_proto
+from gearman_proto import strategies as gst
+from gearman_proto.broker import JobServer
+from gearman_proto.events import (
+    CanDo,
+    Event,
+    GrabJob,
+    GrabJobAll,
+    GrabJobUniq,
+    PreSleep,
+    Priority,
+    SubmitJob,
+    SubmitReduceJob,
+    WorkComplete,
+)
+from gearman_proto.hub import Flush, ServerHub
+from gearman_proto.packets import RES, PacketType, Role, encode_packet
+
+CONNECTIONS = 4
+_FUNCTIONS = st.sampled_from([b"f", b"g"])
+_DATA = st.sampled_from([b"", b"d", b"a\0b"]) | st.binary(max_size=8)
+
+
+def _req(event: Event) -> bytes:
+    return gst.encode(event, Role.CLIENT)
+
+
+# The hot packets, from a vocabulary small enough that they meet: submissions
+# that coalesce or not, at every priority, foreground and background; grabs of
+# the three forms; results for handles the server gave out (and some it did not).
+_hot = st.one_of(
+    st.builds(SubmitJob, _FUNCTIONS, _DATA, st.sampled_from([b"", b"u1", b"-", b"k" * 65]),
+              st.sampled_from(list(Priority)), st.booleans()).map(_req),
+    st.sampled_from([GrabJob(), GrabJobUniq(), GrabJobAll(), PreSleep()]).map(_req),
+    st.builds(WorkComplete, st.sampled_from(gst.HANDLES), _DATA).map(_req),
+    st.builds(CanDo, _FUNCTIONS).map(_req),
+    # A job JOB_ASSIGN_ALL names its reducer in; a hot packet's form with extra bytes.
+    st.builds(SubmitReduceJob, _FUNCTIONS, st.just(b"r"), _DATA, st.just(b"")).map(_req),
+    st.sampled_from([PacketType.GRAB_JOB_UNIQ, PacketType.PRE_SLEEP]).map(
+        lambda t: encode_packet(b"\0REQ", t, (b"x",))),
+    st.just(encode_packet(b"\0REQ", PacketType.SUBMIT_JOB_BG, (b"f", b"u"))),  # too few args
+    st.just(encode_packet(b"\0REQ", PacketType.WORK_COMPLETE, (b"H:fuzz:1",))),
+)
+_message = st.one_of(
+    _hot, _hot, _hot,
+    gst.packets(Role.CLIENT), gst.packets(Role.WORKER),
+    gst.admin_lines(),
+    gst.malformed_streams(),
+)
+
+
+# A result for a job the connection runs (the index picks which), resolved when
+# it is sent, from that run's broker: both runs resolve it alike while their
+# states agree, and results mostly name a real job.
+_complete = st.tuples(st.just("complete"), st.integers(0, 3), _DATA)
+
+
+@st.composite
+def _scripts(draw: st.DrawFn) -> list[tuple[str, int, Any]]:
+    """Steps: ("read", cid, (messages, cuts)), ("eof", cid, None), ("stop", 0, graceful)."""
+    steps: list[tuple[str, int, Any]] = []
+    for _ in range(draw(st.integers(1, 24))):
+        cid = draw(st.integers(1, CONNECTIONS))
+        action = draw(st.sampled_from(["read"] * 16 + ["eof", "stop"]))
+        if action == "read":
+            messages = draw(st.lists(_message | _complete | _complete, min_size=1, max_size=6))
+            cuts = draw(st.lists(st.integers(0, 10_000), max_size=3))
+            steps.append(("read", cid, (messages, cuts)))
+        elif action == "eof":
+            steps.append(("eof", cid, None))
+        else:
+            steps.append(("stop", 0, draw(st.booleans())))
+    return steps
+
+
+def _reads(hub: ServerHub, cid: int, messages: list[Any], cuts: list[int]) -> list[bytes]:
+    held = hub.broker._conns.get(cid)
+    handles = list(held.jobs) if held is not None else []
+    data = b"".join(
+        m if isinstance(m, bytes) else
+        _req(WorkComplete(handles[m[1] % len(handles)] if handles else b"H:fuzz:1", m[2]))
+        for m in messages)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def _state(hub: ServerHub) -> Any:
+    broker = hub.broker
+    functions = [(f.name, f.counts, f.ready, f.running, f.max_queue, list(f.workers),
+                  list(f.sleepers), [[j.handle for j in q] for q in f.queues])
+                 for f in broker._functions.values()]
+    conns = [(c.id, c.asleep, list(c.jobs), list(c.attached), list(c.abilities))
+             for c in broker._conns.values()]
+    return (broker.jobs(), functions, conns, broker.connection_ids, hub.protocol_errors,
+            hub.internal_errors, len(hub), broker.next_deadline(), hub.stopping, hub.stopped)
+
+
+def _seen(out: Flush) -> Flush:
+    # A log line's exception compares by identity: compare its text.
+    out.notes = [(level, message, tuple(repr(a) if isinstance(a, Exception) else a
+                                        for a in args))
+                 for level, message, args in out.notes]
+    return out
+
+
+def _run(steps: list[tuple[str, int, Any]], fast: bool) -> tuple[list[Any], Any]:
+    hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"))
+    hub.fast_path = fast
+    hub.advance(1000.0)
+    for cid in range(1, CONNECTIONS + 1):
+        hub.open(b"127.0.0.1")
+        # Every connection may work (and submit): so a submitter may be a
+        # sleeping worker its own submission wakes.
+        hub.receive(cid, _req(CanDo(b"f")) + (_req(CanDo(b"g")) if cid > 2 else b""))
+    seen: list[Any] = []
+    gone: set[int] = set()
+    for action, cid, arg in steps:
+        if action == "stop":
+            hub.stop(graceful=arg)
+        elif cid in gone:
+            continue
+        elif action == "eof":
+            hub.receive(cid, b"")
+        else:
+            for data in _reads(hub, cid, *arg):
+                hub.receive(cid, data)
+                out = hub.flush()
+                seen.append(_seen(out))
+                gone.update(out.close)
+                if cid in out.close or cid in out.shut:
+                    break
+            else:
+                continue
+        out = hub.flush()
+        seen.append(_seen(out))
+        for closed in out.close:
+            gone.add(closed)
+            hub.closed(closed)
+    return seen, _state(hub)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scripts())
+def test_fast_and_general_paths_answer_alike(steps: list[tuple[str, int, Any]]) -> None:
+    fast_out, fast_state = _run(steps, True)
+    slow_out, slow_state = _run(steps, False)
+    assert fast_out == slow_out
+    assert fast_state == slow_state
+
+
+@pytest.mark.skipif(gearman_proto.COMPILED, reason="a compiled JobServer's methods cannot be "
+                    "replaced")
+def test_the_fast_path_serves_the_hot_packets() -> None:
+    """Not vacuous: the hot packets do go the fast way (no event reaches the broker)."""
+    hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"))
+    client, worker = hub.open(), hub.open()
+    hub.receive(worker, _req(CanDo(b"f")))
+    received: list[Event] = []
+    receive = hub.broker.receive
+
+    def counting(cid: int, event: Event) -> Any:
+        received.append(event)
+        return receive(cid, event)
+
+    hub.broker.receive = counting  # type: ignore[method-assign]
+    hub.receive(client, _req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, False)))
+    hub.receive(worker, _req(GrabJobUniq()) + _req(PreSleep()))
+    hub.receive(worker, _req(WorkComplete(b"H:fuzz:1", b"done")))
+    out = hub.flush().writes
+    assert received == []
+    assert out[client] == (encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:1",))
+                           + encode_packet(RES, PacketType.WORK_COMPLETE,
+                                           (b"H:fuzz:1", b"done")))
+    # PRE_SLEEP while no job waits: no NOOP.
+    assert out[worker] == encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ,
+                                        (b"H:fuzz:1", b"f", b"", b"data"))
