@@ -13,6 +13,8 @@ name and replays its rows.
 Each batch of input is one statement (insert and delete together), one round
 trip and one commit, autocommitted at the database's ``synchronous_commit``:
 JOB_CREATED goes out after PostgreSQL has flushed the commit to its WAL.
+A batch of deletes only waits for that flush too: PostgreSQL may crash while
+the job server runs on, and must not lose what the server has forgotten.
 Outages are handled by :class:`~gearman_proto.adapters.stores.NetworkStore`.
 """
 
@@ -56,30 +58,26 @@ CREATE TABLE IF NOT EXISTS {SERVERS} (
 )
 """
 # One statement per batch: the inserts and the deletes, one round trip, one commit.
+# Parameters go in binary (%b): psycopg then sends each bytea as it is, where
+# text would hex-escape every value in Python (3-4x the time of a 500-row batch).
 _WRITE = f"""
 WITH added AS (
     INSERT INTO {TABLE} (queue_name, id, function_name, unique_key, priority, data,
                          when_to_run, reducer)
-    SELECT %(name)s, * FROM unnest(%(ids)s::bigint[], %(functions)s::bytea[],
-                                   %(uniques)s::bytea[], %(priorities)s::smallint[],
-                                   %(datas)s::bytea[], %(epochs)s::bigint[],
-                                   %(reducers)s::bytea[])
+    SELECT %(name)b, * FROM unnest(%(ids)b::bigint[], %(functions)b::bytea[],
+                                   %(uniques)b::bytea[], %(priorities)b::smallint[],
+                                   %(datas)b::bytea[], %(epochs)b::bigint[],
+                                   %(reducers)b::bytea[])
 ), removed AS (
-    DELETE FROM {TABLE} WHERE queue_name = %(name)s AND id = ANY(%(removes)s::bigint[])
+    DELETE FROM {TABLE} WHERE queue_name = %(name)b AND id = ANY(%(removes)b::bigint[])
 )
 SELECT 1
 """
-# A batch that only deletes the rows of finished jobs acknowledges nothing: it
-# commits without waiting for the WAL flush (synchronous_commit off for this
-# transaction only).  It survives a crash of this server; after a crash of
-# PostgreSQL those jobs may run again, at least once, as a running job would.
-_DELETE = f"""
-WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-removed AS (
-    DELETE FROM {TABLE} WHERE queue_name = %(name)s AND id = ANY(%(removes)s::bigint[])
-)
-SELECT * FROM relaxed
-"""
+# A batch that only deletes commits at the database's synchronous_commit too,
+# although it acknowledges nothing: PostgreSQL can crash while this server
+# runs on, and a delete it lost would leave a finished job's row behind (run
+# again at the next start) while this server believes it gone.
+_DELETE = f"DELETE FROM {TABLE} WHERE queue_name = %(name)b AND id = ANY(%(removes)b::bigint[])"
 
 
 class PostgreSQLStore(NetworkStore):
