@@ -170,3 +170,28 @@ def test_a_finished_jobs_row_stays_gone_through_a_database_crash(queue_spec: Que
         assert [job.data for _, job in reopened.load()] == [b"after"]
     finally:
         close(reopened)
+
+
+@pytest.mark.parametrize("store_kind", ["redis"])
+def test_a_write_redis_refuses_is_one_line_and_the_next_one_works(queue_spec: QueueSpec) -> None:
+    """Redis answers the transaction with an error (the hash replaced by a string behind the
+    server's back): that write is a one-line StoreError, the connection stays in step, and
+    the next write, once the key is a hash again, goes through."""
+    import redis
+
+    store = open_store(queue_spec.spec, name="w")
+    assert store is not None
+    other = redis.Redis.from_url(queue_spec.spec)
+    try:
+        store.write(StoreBatch([(1, JOBS[0])]))
+        other.delete("gearman-proto:w:jobs")
+        other.set("gearman-proto:w:jobs", "not a hash")
+        with pytest.raises(StoreError) as refused:
+            store.write(StoreBatch([(2, JOBS[1])], [1]))
+        assert "WRONGTYPE" in str(refused.value) and "\n" not in str(refused.value)
+        other.delete("gearman-proto:w:jobs")
+        store.write(StoreBatch([(3, JOBS[2])]))
+        assert list(store.load()) == [(3, JOBS[2])]
+    finally:
+        other.close()
+        close(store)
