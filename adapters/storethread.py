@@ -13,7 +13,8 @@ finished jobs, tried again) waits :attr:`ThreadWriter.retry_pause` before it
 is written: during an outage with no new submissions, the loop and this
 thread would otherwise retry it thousands of times a second.  A batch with
 submissions goes at once (they are owed JOB_CREATED or QUEUE_ERROR), and so
-does the last one at :meth:`ThreadWriter.close`.
+does a paused one as soon as output waits behind it (:meth:`ThreadWriter.hurry`,
+called by the hub) and the last one at :meth:`ThreadWriter.close`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class ThreadWriter:
         self._done: Result | None = None
         self._stop = False
         self._closing = False
+        self._hurry = False
+        self._pausing = False
         self._failing = False
         self.writes = 0
         self._thread = threading.Thread(target=self._run, name="gearman-store", daemon=True)
@@ -80,6 +83,15 @@ class ThreadWriter:
             self._ticket = None
             return done
 
+    def hurry(self) -> None:
+        """Cut a retry pause short: output (a new submission's answer) waits behind it."""
+        # Asked at nearly every flush under load: no lock unless the thread waits.
+        # The pause checks the flag before it waits, so setting it first is enough.
+        self._hurry = True
+        if self._pausing:
+            with self._cond:
+                self._cond.notify_all()
+
     def close(self) -> Result | None:
         """Wait for the ticket in flight (if any), stop the thread; its outcome."""
         with self._cond:
@@ -101,8 +113,12 @@ class ThreadWriter:
                 ticket = self._todo
                 assert ticket is not None
                 if self._failing and not ticket.batch.adds:
-                    self._cond.wait_for(lambda: self._closing, self.retry_pause)
+                    self._pausing = True
+                    self._cond.wait_for(lambda: self._closing or self._hurry,
+                                        self.retry_pause)
+                    self._pausing = False
                 self._todo = None
+                self._hurry = False
             error = self._write(ticket)
             # One line when writes start failing and one when they work again,
             # not one per batch: an outage may last minutes under load.

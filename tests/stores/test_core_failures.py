@@ -93,6 +93,7 @@ class StepWriter:
         self.server = server
         self.ticket: CommitTicket | None = None
         self.done: tuple[CommitTicket, StoreError | None] | None = None
+        self.hurried = 0
 
     @property
     def busy(self) -> bool:
@@ -111,6 +112,9 @@ class StepWriter:
         if done is not None:
             self.ticket = None
         return done
+
+    def hurry(self) -> None:
+        self.hurried += 1
 
     def close(self) -> tuple[CommitTicket, StoreError | None] | None:
         if self.ticket is not None and self.done is None:

@@ -220,3 +220,44 @@ def test_close_writes_a_paused_retry_at_once() -> None:
     assert store.calls == 1  # paused: the previous write failed and this one adds nothing
     done = writer.close()
     assert done is not None and done[1] is None and store.calls == 2
+
+
+@pytest.mark.parametrize("flavour", ["asyncio", "trio"])
+def test_a_submission_is_not_kept_waiting_by_a_paused_retry(
+        flavour: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a failed delete waits out its retry pause (here 10 minutes), a durable
+    submission is answered at once: QUEUE_ERROR while the store fails, JOB_CREATED
+    once it works (the hub hurries the writer when output waits behind the pause)."""
+    from gearman_proto.adapters.storethread import ThreadWriter
+
+    from gearman_proto.events import Error
+
+    monkeypatch.setattr(ThreadWriter, "retry_pause", 600.0)
+    store = CountingStore()
+    port, stop = run_server(flavour, store)
+    try:
+        address = ("127.0.0.1", port)
+        client = RawClient(address)
+        client.send(SubmitJob(b"bg", b"1", b"u1", background=True))
+        assert isinstance(client.poll(10)[0], JobCreated)
+        worker = RawWorker(address)
+        worker.send(CanDo(b"bg"), GrabJobUniq())
+        assigned = worker.poll(10)
+        assert len(assigned) == 1 and isinstance(assigned[0], JobAssign)
+        store.fail = "down"
+        before = store.calls
+        worker.send(WorkComplete(assigned[0].handle, b""))
+        wait_for(lambda: store.calls > before, "the delete to fail (its retry then waits)")
+        client.send(SubmitJob(b"bg", b"2", b"u2", background=True))
+        got = client.poll(10)
+        assert len(got) == 1 and isinstance(got[0], Error) and got[0].code == b"QUEUE_ERROR"
+        store.fail = None
+        client.send(SubmitJob(b"bg", b"3", b"u3", background=True))
+        got = client.poll(10)
+        assert len(got) == 1 and isinstance(got[0], JobCreated)
+        wait_for(lambda: [row.data for row in store.rows.values()] == [b"3"],
+                 "the delete to be written with the new job's row")
+        for raw in (client, worker):
+            raw.close()
+    finally:
+        stop()
