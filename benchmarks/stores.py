@@ -28,6 +28,11 @@ write** is the group-commit figure, which does not depend on timing.
 
 ``--write-latency`` times :meth:`JobStore.write` itself (median of 200, one
 connection, no job server): the time a write on the event loop would stop it.
+``--write-loop STORE --batches N`` writes N batches of 100 adds and the previous
+batch's 100 removes, for a deterministic figure per job under cachegrind or
+strace (run it with two values of N and take the difference)::
+
+    valgrind --tool=cachegrind python -m benchmarks.stores --write-loop redis --batches 25
 """
 
 from __future__ import annotations
@@ -178,6 +183,31 @@ def write_latency(dbs: Databases, writes: int = 200) -> dict[str, dict[int, floa
     return out
 
 
+def write_loop(dbs: Databases, kind: str, batches: int) -> None:
+    """Write ``batches`` batches of 100 adds (and the last batch's removes) to a fresh name."""
+    import uuid
+
+    from gearman_proto.adapters.stores import open_store
+
+    from gearman_proto.store import StoreBatch, StoredJob
+
+    spec = {"sqlite": lambda: f"sqlite:{tempdir('gp-bench-sq-') / 'q.db'}",
+            "postgresql": lambda: dbs.postgresql().url(),
+            "redis": lambda: dbs.redis_server().url()}[kind]()
+    store = open_store(spec, name=f"loop{uuid.uuid4().hex[:8]}")
+    assert store is not None
+    key, previous = 1, []
+    try:
+        for _ in range(batches):
+            adds = [(key + i, StoredJob(b"bench", b"u%d" % (key + i), b"x" * 100))
+                    for i in range(100)]
+            key += 100
+            store.write(StoreBatch(adds, previous))
+            previous = [k for k, _ in adds]
+    finally:
+        store.close()  # type: ignore[attr-defined]
+
+
 PEERS = {"sqlite": "gearmand+libsqlite3", "postgresql": "gearmand+libpq",
          "redis": "gearmand+redis"}
 
@@ -214,7 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write every measurement and the summary here")
     p.add_argument("--write-latency", action="store_true",
                    help="time one store write per store instead (no job server)")
+    p.add_argument("--write-loop", choices=("sqlite", "postgresql", "redis"),
+                   help="write --batches batches of 100 jobs to this store, nothing else")
+    p.add_argument("--batches", type=int, default=25)
     ns = p.parse_args(argv)
+    if ns.write_loop:
+        dbs = Databases()
+        try:
+            write_loop(dbs, ns.write_loop, ns.batches)
+        finally:
+            dbs.stop()
+        return 0
     if ns.write_latency:
         dbs = Databases()
         try:

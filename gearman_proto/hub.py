@@ -209,6 +209,10 @@ class StoreWriter(Protocol):
         """The ticket written and its error, once done; else ``None``."""
         ...
 
+    def hurry(self) -> None:
+        """Output waits for the next batch: write the ticket now if a retry pause holds it."""
+        ...
+
     def close(self) -> tuple[CommitTicket, StoreError | None] | None:
         """Wait for the write in flight, stop, and hand back its outcome (if any)."""
         ...
@@ -857,7 +861,10 @@ class ServerHub:
                 stats.observe_commit(stats.clock() - self._write_started)
                 self._write_started = None
             held = broker.end_commit(*done)
-        if not writer.busy:
+        if writer.busy:
+            if broker.held_count:
+                writer.hurry()  # a submission waits behind a paused retry of deletes
+        else:
             ticket = broker.begin_commit()
             if ticket is not None:
                 if ticket.batch:

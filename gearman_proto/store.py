@@ -103,6 +103,13 @@ class JobStore(Protocol):
 
         Removing a key that is not there is not an error; a batch may remove a
         key it also adds (the job ended before its row was written).
+
+        Removals must last as the adds do, unless the store can lose them only
+        together with the job server's own memory (SQLite's file, on the
+        server's machine, may then commit deletes without an fsync): once
+        ``write`` returns, the server forgets those rows, and a database that
+        crashes and comes back while the server runs on would otherwise keep
+        the rows of finished jobs, to run them again at the next start.
         """
         ...
 

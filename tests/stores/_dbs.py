@@ -142,6 +142,22 @@ class PostgreSQL(DatabaseServer):
                 "-c", f"unix_socket_directories={self.directory}",
                 "-c", "fsync=on", "-c", "max_connections=40", "-c", "shared_buffers=16MB"]
 
+    def start(self, timeout: float = 30.0) -> DatabaseServer:
+        """Start it; after a kill -9, once the old server's backends have let go.
+
+        A SIGKILLed postmaster leaves its backends running until each notices,
+        holding the shared memory; a postmaster started meanwhile refuses
+        ("pre-existing shared memory block ... is still in use").
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return super().start(max(1.0, deadline - time.monotonic()))
+            except RuntimeError as exc:
+                if "is still in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
     def ready(self) -> bool:
         result = subprocess.run([f"{self.bindir}/pg_isready", "-h", "127.0.0.1", "-p",
                                  str(self.port), "-q"], check=False)

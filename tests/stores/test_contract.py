@@ -14,7 +14,16 @@ from _dbs import QueueSpec
 from gearman_proto.adapters.stores import open_store
 
 from gearman_proto.broker import JobServer
-from gearman_proto.events import CanDo, GrabJobAll, JobAssign, Priority, SubmitJob, SubmitJobEpoch
+from gearman_proto.events import (
+    CanDo,
+    GrabJobAll,
+    JobAssign,
+    JobCreated,
+    Priority,
+    SubmitJob,
+    SubmitJobEpoch,
+    WorkComplete,
+)
 from gearman_proto.store import StoreBatch, StoredJob, StoreError
 
 JOBS = [
@@ -114,3 +123,75 @@ def test_servers_on_one_database_each_own_their_rows(queue_spec: QueueSpec) -> N
         assert list(replacement.load()) == [(1, JOBS[0])]
     finally:
         close(replacement)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql", "redis"])
+def test_a_finished_jobs_row_stays_gone_through_a_database_crash(queue_spec: QueueSpec) -> None:
+    """The database is killed (-9) right after the write that deleted a finished job's row,
+    while the job server runs on: after the restart the row is still gone.  A delete the
+    database acknowledged but lost would leave the row behind, and the job would run again
+    at the next start while this server believes it gone (issue 16, the outage defect:
+    PostgreSQL's delete-only batches were committed with synchronous_commit off)."""
+    import time
+
+    database = queue_spec.database
+    assert database is not None
+    store = open_store(queue_spec.spec, name="crash")
+    assert store is not None
+    try:
+        server = JobServer(handle_prefix=b"H:c", store=store)
+        server.connect(1)
+        server.connect(2)
+        for i in range(10):
+            server.receive(1, SubmitJob(b"f", b"%d" % i, b"u%d" % i, background=True))
+        assert len(server.commit()) == 10
+        server.receive(2, CanDo(b"f"))
+        for _ in range(10):
+            assigned = server.receive(2, GrabJobAll())[0][1]
+            assert isinstance(assigned, JobAssign)
+            server.receive(2, WorkComplete(assigned.handle, b""))
+        assert server.commit() == []  # the deletes only: nothing waits for them
+        database.stop(kill=True)
+        database.start()
+        # The server notices the crash with its next write and reconnects after a backoff.
+        created: list[object] = []
+        for attempt in range(100):
+            server.receive(1, SubmitJob(b"f", b"after", b"a%d" % attempt, background=True))
+            created = [e for _, e in server.commit() if isinstance(e, JobCreated)]
+            if created:
+                break
+            time.sleep(0.05)
+        assert created, "the store never reconnected"
+    finally:
+        close(store)
+    reopened = open_store(queue_spec.spec, name="crash")
+    assert reopened is not None
+    try:
+        assert [job.data for _, job in reopened.load()] == [b"after"]
+    finally:
+        close(reopened)
+
+
+@pytest.mark.parametrize("store_kind", ["redis"])
+def test_a_write_redis_refuses_is_one_line_and_the_next_one_works(queue_spec: QueueSpec) -> None:
+    """Redis answers the transaction with an error (the hash replaced by a string behind the
+    server's back): that write is a one-line StoreError, the connection stays in step, and
+    the next write, once the key is a hash again, goes through."""
+    import redis
+
+    store = open_store(queue_spec.spec, name="w")
+    assert store is not None
+    other = redis.Redis.from_url(queue_spec.spec)
+    try:
+        store.write(StoreBatch([(1, JOBS[0])]))
+        other.delete("gearman-proto:w:jobs")
+        other.set("gearman-proto:w:jobs", "not a hash")
+        with pytest.raises(StoreError) as refused:
+            store.write(StoreBatch([(2, JOBS[1])], [1]))
+        assert "WRONGTYPE" in str(refused.value) and "\n" not in str(refused.value)
+        other.delete("gearman-proto:w:jobs")
+        store.write(StoreBatch([(3, JOBS[2])]))
+        assert list(store.load()) == [(3, JOBS[2])]
+    finally:
+        other.close()
+        close(store)

@@ -144,3 +144,120 @@ def test_a_slow_store_write_stops_nothing_else(flavour: str) -> None:
             client.close()
     finally:
         stop()
+
+
+class CountingStore(GatedStore):
+    """A durable memory store whose gate is open; it counts every write it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.calls = 0
+
+    def write(self, batch: StoreBatch) -> None:
+        self.calls += 1
+        super().write(batch)
+
+
+@pytest.mark.parametrize("flavour", ["asyncio", "trio"])
+def test_a_failed_delete_is_retried_by_itself_without_spinning(flavour: str) -> None:
+    """The store fails while the only thing to write is a finished job's delete, and no
+    input comes: the delete is tried again every ``retry_pause`` (not thousands of times a
+    second, as the loop and the thread did, a core's worth of CPU through an outage), and
+    once the store works again the row goes without any further input."""
+    store = CountingStore()
+    port, stop = run_server(flavour, store)
+    try:
+        address = ("127.0.0.1", port)
+        client = RawClient(address)
+        client.send(SubmitJob(b"bg", b"1", b"u1", background=True))
+        assert isinstance(client.poll(10)[0], JobCreated)
+        worker = RawWorker(address)
+        worker.send(CanDo(b"bg"), GrabJobUniq())
+        assigned = worker.poll(10)
+        assert len(assigned) == 1 and isinstance(assigned[0], JobAssign)
+        store.fail = "down"
+        before = store.calls
+        worker.send(WorkComplete(assigned[0].handle, b""))
+        wait_for(lambda: store.calls > before, "the delete to be tried")
+        time.sleep(1.0)
+        assert store.calls - before < 50  # a spin made >5,000 tries in that second
+        assert len(store) == 1
+        store.fail = None
+        wait_for(lambda: len(store) == 0, "the delete to be written once the store works")
+        for raw in (client, worker):
+            raw.close()
+    finally:
+        stop()
+
+
+def test_close_writes_a_paused_retry_at_once() -> None:
+    """At shutdown the paused delete-only batch is written now, not after its pause."""
+    from gearman_proto.adapters.storethread import ThreadWriter
+
+    from gearman_proto.broker import CommitTicket
+    from gearman_proto.store import StoreError
+
+    store = CountingStore()
+    written = threading.Event()
+
+    def write(ticket: CommitTicket) -> StoreError | None:
+        try:
+            store.write(ticket.batch)
+        except StoreError as exc:
+            return exc
+        return None
+
+    writer = ThreadWriter(write, written.set, retry_pause=600)
+    store.fail = "down"
+    writer.submit(CommitTicket(1, StoreBatch(removes=[1]), []))
+    wait_for(written.is_set, "the first write")
+    first = writer.result()
+    assert first is not None and first[1] is not None
+    store.fail = None
+    writer.submit(CommitTicket(2, StoreBatch(removes=[1]), []))
+    time.sleep(0.2)
+    assert store.calls == 1  # paused: the previous write failed and this one adds nothing
+    done = writer.close()
+    assert done is not None and done[1] is None and store.calls == 2
+
+
+@pytest.mark.parametrize("flavour", ["asyncio", "trio"])
+def test_a_submission_is_not_kept_waiting_by_a_paused_retry(
+        flavour: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a failed delete waits out its retry pause (here 10 minutes), a durable
+    submission is answered at once: QUEUE_ERROR while the store fails, JOB_CREATED
+    once it works (the hub hurries the writer when output waits behind the pause)."""
+    from gearman_proto.adapters.storethread import ThreadWriter
+
+    from gearman_proto.events import Error
+
+    monkeypatch.setattr(ThreadWriter, "retry_pause", 600.0)
+    store = CountingStore()
+    port, stop = run_server(flavour, store)
+    try:
+        address = ("127.0.0.1", port)
+        client = RawClient(address)
+        client.send(SubmitJob(b"bg", b"1", b"u1", background=True))
+        assert isinstance(client.poll(10)[0], JobCreated)
+        worker = RawWorker(address)
+        worker.send(CanDo(b"bg"), GrabJobUniq())
+        assigned = worker.poll(10)
+        assert len(assigned) == 1 and isinstance(assigned[0], JobAssign)
+        store.fail = "down"
+        before = store.calls
+        worker.send(WorkComplete(assigned[0].handle, b""))
+        wait_for(lambda: store.calls > before, "the delete to fail (its retry then waits)")
+        client.send(SubmitJob(b"bg", b"2", b"u2", background=True))
+        got = client.poll(10)
+        assert len(got) == 1 and isinstance(got[0], Error) and got[0].code == b"QUEUE_ERROR"
+        store.fail = None
+        client.send(SubmitJob(b"bg", b"3", b"u3", background=True))
+        got = client.poll(10)
+        assert len(got) == 1 and isinstance(got[0], JobCreated)
+        wait_for(lambda: [row.data for row in store.rows.values()] == [b"3"],
+                 "the delete to be written with the new job's row")
+        for raw in (client, worker):
+            raw.close()
+    finally:
+        stop()
