@@ -11,9 +11,12 @@ its condition holds, rather than an ``asyncio.Event`` under ``wait_for()``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
-from collections.abc import Callable, Coroutine
+import types
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, cast
 
 from gearman_proto.errors import RemoteProtocolError
@@ -175,6 +178,7 @@ class _Tasks(TaskGroup):
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: list[_Runner] = []  # for start_now
 
     async def __aenter__(self) -> _Tasks:
         self._loop = asyncio.get_running_loop()
@@ -186,6 +190,44 @@ class _Tasks(TaskGroup):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def start_now(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        # The coroutine's first step runs here and now, with an idle runner task
+        # as the current task (asyncio.current_task(), timeouts, anyio and sniffio
+        # need one).  If it then waits, that runner goes on with it from the
+        # wait, so everything after the first step happens in the task that was
+        # current during it, as in a task of its own.  Most coroutines a worker
+        # starts finish without waiting: no task, no future, no turn of the loop.
+        loop = self._loop
+        assert loop is not None
+        idle = self._idle
+        if not idle or asyncio.current_task(loop) is not None:
+            if not idle:
+                self._add_runner()
+            self.start_soon(fn, *args)
+            return
+        runner = idle[-1]
+        coro = fn(*args)
+        context = contextvars.copy_context()
+        _enter_task(loop, runner.task)
+        try:
+            waiting = context.run(coro.send, None)
+        except StopIteration:
+            return
+        except Exception as exc:  # as a task would hold it: for __aexit__ to gather
+            self.start_soon(_raise, exc)
+            return
+        finally:
+            _leave_task(loop, runner.task)
+        idle.pop()
+        runner.take(context, coro, waiting)
+
+    def _add_runner(self) -> None:
+        assert self._loop is not None
+        runner = _Runner(self._idle)
+        task = runner.task = self._loop.create_task(runner.serve())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -193,9 +235,73 @@ class _Tasks(TaskGroup):
     async def __aexit__(self, *exc: object) -> bool | None:
         if exc[0] is not None:
             self.cancel()
+        for runner in self._idle:  # waiting for work that will not come
+            runner.task.cancel()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         return None
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
+
+
+class _Runner:
+    """A task that goes on with coroutines whose first step ran in :meth:`_Tasks.start_now`.
+
+    While idle it waits for one and is in the group's idle list; a coroutine's
+    first step runs with this task as the current one, so the rest of it must
+    run here too.
+    """
+
+    __slots__ = ("_idle", "_next", "task")
+
+    def __init__(self, idle: list[_Runner]) -> None:
+        self._idle = idle
+        self._next: asyncio.Future[tuple[contextvars.Context, Coroutine[Any, Any, Any],
+                                         Any]] | None = None
+        self.task: asyncio.Task[None]
+
+    def take(self, context: contextvars.Context, coro: Coroutine[Any, Any, Any],
+             waiting: Any) -> None:
+        """Go on with ``coro``, whose first step (in ``context``) yielded ``waiting``."""
+        assert self._next is not None
+        self._next.set_result((context, coro, waiting))
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._next = loop.create_future()
+            self._idle.append(self)
+            try:
+                context, coro, waiting = await self._next
+            except BaseException:
+                if self in self._idle:
+                    self._idle.remove(self)
+                raise
+            try:
+                await _resume(context, coro, waiting)
+            except Exception:  # ends the coroutine as it would end a task of the group's,
+                pass           # whose error __aexit__ gathers and drops
+
+
+@types.coroutine
+def _resume(context: contextvars.Context, coro: Coroutine[Any, Any, Any],
+            waiting: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``coro`` (in ``context``), whose last step yielded ``waiting`` to the loop."""
+    while True:
+        try:
+            sent = yield waiting
+        except BaseException as exc:  # a cancellation thrown into the task: pass it on
+            try:
+                waiting = context.run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            waiting = context.run(coro.send, sent)
+        except StopIteration as stop:
+            return stop.value
 
 
 class _Threads(_ThreadRunner):
