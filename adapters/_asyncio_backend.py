@@ -45,7 +45,10 @@ class _Link(asyncio.Protocol, Link):
         self.on_close = on_close
         self.error: BaseException | None = None
         self._closed = False
-        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() makes a getpid() system call (3.11's
+        # fork check), and a client would pay it on every wait.
+        self._loop = loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[None] = loop.create_future()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
         self._drained: asyncio.Future[None] | None = None
 
@@ -127,7 +130,7 @@ class _Link(asyncio.Protocol, Link):
             return True
         if self._closed:
             return False
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter: asyncio.Future[bool] = loop.create_future()
 
         def expire() -> None:
