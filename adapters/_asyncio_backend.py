@@ -49,6 +49,11 @@ class _Link(asyncio.Protocol, Link):
         # fork check), and a client would pay it on every wait.
         self._loop = loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[None] = loop.create_future()
+        # What was written in this turn of the loop, handed to the transport once:
+        # at the end of the read that wrote it, else by a callback (tasks woken by
+        # one read, each submitting, then cost one system call, not one each).
+        self._out: list[bytes] = []
+        self._reading = False
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
         self._drained: asyncio.Future[None] | None = None
 
@@ -58,12 +63,18 @@ class _Link(asyncio.Protocol, Link):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
+        self._reading = True
         try:
             self.on_data(data)
         except (OSError, RemoteProtocolError) as exc:
+            self._reading = False
+            self._flush()
             self._end(exc)
             self.close()
             return
+        self._reading = False
+        if self._out:
+            self._flush()
         if self._waiters:
             self._wake()
 
@@ -71,6 +82,7 @@ class _Link(asyncio.Protocol, Link):
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._out.clear()
         self._end(exc)
 
     def pause_writing(self) -> None:
@@ -115,10 +127,21 @@ class _Link(asyncio.Protocol, Link):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closed and data:
+            out = self._out
+            out.append(data)
+            if len(out) == 1 and not self._reading:
+                self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out = self._out
+        if out and self.transport is not None:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
             self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:
+            self._flush()
             self.transport.close()
 
     async def run(self) -> None:
@@ -164,6 +187,7 @@ class _Link(asyncio.Protocol, Link):
         return done or ready()
 
     async def drain(self, deadline: float | None) -> None:
+        self._flush()
         drained = self._drained
         if drained is None or self._closed:
             return
