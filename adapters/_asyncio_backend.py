@@ -11,9 +11,12 @@ its condition holds, rather than an ``asyncio.Event`` under ``wait_for()``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
-from collections.abc import Callable, Coroutine
+import types
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, cast
 
 from gearman_proto.errors import RemoteProtocolError
@@ -42,7 +45,15 @@ class _Link(asyncio.Protocol, Link):
         self.on_close = on_close
         self.error: BaseException | None = None
         self._closed = False
-        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() makes a getpid() system call (3.11's
+        # fork check), and a client would pay it on every wait.
+        self._loop = loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[None] = loop.create_future()
+        # What was written in this turn of the loop, handed to the transport once:
+        # at the end of the read that wrote it, else by a callback (tasks woken by
+        # one read, each submitting, then cost one system call, not one each).
+        self._out: list[bytes] = []
+        self._reading = False
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
         self._drained: asyncio.Future[None] | None = None
 
@@ -52,12 +63,18 @@ class _Link(asyncio.Protocol, Link):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
+        self._reading = True
         try:
             self.on_data(data)
         except (OSError, RemoteProtocolError) as exc:
+            self._reading = False
+            self._flush()
             self._end(exc)
             self.close()
             return
+        self._reading = False
+        if self._out:
+            self._flush()
         if self._waiters:
             self._wake()
 
@@ -65,6 +82,7 @@ class _Link(asyncio.Protocol, Link):
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._out.clear()
         self._end(exc)
 
     def pause_writing(self) -> None:
@@ -109,10 +127,21 @@ class _Link(asyncio.Protocol, Link):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closed and data:
+            out = self._out
+            out.append(data)
+            if len(out) == 1 and not self._reading:
+                self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out = self._out
+        if out and self.transport is not None:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
             self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:
+            self._flush()
             self.transport.close()
 
     async def run(self) -> None:
@@ -124,7 +153,7 @@ class _Link(asyncio.Protocol, Link):
             return True
         if self._closed:
             return False
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter: asyncio.Future[bool] = loop.create_future()
 
         def expire() -> None:
@@ -158,6 +187,7 @@ class _Link(asyncio.Protocol, Link):
         return done or ready()
 
     async def drain(self, deadline: float | None) -> None:
+        self._flush()
         drained = self._drained
         if drained is None or self._closed:
             return
@@ -175,6 +205,7 @@ class _Tasks(TaskGroup):
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: list[_Runner] = []  # for start_now
 
     async def __aenter__(self) -> _Tasks:
         self._loop = asyncio.get_running_loop()
@@ -186,6 +217,44 @@ class _Tasks(TaskGroup):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def start_now(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        # The coroutine's first step runs here and now, with an idle runner task
+        # as the current task (asyncio.current_task(), timeouts, anyio and sniffio
+        # need one).  If it then waits, that runner goes on with it from the
+        # wait, so everything after the first step happens in the task that was
+        # current during it, as in a task of its own.  Most coroutines a worker
+        # starts finish without waiting: no task, no future, no turn of the loop.
+        loop = self._loop
+        assert loop is not None
+        idle = self._idle
+        if not idle or asyncio.current_task(loop) is not None:
+            if not idle:
+                self._add_runner()
+            self.start_soon(fn, *args)
+            return
+        runner = idle[-1]
+        coro = fn(*args)
+        context = contextvars.copy_context()
+        _enter_task(loop, runner.task)
+        try:
+            waiting = context.run(coro.send, None)
+        except StopIteration:
+            return
+        except Exception as exc:  # as a task would hold it: for __aexit__ to gather
+            self.start_soon(_raise, exc)
+            return
+        finally:
+            _leave_task(loop, runner.task)
+        idle.pop()
+        runner.take(context, coro, waiting)
+
+    def _add_runner(self) -> None:
+        assert self._loop is not None
+        runner = _Runner(self._idle)
+        task = runner.task = self._loop.create_task(runner.serve())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -193,9 +262,73 @@ class _Tasks(TaskGroup):
     async def __aexit__(self, *exc: object) -> bool | None:
         if exc[0] is not None:
             self.cancel()
+        for runner in self._idle:  # waiting for work that will not come
+            runner.task.cancel()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         return None
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
+
+
+class _Runner:
+    """A task that goes on with coroutines whose first step ran in :meth:`_Tasks.start_now`.
+
+    While idle it waits for one and is in the group's idle list; a coroutine's
+    first step runs with this task as the current one, so the rest of it must
+    run here too.
+    """
+
+    __slots__ = ("_idle", "_next", "task")
+
+    def __init__(self, idle: list[_Runner]) -> None:
+        self._idle = idle
+        self._next: asyncio.Future[tuple[contextvars.Context, Coroutine[Any, Any, Any],
+                                         Any]] | None = None
+        self.task: asyncio.Task[None]
+
+    def take(self, context: contextvars.Context, coro: Coroutine[Any, Any, Any],
+             waiting: Any) -> None:
+        """Go on with ``coro``, whose first step (in ``context``) yielded ``waiting``."""
+        assert self._next is not None
+        self._next.set_result((context, coro, waiting))
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._next = loop.create_future()
+            self._idle.append(self)
+            try:
+                context, coro, waiting = await self._next
+            except BaseException:
+                if self in self._idle:
+                    self._idle.remove(self)
+                raise
+            try:
+                await _resume(context, coro, waiting)
+            except Exception:  # ends the coroutine as it would end a task of the group's,
+                pass           # whose error __aexit__ gathers and drops
+
+
+@types.coroutine
+def _resume(context: contextvars.Context, coro: Coroutine[Any, Any, Any],
+            waiting: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``coro`` (in ``context``), whose last step yielded ``waiting`` to the loop."""
+    while True:
+        try:
+            sent = yield waiting
+        except BaseException as exc:  # a cancellation thrown into the task: pass it on
+            try:
+                waiting = context.run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            waiting = context.run(coro.send, sent)
+        except StopIteration as stop:
+            return stop.value
 
 
 class _Threads(_ThreadRunner):

@@ -105,6 +105,17 @@ class TaskGroup(abc.ABC):
     @abc.abstractmethod
     def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None: ...
 
+    def start_now(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Start ``fn(*args)`` as :meth:`start_soon` does, or run it at once, up to its
+        first real wait, when the event loop allows that.
+
+        Either way it runs in the group, and a wait, a cancellation or an error
+        in it is what it would be in a task.  For a coroutine that finishes
+        without waiting (an async handler that returns at once) running it at
+        once saves a task and a turn of the event loop.
+        """
+        self.start_soon(fn, *args)
+
     @abc.abstractmethod
     def cancel(self) -> None: ...
 

@@ -643,10 +643,13 @@ class Worker:
             assert tg is not None
             for key, assign in step.jobs:
                 self._started += 1
-                tg.start_soon(self._run, key, assign)
-            if self._stop_after is not None and self._started >= self._stop_after:
-                assert self._session is not None
-                self._session.drain()
+                if self._stop_after is not None and self._started >= self._stop_after:
+                    # Before the job starts: one that ends at once must not grab again.
+                    assert self._session is not None
+                    self._session.drain()
+                # At once where the loop allows it: a handler that returns without
+                # waiting then costs no task, and its result goes out in this turn.
+                tg.start_now(self._run, key, assign)
 
     def _send(self, key: int, event: WorkUpdate) -> None:
         session = self._session

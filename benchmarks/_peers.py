@@ -152,6 +152,7 @@ class _Tally:
         self.latencies: list[float] = []
         self.lock = threading.Lock()
         self.t0 = self.t_end = 0.0
+        self.cpu0 = self.cpu_end = 0.0  # this process's CPU time, over the same span
 
     def take(self) -> bool:
         """Claim the next job to run; False when the count or the time is used up.
@@ -163,12 +164,14 @@ class _Tally:
                 return False
             if not self.started:
                 self.t0 = time.perf_counter()
+                self.cpu0 = time.process_time()
             self.started += 1
             return True
 
     def done(self, submitted: float) -> None:
         """A job submitted at ``submitted`` (perf_counter) came back."""
         self.t_end = time.perf_counter()
+        self.cpu_end = time.process_time()
         self.latencies.append(self.t_end - submitted)
 
 
@@ -296,7 +299,8 @@ def main() -> None:
     print(json.dumps({"jobs": done, "seconds": elapsed, "jobs_per_s": done / elapsed,
                       "p50_us": percentile(tally.latencies, 50) * 1e6,
                       "p99_us": percentile(tally.latencies, 99) * 1e6,
-                      "timed_out": done < jobs}))
+                      "timed_out": done < jobs,
+                      "client_cpu_us": (tally.cpu_end - tally.cpu0) / max(done, 1) * 1e6}))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ reads as a socket would give them, at four depths:
 * ``gear``         -- ``gear.Connection.readPacket()`` on its own 4096-byte reads
   plus the four ``getArgument`` calls its worker makes for JOB_ASSIGN_UNIQ.
 
+A client's side is measured the same way: ``ClientConnection.events()`` reading a
+JOB_CREATED and a WORK_COMPLETE for each of ``--packets`` submissions (counted as
+two events each).
+
 The server's side is measured too (SUBMIT_JOB_BG through ``ServerConnection``),
 and large payloads (``--large`` bytes of WORK_COMPLETE data) in MB/s.
 Encoding: ``ServerConnection.send(JobAssign)`` and ``ClientConnection.send(SubmitJob)``
@@ -111,6 +115,29 @@ def ours_worker_connection(chunks: list[bytes], packets: int, repeat: int
         grab = GrabJobUniq()
         for _ in range(packets):
             conn.send(grab)
+        return conn
+
+    conns = [prepare() for _ in range(repeat)]
+
+    def run() -> int:
+        conn = conns.pop() if conns else prepare()
+        count = 0
+        for chunk in chunks:
+            conn.receive_data(chunk)
+            for _event in conn.events():
+                count += 1
+        return count
+    return run
+
+
+def ours_client_connection(chunks: list[bytes], jobs: int, repeat: int) -> Callable[[], int]:
+    """A fresh client connection per run with ``jobs`` submissions sent, set up before
+    timing; the stream answers each with JOB_CREATED and then WORK_COMPLETE."""
+    def prepare() -> ClientConnection:
+        conn = ClientConnection()
+        submit = SubmitJob(b"reverse", b"x", b"")
+        for _ in range(jobs):
+            conn.send(submit)
         return conn
 
     conns = [prepare() for _ in range(repeat)]
@@ -246,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         record(small, "gear: readPacket + getArgument x4", lambda: gear_parser(stream, True),
                len(stream))
         record(small, "gear: readPacket only", lambda: gear_parser(stream, False), len(stream))
+    results = b"".join(encode_packet(RES, PacketType.JOB_CREATED, (h,)) for h, *_ in assign_args)
+    results += b"".join(encode_packet(RES, PacketType.WORK_COMPLETE, (h, payload))
+                        for h, *_ in assign_args)
+    record(f"decode {n} JOB_CREATED + {n} WORK_COMPLETE, {args.payload}-byte data",
+           "ours: ClientConnection.events(), 4096-byte reads",
+           ours_client_connection(_chunks(results, 4096), n, args.repeat), len(results))
     server_chunks = _chunks(submit_stream, args.chunk)
     record(f"decode {n} SUBMIT_JOB_BG, {args.payload}-byte data", "ours: ServerConnection",
            lambda: ours_server_connection(server_chunks), len(submit_stream))

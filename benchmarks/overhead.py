@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks._util import (
@@ -64,6 +66,12 @@ def _workers_of(port: int, function: str = "bench") -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(client: str, worker: str, scenario: str, jobs: int, inflight: int,
             seconds: float) -> dict[str, Any]:
     """One measurement on a fresh gearmand."""
@@ -77,6 +85,7 @@ def measure(client: str, worker: str, scenario: str, jobs: int, inflight: int,
                 if time.monotonic() > deadline or wproc.poll() is not None:
                     raise RuntimeError(f"{worker} worker did not register")
                 time.sleep(0.05)
+            cpu0 = _cpu_seconds(wproc.pid)
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks._peers", "client", client, port, scenario,
                  str(jobs), str(inflight), str(seconds)],
@@ -84,6 +93,10 @@ def measure(client: str, worker: str, scenario: str, jobs: int, inflight: int,
             if out.returncode:
                 raise RuntimeError(f"{client} client failed: {out.stderr[-2000:]}")
             res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+            # The worker's CPU time over the client's run, per job: what the
+            # worker spends, which a loaded machine's scheduling moves far less
+            # than it moves jobs/s (the client measures its own: client_cpu_us).
+            res["worker_cpu_us"] = (_cpu_seconds(wproc.pid) - cpu0) / max(res["jobs"], 1) * 1e6
         finally:
             wproc.terminate()
             try:
@@ -133,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 print(f"run {run + 1} {scenario:4s} client {client:8s} worker {worker:8s} "
                       f"{r['jobs_per_s']:9,.0f} jobs/s  p50 {r['p50_us']:8.0f} µs  "
-                      f"p99 {r['p99_us']:8.0f} µs{'  TIME BOUND' if r['timed_out'] else ''}",
+                      f"p99 {r['p99_us']:8.0f} µs  CPU/job client {r['client_cpu_us']:6.1f} "
+                      f"worker {r['worker_cpu_us']:6.1f} µs"
+                      f"{'  TIME BOUND' if r['timed_out'] else ''}",
                       flush=True)
     summary: dict[str, dict[str, dict[str, float]]] = {}
     print()
@@ -142,19 +157,22 @@ def main(argv: list[str] | None = None) -> int:
         title = ("one job at a time" if scenario == "seq"
                  else f"{args.inflight} jobs in flight")
         print(f"**{scenario}** ({title})\n")
-        print("| client | worker | jobs/s | x raw | p50 µs | p99 µs |")
-        print("|---|---|---:|---:|---:|---:|")
+        print("| client | worker | jobs/s | x raw | p50 µs | p99 µs | client CPU µs/job "
+              "| worker CPU µs/job |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
         for client, worker in pairs:
             mine = [r for r in rows if r["scenario"] == scenario and r["client"] == client
                     and r["worker"] == worker]
-            cell = {k: median(r[k] for r in mine) for k in ("jobs_per_s", "p50_us", "p99_us")}
+            cell = {k: median(r[k] for r in mine)
+                    for k in ("jobs_per_s", "p50_us", "p99_us", "client_cpu_us", "worker_cpu_us")}
             summary[scenario][f"{client}/{worker}"] = cell
         base = summary[scenario].get("raw/raw", {}).get("jobs_per_s")
         for key, cell in summary[scenario].items():
             cell["ratio"] = cell["jobs_per_s"] / base if base else float("nan")
             client, worker = key.split("/")
             print(f"| {client} | {worker} | {cell['jobs_per_s']:,.0f} | {cell['ratio']:.2f} | "
-                  f"{cell['p50_us']:,.0f} | {cell['p99_us']:,.0f} |")
+                  f"{cell['p50_us']:,.0f} | {cell['p99_us']:,.0f} | {cell['client_cpu_us']:,.1f} "
+                  f"| {cell['worker_cpu_us']:,.1f} |")
         print()
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows,
                            "summary": summary})

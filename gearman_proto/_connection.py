@@ -18,6 +18,7 @@ from .codec import DECODERS, HOT_DECODERS, WireEncoder, event_to_packet, wire_en
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import AdminCommand, ConnectionClosed, Event
 from .packets import (
+    _HEADER,
     _NARGS,
     DEFAULT_MAX_PACKET_SIZE,
     HEADER_SIZE,
@@ -48,9 +49,41 @@ _HOT: Final[dict[Role, tuple[Callable[[bytes], Event] | None, ...]]] = {
     )
     for role in Role
 }
+_COMPILED: Final = not __file__.endswith(".py")
+_unpack_header: Final = _HEADER.unpack_from
 _WIRE: Final[dict[Role, dict[type, WireEncoder]]] = {
     role: wire_encoders(RES if role is Role.SERVER else REQ, SENDABLE[role]) for role in Role
 }
+
+
+def whole_res_packet(buf: bytes, pos: int, limit: int) -> int:
+    """Where the packet at ``buf[pos]`` ends, if it is a whole ``\\0RES`` packet of a
+    type below 256 and at most ``limit`` bytes of payload (0 = no limit); else 0.
+
+    The framing of the client's and worker's fast paths; whatever it refuses,
+    :func:`~gearman_proto.packets.frame` reads.
+    """
+    n = len(buf)
+    if pos + 12 > n:
+        return 0
+    if _COMPILED:
+        # Byte by byte: compiled, each is one load, with no tuple and no bytes
+        # object for the magic (interpreted, each is a dozen bytecodes).
+        if (buf[pos + 1] != 82 or buf[pos + 2] != 69 or buf[pos + 3] != 83 or buf[pos + 4]
+                or buf[pos + 5] or buf[pos + 6]):
+            return 0
+        size = ((buf[pos + 8] << 24) | (buf[pos + 9] << 16) | (buf[pos + 10] << 8)
+                | buf[pos + 11])
+    else:
+        pmagic: bytes
+        ptype: int
+        pmagic, ptype, size = _unpack_header(buf, pos)
+        if pmagic != RES or ptype > 255:
+            return 0
+    end = pos + 12 + size
+    if end > n or (limit and size > limit):
+        return 0
+    return end
 
 
 class NeedData:
@@ -109,6 +142,10 @@ class Connection:
                                 allow_text=allow_text, max_packet_size=max_packet_size)
         self._peer_closed = False
         self.state = _OPEN
+        self.fast_path = False
+        """Whether :meth:`events` tries the role's fast path (:meth:`_take_fast`) first;
+        the roles that have one turn it on.  The events, state and errors are the
+        same either way (``tests/test_fast_path.py`` holds them to it)."""
         self._receive: dict[type, Receiver] = {}
         """The role's rules for what it receives: per event class, a handler that
         checks and records the event, raises RemoteProtocolError to refuse it,
@@ -187,6 +224,7 @@ class Connection:
         limit = decoder.max_packet_size
         receivable = self._receivable
         receive = self._receive
+        fast = self.fast_path
         while True:
             buf = decoder._buf
             pos = decoder._pos
@@ -195,6 +233,11 @@ class Connection:
                     return  # every byte read: next_event() could only say NEED_DATA
             elif buf[pos] == 0 and self.state is _OPEN:
                 try:
+                    if fast:
+                        taken = self._take_fast(buf, pos, limit)
+                        if taken is not None:
+                            yield taken
+                            continue
                     ptype, end = frame(buf, pos, magic, limit)
                     if not end:
                         if not self._peer_closed:
@@ -231,6 +274,19 @@ class Connection:
             yield item  # type: ignore[misc]
             if type(item) is ConnectionClosed:
                 return
+
+    def _take_fast(self, buf: bytes | bytearray, pos: int, limit: int) -> Event | None:
+        """The role's fast path for the packet at ``buf[pos]`` (first byte NUL, state OPEN).
+
+        For the few packets that are most of a role's traffic: if the packet is
+        one of them, whole in ``buf`` and well formed, build its event straight
+        from the bytes, consume it (``_decoder._pos``) and hand it to the same
+        rule as the general path (``_receive``), returning what that hands out.
+        Anything else returns ``None`` having changed nothing, and the general
+        path reads the packet, raising what is wrong.  So the fast path skips
+        building intermediate objects and never decides anything.
+        """
+        return None
 
     def _not_receivable(self, ptype: int) -> RemoteProtocolError:
         return RemoteProtocolError(

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ._connection import Connection
+from ._connection import Connection, whole_res_packet
 from .errors import RemoteProtocolError
 from .events import (
     EchoReq,
@@ -103,6 +103,7 @@ class ClientConnection(Connection):
         self.options: set[bytes] = set()
         self._pending: deque[Event] = deque()
         self._receive = _RECEIVE
+        self.fast_path = True
 
     @property
     def outstanding(self) -> int:
@@ -121,6 +122,27 @@ class ClientConnection(Connection):
             self._pending.append(event)
 
     # -- bytes in -------------------------------------------------------------
+
+    def _take_fast(self, buf: bytes | bytearray, pos: int, limit: int) -> Event | None:
+        # WORK_COMPLETE and JOB_CREATED: the event built at once from the bytes.
+        if type(buf) is not bytes:
+            return None
+        end = whole_res_packet(buf, pos, limit)
+        if not end:
+            return None
+        ptype = buf[pos + 7]
+        if ptype == 13:  # WORK_COMPLETE
+            parts = buf[pos + 12:end].split(b"\0", 1)
+            if len(parts) != 2:
+                return None
+            event = WorkComplete(parts[0], parts[1])
+            self._decoder._pos = end
+            self._work_final(event)
+            return event
+        if ptype == 8:  # JOB_CREATED
+            self._decoder._pos = end
+            return self._job_created(JobCreated(buf[pos + 12:end]))
+        return None
 
     def _answer(self, event: Event, expected: type | tuple[type, ...]) -> Event:
         """Pop the oldest outstanding request, which ``event`` must answer."""

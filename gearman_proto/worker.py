@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from ._connection import Connection
+from ._connection import Connection, whole_res_packet
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CanDo,
@@ -96,6 +96,7 @@ class WorkerConnection(Connection):
         self._requests: deque[EchoReq | OptionReq] = deque()
         self._sleeping = False
         self._receive = _RECEIVE
+        self.fast_path = True
 
     @property
     def sleeping(self) -> bool:
@@ -168,6 +169,30 @@ class WorkerConnection(Connection):
         self._requests.append(event)
 
     # -- bytes in -------------------------------------------------------------
+
+    def _take_fast(self, buf: bytes | bytearray, pos: int, limit: int) -> Event | None:
+        # JOB_ASSIGN_UNIQ and JOB_ASSIGN: split once, the event built at once.
+        if type(buf) is not bytes:
+            return None
+        end = whole_res_packet(buf, pos, limit)
+        if not end:
+            return None
+        ptype = buf[pos + 7]
+        if ptype == 31:  # JOB_ASSIGN_UNIQ
+            parts = buf[pos + 12:end].split(b"\0", 3)
+            if len(parts) != 4:
+                return None
+            event = JobAssign(parts[0], parts[1], parts[3], parts[2])
+        elif ptype == 11:  # JOB_ASSIGN
+            parts = buf[pos + 12:end].split(b"\0", 2)
+            if len(parts) != 3:
+                return None
+            event = JobAssign(parts[0], parts[1], parts[2])
+        else:
+            return None
+        self._decoder._pos = end
+        self._job_assign(event)
+        return event
 
     def _job_assign(self, event: JobAssign) -> None:
         if not self._grabs:

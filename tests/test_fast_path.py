@@ -1,0 +1,193 @@
+"""The client's and worker's fast path and their general path are one machine.
+
+``WorkerConnection`` reads JOB_ASSIGN_UNIQ and JOB_ASSIGN, ``ClientConnection``
+WORK_COMPLETE and JOB_CREATED, straight from the bytes (``_take_fast``) and
+hands the event to the same rule as every other packet; anything unusual is
+left to the general path.  So with the fast path on or forced off
+(``fast_path = False``), and through ``next_event()``, the same byte stream in
+the same reads must give the same events, the same errors, the same state and
+the same bytes sent afterwards.  The streams mix well-formed server packets
+(``gearman_proto.strategies``), the fast path's packets with every argument
+count and a NUL where it does not belong, wrong magic, a size over the limit,
+bytes cut anywhere, and garbage.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gearman_proto import (
+    NEED_DATA,
+    ClientConnection,
+    ConnectionClosed,
+    Event,
+    GetStatus,
+    GrabJob,
+    GrabJobAll,
+    GrabJobUniq,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SubmitJob,
+    WorkComplete,
+    WorkerConnection,
+    strategies,
+)
+from gearman_proto._connection import Connection
+from gearman_proto.packets import REQ, RES, SPECS, PacketType, Role, encode_packet
+
+_P = PacketType
+_HANDLES = st.sampled_from([b"H:1", b"H:2"])
+_FIELDS = st.sampled_from([b"H:1", b"H:2", b"f", b"u", b"", b"H:1", b"x\0y"])
+_LIMIT = 64
+
+
+@st.composite
+def _fast_packet(draw: st.DrawFn) -> bytes:
+    """A packet of a fast-path type, its arguments right or not, sometimes REQ-magic."""
+    ptype = draw(st.sampled_from([_P.JOB_ASSIGN_UNIQ, _P.JOB_ASSIGN, _P.WORK_COMPLETE,
+                                  _P.JOB_CREATED, _P.JOB_ASSIGN_ALL, _P.WORK_DATA]))
+    nargs = len(SPECS[ptype].args)
+    # Mostly the count its type takes, else one short or one over.
+    count = max(0, nargs + draw(st.sampled_from([0, 0, -1, 1])))
+    payload = b"\0".join(draw(st.lists(_FIELDS, min_size=count, max_size=count)))
+    if draw(st.booleans()):
+        payload += b"d" * draw(st.sampled_from([0, _LIMIT]))  # over the limit, or not
+    magic = REQ if draw(st.integers(0, 15)) == 0 else RES
+    return encode_packet(magic, ptype, (payload,))
+
+
+_PIECES = st.one_of(
+    _fast_packet(), _fast_packet(), _fast_packet(),
+    strategies.packets(Role.SERVER, handles=_HANDLES, uniques=st.just(b"u"),
+                       payloads=st.sampled_from([b"", b"r"])),
+    st.binary(max_size=14),
+)
+
+
+def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    return [stream[a:b] for a, b in itertools.pairwise([0, *points, len(stream)])]
+
+
+def _run(conn: Connection, chunks: list[bytes], close: bool, how: str) -> list[object]:
+    seen: list[object] = []
+    try:
+        for chunk in [*filter(None, chunks), *([b""] if close else [])]:
+            conn.receive_data(chunk)
+            if how == "next_event":
+                while (event := conn.next_event()) is not NEED_DATA:
+                    seen.append(event)
+                    if isinstance(event, ConnectionClosed):
+                        break
+            else:
+                seen.extend(conn.events())
+    except RemoteProtocolError as exc:
+        seen.append((type(exc).__name__, str(exc), exc.error_code, exc.error_text))
+    seen.append(conn.state)
+    return seen
+
+
+def _worker_state(conn: WorkerConnection) -> object:
+    sent = []
+    for handle in list(conn.jobs):
+        try:
+            sent.append(conn.send(WorkComplete(handle, b"r")))
+        except LocalProtocolError as exc:
+            sent.append(str(exc).encode())
+    return dict(conn.jobs), conn.outstanding_grabs, conn.outstanding, conn.sleeping, sent
+
+
+def _client_state(conn: ClientConnection) -> object:
+    try:
+        sent = conn.send(SubmitJob(b"f", b"d"))
+    except LocalProtocolError as exc:
+        sent = str(exc).encode()
+    return ({h: (j.request, j.attached, j.numerator, j.denominator, j.finished)
+             for h, j in conn.jobs.items()}, conn.pending_requests, sent)
+
+
+_GRABS = st.lists(st.sampled_from([GrabJob(), GrabJobUniq(), GrabJobAll()]), max_size=8)
+_SUBMITS = st.lists(st.sampled_from([SubmitJob(b"f"), SubmitJob(b"f", background=True),
+                                     SubmitJob(b"f", unique=b"u"), GetStatus(b"H:1")]),
+                    max_size=8)
+
+
+@pytest.mark.parametrize(("make", "first", "state"), [
+    (WorkerConnection, _GRABS, _worker_state),
+    (ClientConnection, _SUBMITS, _client_state),
+], ids=["worker", "client"])
+@settings(deadline=None, max_examples=300)  # no test asserts a time
+@given(data=st.data(), cuts=st.lists(st.integers(0, 10**6), max_size=6), close=st.booleans())
+def test_the_fast_path_and_the_general_path_agree(
+    make: Callable[..., Connection], first: st.SearchStrategy[list[Event]],
+    state: Callable[[Connection], object], data: st.DataObject, cuts: list[int], close: bool,
+) -> None:
+    sent = data.draw(first)
+    chunks = _split(b"".join(data.draw(st.lists(_PIECES, max_size=10))), cuts)
+    results = []
+    for how in ("fast", "general", "next_event"):
+        conn = make(max_packet_size=_LIMIT)
+        conn.fast_path = how == "fast"
+        for request in sent:
+            conn.send(request)
+        results.append((_run(conn, chunks, close, how), state(conn)))
+    assert results[0] == results[1] == results[2]
+
+
+def _agree(make: Callable[..., Connection], first: list[Event], stream: bytes,
+           state: Callable[[Any], object]) -> list[object]:
+    results = []
+    for how in ("fast", "general", "next_event"):
+        conn = make(max_packet_size=_LIMIT)
+        conn.fast_path = how == "fast"
+        for request in first:
+            conn.send(request)
+        results.append([*_run(conn, [stream], False, how), state(conn)])
+    assert results[0] == results[1] == results[2]
+    return results[0]
+
+
+_FAST_TYPES = {WorkerConnection: [_P.JOB_ASSIGN_UNIQ, _P.JOB_ASSIGN],
+               ClientConnection: [_P.WORK_COMPLETE, _P.JOB_CREATED]}
+_STATES = {WorkerConnection: _worker_state, ClientConnection: _client_state}
+_BEFORE = {WorkerConnection: [[], [GrabJob()], [GrabJobUniq()], [GrabJobAll()]],
+           ClientConnection: [[], [SubmitJob(b"f")], [SubmitJob(b"f", background=True)],
+                              [GetStatus(b"H:1")]]}
+
+
+@pytest.mark.parametrize("make", [WorkerConnection, ClientConnection],
+                         ids=["worker", "client"])
+def test_every_shape_of_a_fast_path_packet_reads_the_same(make: Callable[..., Connection]
+                                                          ) -> None:
+    # The cases the property test may take long to meet, each of them: every
+    # argument count around the right one, an empty or NUL-bearing field, the
+    # other magic, a payload over the limit, a packet cut short, in every state.
+    created = encode_packet(RES, _P.JOB_CREATED, (b"H:1",))
+    for ptype, before, magic, tail in itertools.product(
+            _FAST_TYPES[make], _BEFORE[make], (RES, REQ), (b"", b"d" * _LIMIT)):
+        nargs = len(SPECS[ptype].args)
+        for count in range(max(0, nargs - 2), nargs + 2):
+            for fields in itertools.product([b"H:1", b""], repeat=count):
+                packet = encode_packet(magic, ptype, (b"\0".join(fields) + tail,))
+                for stream in (packet, created + packet, packet + packet, packet[:-1]):
+                    _agree(make, before, stream, _STATES[make])
+
+
+def test_the_fast_path_is_taken() -> None:
+    # Not vacuous: the roles that have one turn it on, and it is what reads their packets.
+    worker = WorkerConnection()
+    assert worker.fast_path
+    worker.send(GrabJobUniq())
+    packet = encode_packet(RES, _P.JOB_ASSIGN_UNIQ, (b"H:1", b"f", b"u", b"d"))
+    taken = worker._take_fast(packet, 0, 0)
+    assert taken is not None and worker.jobs == {b"H:1": taken}
+    assert worker._decoder._pos == len(packet)
+    client = ClientConnection()
+    assert client.fast_path
+    assert client._take_fast(encode_packet(RES, _P.NOOP, ()), 0, 0) is None
