@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import resource
 import select
 import signal
@@ -291,3 +292,48 @@ def free_port_for(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes: ``workers(address, function, log, *args)``; all killed after."""
+    started: list[WorkerProcess] = []
+
+    def start(address: Address, function: str, log: Path, *args: str) -> WorkerProcess:
+        w = WorkerProcess(address, function, log, *args)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
+
+
+def kill_and_restart(server: ServerProcess, rng: random.Random, cycles: int,
+                     up: tuple[float, float]) -> None:
+    """Kill ``server`` with SIGKILL and start it again ``cycles`` times, after a random
+    time up (seconds, in the range ``up``) and a random time down; then let it settle."""
+    for _ in range(cycles):
+        time.sleep(rng.uniform(*up))
+        server.stop(kill=True)
+        time.sleep(rng.uniform(0.0, 0.3))
+        server.start()
+    time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``) mounted on the new directory ``mount``,
+    lazily unmounted at the end.  Mounting needs root: CI runs as root, so there a
+    missing right fails the test; elsewhere it is skipped."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root: mount a tmpfs")
+        pytest.skip("mounting a tmpfs needs root")
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)

@@ -14,34 +14,18 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # the test modules import _support
 
-from _support import Address, WorkerProcess
+from _support import workers  # noqa: F401  (the fixture, shared with the store tests)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "soak: minutes-long run; skipped unless GEARMAN_SOAK_SECONDS is set")
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes: ``workers(address, function, log, *args)``; all killed after."""
-    started: list[WorkerProcess] = []
-
-    def start(address: Address, function: str, log: Path, *args: str) -> WorkerProcess:
-        w = WorkerProcess(address, function, log, *args)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from _support import (
     ServerProcess,
     WorkerProcess,
     admin_rows,
+    kill_and_restart,
     read_runs,
     status_of,
     wait_for,
@@ -208,12 +209,7 @@ def test_server_sigkilled_in_durable_mode_loses_no_acknowledged_job(
     submitter.start()
     cycles = 5
     try:
-        for _ in range(cycles):
-            time.sleep(rng.uniform(0.4, 1.2))
-            server.stop(kill=True)
-            time.sleep(rng.uniform(0.0, 0.3))
-            server.start()
-        time.sleep(0.5)
+        kill_and_restart(server, rng, cycles, up=(0.4, 1.2))
     finally:
         submitter.stop.set()
         submitter.join(10)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the test modules import _dbs
 sys.path.insert(0, str(Path(__file__).parent.parent / "reliability"))  # _support, _worker
 
 from _dbs import PostgreSQL, QueueSpec, Redis, free_port, missing, pg_bindir, tempdir
-from _support import Address, WorkerProcess
+from _support import workers  # noqa: F401  (the fixture, shared with the store tests)
 
 
 @pytest.fixture(scope="session")
@@ -91,18 +91,3 @@ def queue_spec(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) 
         return QueueSpec("postgresql", request.getfixturevalue("pg_database"), pg)
     redis_server: Redis = request.getfixturevalue("redis_server")
     return QueueSpec("redis", redis_server.url(), redis_server)
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes: ``workers(address, function, log, *args)``; all killed after."""
-    started: list[WorkerProcess] = []
-
-    def start(address: Address, function: str, log: Path, *args: str) -> WorkerProcess:
-        w = WorkerProcess(address, function, log, *args)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()

@@ -6,7 +6,6 @@ what it prints: exit status 1 and one line naming the store and the cause.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from _dbs import PostgreSQL, Redis, free_port
+from _support import tmpfs
 
 
 def refused(*args: str, timeout: float = 60, status: int = 1) -> str:
@@ -62,21 +62,12 @@ def test_sqlite_foreign_table(tmp_path: Path) -> None:
 @pytest.fixture
 def readonly_dir(tmp_path: Path) -> Iterator[Path]:
     """A read-only file system with a queue file on it (a tmpfs, remounted read-only)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root: mount a tmpfs")
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "ro", "1m") as mount:
         conn = sqlite3.connect(mount / "q.db")
         conn.execute("CREATE TABLE x (a)")
         conn.close()
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_sqlite_read_only_file(readonly_dir: Path) -> None:

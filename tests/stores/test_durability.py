@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 from _dbs import QueueSpec
 from _load import Submitter
-from _support import RawClient, WorkerProcess, read_runs, status_of, wait_for
+from _support import RawClient, WorkerProcess, kill_and_restart, read_runs, status_of, wait_for
 from gearman_proto.adapters.stores import open_store
 
 from gearman_proto.events import EchoReq, EchoRes, JobCreated, SubmitJob, WorkComplete
@@ -63,12 +63,7 @@ def test_sigkilled_server_loses_no_acknowledged_job(
     submitter.start()
     cycles = 3
     try:
-        for _ in range(cycles):
-            time.sleep(rng.uniform(0.5, 1.2))
-            server.stop(kill=True)
-            time.sleep(rng.uniform(0.0, 0.3))
-            server.start()
-        time.sleep(0.5)
+        kill_and_restart(server, rng, cycles, up=(0.5, 1.2))
     finally:
         submitter.stop.set()
         submitter.join(10)

@@ -55,6 +55,25 @@ class GatedStore(MemoryStore):
         super().write(batch)
 
 
+def finish_a_job_while_the_store_is_down(
+        port: int, store: CountingStore) -> tuple[RawClient, RawWorker, int]:
+    """Queue one background job and hand it to a worker; then take the store down and
+    let the worker finish the job, so that what is left to write is its delete alone.
+    Returns the client, the worker and the store's write count before the delete."""
+    address = ("127.0.0.1", port)
+    client = RawClient(address)
+    client.send(SubmitJob(b"bg", b"1", b"u1", background=True))
+    assert isinstance(client.poll(10)[0], JobCreated)
+    worker = RawWorker(address)
+    worker.send(CanDo(b"bg"), GrabJobUniq())
+    assigned = worker.poll(10)
+    assert len(assigned) == 1 and isinstance(assigned[0], JobAssign)
+    store.fail = "down"
+    before = store.calls
+    worker.send(WorkComplete(assigned[0].handle, b""))
+    return client, worker, before
+
+
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 20
     while not condition():
@@ -168,17 +187,7 @@ def test_a_failed_delete_is_retried_by_itself_without_spinning(flavour: str) -> 
     store = CountingStore()
     port, stop = run_server(flavour, store)
     try:
-        address = ("127.0.0.1", port)
-        client = RawClient(address)
-        client.send(SubmitJob(b"bg", b"1", b"u1", background=True))
-        assert isinstance(client.poll(10)[0], JobCreated)
-        worker = RawWorker(address)
-        worker.send(CanDo(b"bg"), GrabJobUniq())
-        assigned = worker.poll(10)
-        assert len(assigned) == 1 and isinstance(assigned[0], JobAssign)
-        store.fail = "down"
-        before = store.calls
-        worker.send(WorkComplete(assigned[0].handle, b""))
+        client, worker, before = finish_a_job_while_the_store_is_down(port, store)
         wait_for(lambda: store.calls > before, "the delete to be tried")
         time.sleep(1.0)
         assert store.calls - before < 50  # a spin made >5,000 tries in that second
@@ -236,17 +245,7 @@ def test_a_submission_is_not_kept_waiting_by_a_paused_retry(
     store = CountingStore()
     port, stop = run_server(flavour, store)
     try:
-        address = ("127.0.0.1", port)
-        client = RawClient(address)
-        client.send(SubmitJob(b"bg", b"1", b"u1", background=True))
-        assert isinstance(client.poll(10)[0], JobCreated)
-        worker = RawWorker(address)
-        worker.send(CanDo(b"bg"), GrabJobUniq())
-        assigned = worker.poll(10)
-        assert len(assigned) == 1 and isinstance(assigned[0], JobAssign)
-        store.fail = "down"
-        before = store.calls
-        worker.send(WorkComplete(assigned[0].handle, b""))
+        client, worker, before = finish_a_job_while_the_store_is_down(port, store)
         wait_for(lambda: store.calls > before, "the delete to fail (its retry then waits)")
         client.send(SubmitJob(b"bg", b"2", b"u2", background=True))
         got = client.poll(10)
