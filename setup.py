@@ -26,6 +26,7 @@ COMPILED_MODULES = [
     "gearman_proto/server.py",
     "gearman_proto/broker.py",
     "gearman_proto/hub.py",
+    "gearman_proto/session.py",
 ]
 # Left as Python: admin.py (the admin text protocol's parsers, off the hot path;
 # AdminError is a dataclass over Exception, which mypyc cannot make native),
