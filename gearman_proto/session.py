@@ -549,6 +549,7 @@ class WorkerSession(Generic[K]):
         So does a report from the second run of a job given to this worker twice
         (the server took it back after its CAN_DO_TIMEOUT) once the other run's
         result went out.  A report on a handle never given raises LocalProtocolError.
+        The step returned only writes (the report, and the grabs a freed slot calls for).
         """
         final = type(event) in _FINAL_STATES
         run = (key, event.handle)
