@@ -26,12 +26,13 @@ COMPILED_MODULES = [
     "gearman_proto/server.py",
     "gearman_proto/broker.py",
     "gearman_proto/hub.py",
+    "gearman_proto/session.py",
 ]
 # Left as Python: admin.py (the admin text protocol's parsers, off the hot path;
 # AdminError is a dataclass over Exception, which mypyc cannot make native),
-# session.py (the adapters' client/worker sessions, being reworked) and store.py
-# (a durable server's job store: classes users subclass, which compiled classes
-# refuse, and no cost to the in-memory server).
+# policy.py (exceptions with two builtin bases) and store.py (a durable server's
+# job store: classes users subclass, which compiled classes refuse, and no cost
+# to the in-memory server).
 
 ext_modules = []
 if os.environ.get("GEARMAN_PROTO_USE_MYPYC") == "1":

@@ -37,6 +37,10 @@ from ._common import Address, apply_keepalive
 
 __all__ = ["AsyncioBackend", "BACKEND"]
 
+# Read once per job by _Tasks.start_now: names, not module attribute lookups.
+_current_task = asyncio.current_task
+_copy_context = contextvars.copy_context
+
 
 class _Link(asyncio.Protocol, Link):
     def __init__(self, on_data: OnData, on_close: OnClose | None) -> None:
@@ -227,14 +231,14 @@ class _Tasks(TaskGroup):
         loop = self._loop
         assert loop is not None
         idle = self._idle
-        if not idle or asyncio.current_task(loop) is not None:
+        if not idle or _current_task(loop) is not None:
             if not idle:
                 self._add_runner()
             self.start_soon(fn, *args)
             return
         runner = idle[-1]
         coro = fn(*args)
-        context = contextvars.copy_context()
+        context = _copy_context()
         _enter_task(loop, runner.task)
         try:
             waiting = context.run(coro.send, None)

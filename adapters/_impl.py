@@ -488,9 +488,6 @@ class WorkerJob:
 
 
 Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | None"]
-_AsyncHandler = Callable[[WorkerJob], Awaitable[Any]]
-"""(A name, not a subscription in the call: ``cast(Callable[...], f)`` builds the
-generic alias anew on every job.)"""
 H = TypeVar("H", bound=Handler)
 
 
@@ -630,14 +627,19 @@ class Worker:
             call(self._send, key, event)
 
     def _apply(self, step: WorkerStep[int]) -> None:
-        for key, data in step.writes.items():
-            link = self._links.get(key)
-            if link is not None:
-                link.write(data)
-        for key, err in step.errors:
-            worker_log.warning("job server %s: ERROR %s %s", describe(self.servers[key]),
-                               err.code.decode(errors="replace"),
-                               err.text.decode(errors="replace"))
+        # Once or twice per job: each part is asked before it is walked.
+        writes = step.writes
+        if writes:
+            links = self._links
+            for key, data in writes.items():
+                link = links.get(key)
+                if link is not None:
+                    link.write(data)
+        if step.errors:
+            for key, err in step.errors:
+                worker_log.warning("job server %s: ERROR %s %s", describe(self.servers[key]),
+                                   err.code.decode(errors="replace"),
+                                   err.text.decode(errors="replace"))
         if step.jobs:
             tg = self._tg
             assert tg is not None
@@ -660,7 +662,13 @@ class Worker:
         except Exception as exc:  # never given, say: the handler's to lose, not the worker's
             worker_log.warning("cannot report on job %r: %s", event.handle, exc)
             return
-        self._apply(step)
+        # A report's step only writes (a result, the grab it frees): written here,
+        # not through _apply, which is one call less per job.
+        links = self._links
+        for k, data in step.writes.items():
+            link = links.get(k)
+            if link is not None:
+                link.write(data)
         if type(event) in _FINAL_TYPES:
             self.jobs_done += 1
             if session.draining and session.idle and self._stopping is not None:
@@ -675,7 +683,8 @@ class Worker:
             if handler is None:
                 raise LookupError(f"no handler for {assign.function!r}")
             if is_async_handler(handler):
-                result = await cast(_AsyncHandler, handler)(job)
+                # (No cast(): at run time it is a function call per job.)
+                result = await handler(job)  # type: ignore[misc]
             else:
                 assert self._threads is not None
                 result = await self._threads.run(handler, job)
@@ -726,6 +735,8 @@ class Worker:
                     del self._links[key]
                 session.disconnect(key, keep_slots=True)
                 link.close()
+                # The lost connection's grab freed a slot: another server may use it.
+                self._apply(session.pump())
             if isinstance(link.error, GrabRefused):
                 # This server will never hand us a job: say so, and stop working
                 # rather than reconnect to be refused again.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .client import ClientConnection
@@ -96,30 +95,49 @@ _FINAL = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.EXCEPTION, JobS
 """The states after which nothing more happens to a job: every state but PENDING and QUEUED."""
 
 
-@dataclass(eq=False, slots=True)
 class Job(Generic[K]):
     """One submission and everything that came back for it.
 
     A background job is done once accepted: the server sends its submitter
-    nothing more.  ``updates`` collects WORK_DATA, WORK_WARNING and
-    WORK_STATUS in arrival order; an adapter may pop from it as it streams
-    them.  ``on_change``, if set, is called after every change.
+    nothing more.  ``result`` is WORK_COMPLETE's data, ``exception``
+    WORK_EXCEPTION's, ``error`` the ERROR that refused the submission.
+    ``updates`` collects WORK_DATA, WORK_WARNING and WORK_STATUS in arrival
+    order; an adapter may pop from it as it streams them.  ``on_change``, if
+    set, is called after every change.
     """
 
-    request: Submission
-    server: K
-    handle: bytes | None = None
-    state: JobState = JobState.PENDING
-    result: bytes | None = None
-    """WORK_COMPLETE's data."""
-    exception: bytes | None = None
-    """WORK_EXCEPTION's data."""
-    error: Error | None = None
-    """The ERROR that refused the submission."""
-    numerator: int = 0
-    denominator: int = 0
-    updates: deque[WorkData | WorkWarning | WorkStatus] = field(default_factory=deque)
-    on_change: Callable[[Job[K]], None] | None = None
+    # A plain class, not a dataclass: mypyc compiles no generic dataclass.
+    __slots__ = (
+        "denominator",
+        "error",
+        "exception",
+        "handle",
+        "numerator",
+        "on_change",
+        "request",
+        "result",
+        "server",
+        "state",
+        "updates",
+    )
+
+    def __init__(self, request: Submission, server: K, handle: bytes | None = None,
+                 state: JobState = JobState.PENDING) -> None:
+        self.request = request
+        self.server = server
+        self.handle = handle
+        self.state = state
+        self.result: bytes | None = None
+        self.exception: bytes | None = None
+        self.error: Error | None = None
+        self.numerator = 0
+        self.denominator = 0
+        self.updates: deque[WorkData | WorkWarning | WorkStatus] = deque()
+        self.on_change: Callable[[Job[K]], None] | None = None
+
+    def __repr__(self) -> str:
+        return (f"Job(request={self.request!r}, server={self.server!r}, "
+                f"handle={self.handle!r}, state={self.state!r})")
 
     @property
     def background(self) -> bool:
@@ -140,16 +158,25 @@ class Job(Generic[K]):
             self.on_change(self)
 
 
-@dataclass(eq=False, slots=True)
 class Reply(Generic[K]):
-    """A GET_STATUS, GET_STATUS_UNIQUE, ECHO_REQ or OPTION_REQ and its answer."""
+    """A GET_STATUS, GET_STATUS_UNIQUE, ECHO_REQ or OPTION_REQ and its answer.
 
-    request: GetStatus | GetStatusUnique | EchoReq | OptionReq
-    server: K
-    answer: StatusRes | StatusResUnique | EchoRes | OptionRes | Error | None = None
-    lost: bool = False
-    """The connection closed before the answer came."""
-    on_change: Callable[[Reply[K]], None] | None = None
+    ``lost`` says the connection closed before the answer came.
+    """
+
+    __slots__ = ("answer", "lost", "on_change", "request", "server")
+
+    def __init__(self, request: GetStatus | GetStatusUnique | EchoReq | OptionReq,
+                 server: K) -> None:
+        self.request = request
+        self.server = server
+        self.answer: StatusRes | StatusResUnique | EchoRes | OptionRes | Error | None = None
+        self.lost = False
+        self.on_change: Callable[[Reply[K]], None] | None = None
+
+    def __repr__(self) -> str:
+        return (f"Reply(request={self.request!r}, server={self.server!r}, "
+                f"answer={self.answer!r}, lost={self.lost!r})")
 
     @property
     def done(self) -> bool:
@@ -323,13 +350,25 @@ def check_report(event: WorkUpdate) -> None:
         event_to_packet(event)
 
 
-@dataclass(slots=True)
 class WorkerStep(Generic[K]):
     """What a worker must do next: bytes to write per connection, jobs to start, errors to log."""
 
-    writes: dict[K, bytes] = field(default_factory=dict)
-    jobs: list[tuple[K, JobAssign]] = field(default_factory=list)
-    errors: list[tuple[K, Error]] = field(default_factory=list)
+    __slots__ = ("errors", "jobs", "writes")
+
+    def __init__(self, writes: dict[K, bytes] | None = None) -> None:
+        self.writes: dict[K, bytes] = {} if writes is None else writes
+        self.jobs: list[tuple[K, JobAssign]] = []
+        self.errors: list[tuple[K, Error]] = []
+
+    def __repr__(self) -> str:
+        return f"WorkerStep(writes={self.writes!r}, jobs={self.jobs!r}, errors={self.errors!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WorkerStep):
+            return NotImplemented
+        return (self.writes, self.jobs, self.errors) == (other.writes, other.jobs, other.errors)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
 
 class WorkerSession(Generic[K]):
@@ -452,6 +491,18 @@ class WorkerSession(Generic[K]):
                 self._running -= count
         return list(conn.jobs.values())
 
+    def pump(self) -> WorkerStep[K]:
+        """The grabs the free slots call for now, on the connections that may have work.
+
+        Every other call grabs as it goes; this is for after :meth:`disconnect`,
+        whose connection may have held the one outstanding grab: without it a
+        worker with one slot and two servers would leave the other server
+        unasked for as long as the lost one stays away.
+        """
+        step: WorkerStep[K] = WorkerStep()
+        self._pump(step)
+        return step
+
     def drain(self) -> None:
         """Stop grabbing; the jobs in hand may still be finished."""
         self.draining = True
@@ -498,11 +549,12 @@ class WorkerSession(Generic[K]):
         So does a report from the second run of a job given to this worker twice
         (the server took it back after its CAN_DO_TIMEOUT) once the other run's
         result went out.  A report on a handle never given raises LocalProtocolError.
+        The step returned only writes (the report, and the grabs a freed slot calls for).
         """
         final = type(event) in _FINAL_STATES
         run = (key, event.handle)
         step: WorkerStep[K] = WorkerStep()
-        if run in self._orphans:
+        if self._orphans and run in self._orphans:
             if final:
                 self._end(self._orphans, run)
                 self._pump(step)
@@ -557,7 +609,9 @@ class WorkerSession(Generic[K]):
     def _pump(self, step: WorkerStep[K]) -> None:
         """Send grabs for free slots, one outstanding grab per connection, in turn."""
         hungry = self._hungry
-        if self.draining or not hungry:
+        if self.draining or not hungry or self._running >= self.max_jobs:
+            # (No slot can be free with every one running a job: the usual case
+            # right after a job arrives, answered without asking each connection.)
             return
         free = self.free_slots
         for _ in range(len(hungry)):
