@@ -65,7 +65,6 @@ from .events import (
     WorkWarning,
 )
 from .packets import (
-    _NARGS,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
     HEADER_SIZE,
@@ -74,7 +73,7 @@ from .packets import (
     PacketType,
     Role,
     encode_packet,
-    frame,
+    frame_plain,
 )
 from .server import _RECEIVE, ServerConnection
 from .stats import ServerStats
@@ -89,9 +88,9 @@ DEFAULT_MAX_CLIENT_JOBS = 10_000
 """Foreground jobs one connection may wait for before the server stops reading from it."""
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 """Seconds a graceful stop waits for running jobs before stopping anyway."""
-TURN_EVENTS = 4096
+TURN_EVENTS: Final = 4096
 """Messages of one connection handled in one turn; the rest wait for the next."""
-TURN_BYTES = 256 * 1024
+TURN_BYTES: Final = 256 * 1024
 """Output one connection's messages may produce in one turn before the rest wait."""
 LINGER_BYTES = 64 * 1024 * 1024
 """After a protocol error: bytes still read (and dropped) so the peer gets the ERROR."""
@@ -102,7 +101,9 @@ ACCEPT_RETRY = 0.1
 
 # The stdlib logging levels, by value (the core does not import logging: it
 # brings threading).  Notes below ServerHub.log_level are not made at all.
-DEBUG, INFO, WARNING = 10, 20, 30
+DEBUG: Final = 10
+INFO: Final = 20
+WARNING: Final = 30
 
 Note = tuple[int, str, tuple[object, ...]]
 """``(level, message, args)``: a line for ``logging.Logger.log(level, message, *args)``."""
@@ -111,14 +112,17 @@ Note = tuple[int, str, tuple[object, ...]]
 _GRABS = (GrabJob, GrabJobUniq, GrabJobAll)
 _SUBMISSIONS = (SubmitJob, SubmitJobEpoch, SubmitReduceJob)
 # What a worker streams to its job's clients before the result: unbounded in number.
-_STREAMS = (WorkData, WorkWarning, WorkStatus)
-_NO_JOB = NoJob()
+_STREAMS: Final = (WorkData, WorkWarning, WorkStatus)
+_NO_JOB: Final = NoJob()
 # The fast path (ServerHub._fast): what each packet type is to it, 0 for the
 # packets it leaves to the general path.  A grab's kind is the form of the
 # assignment it asks for.
-_FAST_SUBMIT, _FAST_WORK_COMPLETE, _FAST_PRE_SLEEP = 4, 5, 6
-_FAST_GRAB = ASSIGN_PLAIN
-_FAST_GRAB_ALL = ASSIGN_ALL
+# Final, as every constant read per packet: compiled code reads them as constants.
+_FAST_SUBMIT: Final = 4
+_FAST_WORK_COMPLETE: Final = 5
+_FAST_PRE_SLEEP: Final = 6
+_FAST_GRAB: Final = ASSIGN_PLAIN
+_FAST_GRAB_ALL: Final = ASSIGN_ALL
 _FAST_SUBMITS: Final[dict[int, tuple[Priority, bool]]] = {
     int(t): flags for t, flags in _SUBMIT_FLAGS.items()}
 _FAST_TYPES: dict[int, int] = {
@@ -132,7 +136,8 @@ _FAST_TYPES: dict[int, int] = {
 # Only what a server receives, and nothing the connection has a rule for: the
 # fast path skips the connection's event, and so its rules.
 assert all(t in RECEIVABLE[Role.SERVER] and _CLASS_OF[t] not in _RECEIVE for t in _FAST_TYPES)
-_FAST_KIND: Final[tuple[int, ...]] = tuple(_FAST_TYPES.get(t, 0) for t in range(len(_NARGS)))
+# By type byte (packets.frame_plain reads types below 256).
+_FAST_KIND: Final[tuple[int, ...]] = tuple(_FAST_TYPES.get(t, 0) for t in range(256))
 # What ServerHub._fast says: handled, left for the general path, nothing to read.
 _FAST_DONE: Final = 1
 _FAST_NO: Final = 0
@@ -423,7 +428,6 @@ class ServerHub:
         budget, the checks after routing -- is the same for both.
         """
         broker = self.broker
-        handle = broker.receive if self._stop is None else self._receive_stopping
         # The fast path serves an in-memory server that is not stopping: a
         # store's held output and a drain's refusals go the general way.
         bconn = broker._conns.get(cid) if (
@@ -438,14 +442,16 @@ class ServerHub:
                     if self.internal_errors and cid not in self._conns:
                         return  # _route closed it
                 elif done == _FAST_EMPTY:
-                    self._backlog.pop(cid, None)
+                    if self._backlog:  # (a method call, compiled: skipped when empty)
+                        self._backlog.pop(cid, None)
                     break
                 else:
                     if events is None:
                         events = conn.events()
                     event = next(events, None)
                     if event is None:
-                        self._backlog.pop(cid, None)
+                        if self._backlog:
+                            self._backlog.pop(cid, None)
                         break
                     if type(event) is ConnectionClosed:
                         self._backlog.pop(cid, None)
@@ -454,7 +460,10 @@ class ServerHub:
                         self._close.append(cid)
                         self._drop(cid)
                         return
-                    outputs = handle(cid, event)
+                    if self._stop is None:
+                        outputs = broker.receive(cid, event)
+                    else:
+                        outputs = self._receive_stopping(cid, event)
                     self._route(outputs)
                     if self.internal_errors and cid not in self._conns:
                         return  # _route closed it
@@ -538,14 +547,15 @@ class ServerHub:
             return _FAST_NO
         if len(buf) <= pos:
             return _FAST_NO if conn._peer_closed else _FAST_EMPTY
-        if type(buf) is not bytes or len(buf) - pos < HEADER_SIZE or buf[pos] != 0:
+        if type(buf) is not bytes:
             return _FAST_NO
-        try:
-            ptype, end = frame(buf, pos, decoder.magic, decoder.max_packet_size)
-        except RemoteProtocolError:
-            return _FAST_NO  # the general path raises it again, and answers
+        # Anything but a whole, plain header of a hot packet: the general path
+        # frames it with packets.frame() (and raises, and answers, if it is bad).
+        ptype, end = frame_plain(buf, pos, decoder.magic, decoder.max_packet_size)
+        if ptype < 0 or not end:
+            return _FAST_NO
         kind = _FAST_KIND[ptype]
-        if not kind or not end:
+        if not kind:
             return _FAST_NO
         first = pos + HEADER_SIZE
         broker = self.broker
@@ -559,7 +569,7 @@ class ServerHub:
             job = broker._submit(bconn, args[0], args[1], args[2], priority, background, None,
                                  None, None, outputs)
             if job is not None:
-                self._write(cid, packet_of_one(RES, _JOB_CREATED, job.handle))
+                self._write(cid, packet_of_one(_RES, _JOB_CREATED, job.handle))
                 broker._place(job, outputs)
             if outputs:
                 self._route(outputs)
@@ -593,7 +603,7 @@ class ServerHub:
             return _FAST_DONE
         packet = None
         if kind != _FAST_GRAB_ALL or not job.reducer:
-            packet = assign_packet(RES, job.handle, job.function.name,
+            packet = assign_packet(_RES, job.handle, job.function.name,
                                    None if kind == _FAST_GRAB else job.unique, job.data)
         if packet is None:  # JOB_ASSIGN_ALL, or what cannot be framed: the general way
             self._route([(cid, broker._assignment(job, kind))])
