@@ -100,8 +100,12 @@ client's disconnect (its queued foreground jobs nobody else waits for end).
 """
 
 
-class InvalidTransition(RuntimeError):
-    """The broker tried a move the table does not allow: a bug in the broker."""
+class InvalidTransition(Exception):
+    """The broker tried a move the table does not allow: a bug in the broker.
+
+    (An Exception, not a RuntimeError: a compiled class may only derive from
+    Exception among the builtin exceptions.)
+    """
 
 
 # TRANSITIONS keyed by one int, state * 16 + kind, for move(), which the broker
