@@ -874,7 +874,8 @@ class JobServer:
         function = self._functions.get(name)
         if function is None:
             function = self._functions[name] = _Function(name)
-        limit = function.max_queue[priority]
+        level: int = priority
+        limit = function.max_queue[level]
         if limit and function.total() >= limit:
             out.append((cid, Error(b"QUEUE_ERROR", b"Job queue is full", request=request)))
             return None
@@ -984,7 +985,7 @@ class JobServer:
     def _enqueue(self, job: _Job, out: list[Output]) -> None:
         """Put a job at the end of its priority queue and wake sleeping workers (§4.5)."""
         function = job.function
-        priority = job.priority
+        priority: int = job.priority  # a plain int indexes natively, compiled
         job.state = move(job.state, QUEUE)
         self._seq += 1
         job.seq = self._seq
@@ -1247,7 +1248,7 @@ class JobServer:
         elif state == QUEUED:
             # Its deque entry stays behind, dead, until reached or compacted;
             # compacting only when most entries are dead keeps this O(1) amortised.
-            priority = job.priority
+            priority: int = job.priority
             function.ready[priority] -= 1
             if not function.ready[priority]:
                 del self._ready[priority][function]

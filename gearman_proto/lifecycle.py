@@ -108,19 +108,20 @@ class InvalidTransition(Exception):
     """
 
 
-# TRANSITIONS keyed by one int, state * 16 + kind, for move(), which the broker
-# calls a few times per job: an int key hashes as itself, where a tuple key is
-# built, hashed and compared (and, compiled, allocated) at every call.  The
-# moves are 10..14, so with the range check no two pairs share a key.
+# TRANSITIONS keyed by one int, (state - NEW) * 16 + kind, for move(), which the
+# broker calls a few times per job: an int key hashes as itself, where a tuple
+# key is built, hashed and compared (and, compiled, allocated) at every call.
+# The moves are 10..14, so with the range check no two pairs share a key; the
+# keys are small ints, which Python never allocates.
 _KEY_MOVES: Final = 16
 _NEXT: Final[dict[int, int]] = {
-    state * _KEY_MOVES + kind: new for (state, kind), new in TRANSITIONS.items()}
+    (state - NEW) * _KEY_MOVES + kind: new for (state, kind), new in TRANSITIONS.items()}
 
 
 def move(state: int, kind: int) -> int:
     """The state after ``kind`` from ``state``; InvalidTransition if there is none."""
     if QUEUE <= kind <= PERSIST:
-        new = _NEXT.get(state * _KEY_MOVES + kind)
+        new = _NEXT.get((state - NEW) * _KEY_MOVES + kind)
         if new is not None:
             return new
     raise InvalidTransition(

@@ -34,8 +34,9 @@ from gearman_proto.events import (
     SubmitReduceJob,
     WorkComplete,
 )
-from gearman_proto.hub import Flush, ServerHub
-from gearman_proto.packets import RES, PacketType, Role, encode_packet
+from gearman_proto.errors import RemoteProtocolError
+from gearman_proto.hub import Flush, ServerHub, _nul_at
+from gearman_proto.packets import REQ, RES, PacketType, Role, encode_packet, frame, frame_plain
 
 CONNECTIONS = 4
 _FUNCTIONS = st.sampled_from([b"f", b"g"])
@@ -195,3 +196,50 @@ def test_the_fast_path_serves_the_hot_packets() -> None:
     # PRE_SLEEP while no job waits: no NOOP.
     assert out[worker] == encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ,
                                         (b"H:fuzz:1", b"f", b"", b"data"))
+
+
+# The fast path's own reads of a packet: its header (packets.frame_plain) and
+# its NULs (hub._nul_at, the compiled build's bytes.find).  Each must agree
+# with the general path's function wherever it answers.
+_headers = st.tuples(
+    st.sampled_from([REQ, RES, b"\0REP", b"xREQ"]) | st.binary(min_size=4, max_size=4),
+    st.sampled_from(list(PacketType)) | st.integers(0, 2**32 - 1),
+    st.integers(0, 40) | st.integers(0, 2**32 - 1),
+    st.binary(max_size=40),
+).map(lambda t: t[0] + t[1].to_bytes(4, "big") + t[2].to_bytes(4, "big") + t[3])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=3), _headers, st.sampled_from([REQ, RES]),
+       st.sampled_from([0, 16, 2**20]))
+def test_the_fast_header_read_agrees_with_frame(lead: bytes, data: bytes, magic: bytes,
+                                                limit: int) -> None:
+    buf = lead + data
+    ptype, end = frame_plain(buf, len(lead), magic, limit)
+    try:
+        expected: tuple[int, int] | None = frame(buf, len(lead), magic, limit)
+    except RemoteProtocolError:
+        expected = None
+    if ptype < 0:
+        assert end == 0
+        # Declined only for what is not a plain, whole-header packet of type < 256.
+        assert expected is None or expected[0] > 255 or len(data) < 12
+    else:
+        assert expected is None or (ptype, end) == expected
+        assert expected is not None or ptype not in set(PacketType)
+
+
+def test_the_fast_header_read_takes_the_hot_packets() -> None:
+    """Not vacuous: a whole hot packet is read the fast way."""
+    packet = encode_packet(REQ, PacketType.SUBMIT_JOB_BG, (b"f", b"", b"x" * 100))
+    assert frame_plain(b"ab" + packet, 2, REQ, 2**20) == (PacketType.SUBMIT_JOB_BG,
+                                                          2 + len(packet))
+    assert frame_plain(packet[:-1], 0, REQ, 0) == (PacketType.SUBMIT_JOB_BG, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"")) | st.binary(max_size=40),
+       st.integers(0, 40), st.integers(0, 40))
+def test_nul_at_is_bytes_find(buf: bytes, a: int, b: int) -> None:
+    start, end = sorted((min(a, len(buf)), min(b, len(buf))))
+    assert _nul_at(buf, start, end) == buf.find(0, start, end)
