@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import gearman_proto
 from gearman_proto import strategies as gst
 from gearman_proto.broker import JobServer
+from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.events import (
     CanDo,
     Event,
@@ -34,7 +35,6 @@ from gearman_proto.events import (
     SubmitReduceJob,
     WorkComplete,
 )
-from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.hub import Flush, ServerHub, _nul_at
 from gearman_proto.packets import REQ, RES, PacketType, Role, encode_packet, frame, frame_plain
 
