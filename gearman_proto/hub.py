@@ -25,12 +25,21 @@ The loop an adapter runs::
     hub.closed(cid)                     # the transport is gone
     hub.stop(graceful)                  # a signal; then stop accepting once
                                         # hub.stopping, end once hub.stopped
+
+An adapter whose loop takes plain callables may instead let the hub run the
+usual turn itself, so that the per-read and per-turn work stays in the
+(compiled) core: :meth:`ServerHub.drive` gives it the clock and a way to
+schedule one call at the end of the turn, :meth:`ServerHub.open` each
+connection's ``write``; then :meth:`ServerHub.read` is the whole of a read,
+:meth:`ServerHub.batch_started` starts a batch for anything else, and the
+scheduled call is :meth:`ServerHub.flush_written`, which writes the usual
+output itself and hands back a :class:`Flush` only when there is more to do.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -313,6 +322,12 @@ class ServerHub:
         compare them and for profiling."""
         self._conns: dict[int, ServerConnection] = {}
         self._peers: dict[int, str] = {}
+        # Driven by the hub itself (drive()): the clock, the end-of-turn call, whether
+        # one is scheduled, and each connection's write.
+        self._clock: Callable[[], float] | None = None
+        self._schedule: Callable[[], object] | None = None
+        self._batch_open = False
+        self._writers: dict[int, Callable[[bytes], object]] = {}
         self._out: dict[int, list[bytes]] = {}
         self._close: list[int] = []
         self._shut: list[int] = []
@@ -391,11 +406,15 @@ class ServerHub:
             self._note(WARNING, "accept failed, pausing accepts: %s", reason)
         return ACCEPT_RETRY
 
-    def open(self, address: bytes = b"-", peer: str | None = None) -> int:
+    def open(self, address: bytes = b"-", peer: str | None = None,
+             writer: Callable[[bytes], object] | None = None) -> int:
         """Register a new connection from ``address`` (its IP, as ``workers`` shows it)
-        and return its id; ``peer`` (``ip:port``) names it in the log."""
+        and return its id; ``peer`` (``ip:port``) names it in the log.  ``writer``
+        (the transport's ``write``) lets :meth:`flush_written` write to it."""
         cid = self._next_id
         self._next_id += 1
+        if writer is not None:
+            self._writers[cid] = writer
         self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
                                             max_line_length=self.max_line_length)
         self.broker.connect(cid, address)
@@ -655,6 +674,7 @@ class ServerHub:
     def closed(self, cid: int) -> None:
         """The transport of ``cid`` is gone (reset, timeout, or closed by us)."""
         self._lingering.pop(cid, None)
+        self._writers.pop(cid, None)
         if cid in self._conns:
             self._note(INFO, "connection %d from %s lost", cid, self._peers.get(cid, "-"))
             self._drop(cid)
@@ -885,6 +905,66 @@ class ServerHub:
         if self._backlog:
             out.more = any(not self._waits(cid) for cid in self._backlog)
         return out
+
+    # -- the turn, run by the hub (drive) ------------------------------------------------
+
+    def drive(self, clock: Callable[[], float], schedule: Callable[[], object]) -> None:
+        """Run the adapter's turn here: ``clock()`` is the time (read once per batch)
+        and ``schedule()`` asks the loop to call :meth:`flush_written` once, at the
+        end of the current turn (``functools.partial(loop.call_soon, ...)``).
+
+        The calls are plain callables, made from here: compiled, a read costs
+        no interpreted code but the adapter's one-line callback.
+        """
+        self._clock = clock
+        self._schedule = schedule
+
+    def batch_started(self) -> None:
+        """Something happened (a read, a close, a timer, a store write done): unless
+        a batch is under way, give the hub the time and schedule the flush."""
+        if self._batch_open:
+            return
+        clock = self._clock
+        if clock is None:
+            raise RuntimeError("batch_started() needs drive() first")
+        self._batch_open = True
+        self.advance(clock())
+        schedule = self._schedule
+        if schedule is not None:
+            schedule()
+
+    def read(self, cid: int, data: bytes) -> None:
+        """The whole of a read of a driven hub: :meth:`batch_started`, then :meth:`receive`."""
+        if not self._batch_open:
+            self.batch_started()
+        self.receive(cid, data)
+
+    def flush_written(self) -> Flush | None:
+        """The end of a driven hub's turn: :meth:`flush`, and write its output with the
+        writers :meth:`open` was given.
+
+        When the flush holds nothing but bytes for connections with a writer --
+        no pause or resume, close or half-close, log line, timer, leftover
+        work or stop, the usual turn -- they are written here and ``None`` is
+        returned.  Otherwise nothing is written and the :class:`Flush` is
+        returned, to be carried out whole as :meth:`flush` describes: so the
+        order of pauses, writes and closes is the adapter's, as always.  (A
+        write that fills a transport calls back into :meth:`output_blocked`:
+        at this point that is as safe as after :meth:`flush` returned.)
+        """
+        self._batch_open = False
+        out = self.flush()
+        if (out.close or out.shut or out.pause or out.resume or out.notes or out.rearm
+                or out.more or self._stop is not None):
+            return out
+        writers = self._writers
+        writes = out.writes
+        for cid in writes:
+            if cid not in writers:
+                return out
+        for cid, data in writes.items():
+            writers[cid](data)
+        return None
 
     def _write_aside(self, writer: StoreWriter) -> list[Output]:
         """Collect the writer's finished batch, and hand it the next one."""

@@ -7,7 +7,10 @@ leaves everything else to the general path (decode to an event,
 forced to the general path (``fast_path = False``), are fed the same byte
 streams from several connections, cut into the same arbitrary reads, and must
 hand out the same :class:`Flush` after every read (bytes per connection,
-closes, half-closes, pauses, log lines), and end in the same broker state.
+closes, half-closes, pauses, log lines), and end in the same broker state;
+and so must a hub that runs the turn itself (``ServerHub.drive``: reads
+through ``read``, output written by ``flush_written`` through each
+connection's writer), as the asyncio server drives it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from gearman_proto.events import (
     SubmitReduceJob,
     WorkComplete,
 )
-from gearman_proto.hub import Flush, ServerHub, _nul_at
+from gearman_proto.hub import WARNING, Flush, ServerHub, _nul_at
 from gearman_proto.packets import REQ, RES, PacketType, Role, encode_packet, frame, frame_plain
 
 CONNECTIONS = 4
@@ -125,12 +128,38 @@ def _seen(out: Flush) -> Flush:
     return out
 
 
-def _run(steps: list[tuple[str, int, Any]], fast: bool) -> tuple[list[Any], Any]:
+def _run(steps: list[tuple[str, int, Any]], fast: bool,
+         driven: bool = False) -> tuple[list[Any], Any]:
+    """Feed ``steps`` to a hub; every Flush it hands out, and its end state.
+
+    ``driven``: the hub runs the turn itself (ServerHub.drive, read,
+    flush_written) and writes through the connections' writers; what they were
+    given in a flush that came back as ``None`` is taken as that flush's writes.
+    """
     hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"))
     hub.fast_path = fast
     hub.advance(1000.0)
+    written: dict[int, list[bytes]] = {}
+    if driven:
+        hub.drive(lambda: 1000.0, lambda: None)
+
+    def flush() -> Flush:
+        if not driven:
+            return hub.flush()
+        out = hub.flush_written()
+        if out is None:
+            out = Flush({cid: b"".join(chunks) for cid, chunks in written.items()})
+            assert all(len(chunks) == 1 for chunks in written.values())
+        else:
+            assert not written
+        written.clear()
+        return out
+
+    def writer(cid: int) -> Any:
+        return lambda data: written.setdefault(cid, []).append(data)
+
     for cid in range(1, CONNECTIONS + 1):
-        hub.open(b"127.0.0.1")
+        assert hub.open(b"127.0.0.1", writer=writer(cid) if driven else None) == cid
         # Every connection may work (and submit): so a submitter may be a
         # sleeping worker its own submission wakes.
         hub.receive(cid, _req(CanDo(b"f")) + (_req(CanDo(b"g")) if cid > 2 else b""))
@@ -145,15 +174,18 @@ def _run(steps: list[tuple[str, int, Any]], fast: bool) -> tuple[list[Any], Any]
             hub.receive(cid, b"")
         else:
             for data in _reads(hub, cid, *arg):
-                hub.receive(cid, data)
-                out = hub.flush()
+                if driven:
+                    hub.read(cid, data)
+                else:
+                    hub.receive(cid, data)
+                out = flush()
                 seen.append(_seen(out))
                 gone.update(out.close)
                 if cid in out.close or cid in out.shut:
                     break
             else:
                 continue
-        out = hub.flush()
+        out = flush()
         seen.append(_seen(out))
         for closed in out.close:
             gone.add(closed)
@@ -168,6 +200,10 @@ def test_fast_and_general_paths_answer_alike(steps: list[tuple[str, int, Any]]) 
     slow_out, slow_state = _run(steps, False)
     assert fast_out == slow_out
     assert fast_state == slow_state
+    # The turn run by the hub itself (the asyncio server's) is the same machine too.
+    driven_out, driven_state = _run(steps, True, driven=True)
+    assert driven_out == fast_out
+    assert driven_state == fast_state
 
 
 @pytest.mark.skipif(gearman_proto.COMPILED, reason="a compiled JobServer's methods cannot be "
@@ -243,3 +279,23 @@ def test_the_fast_header_read_takes_the_hot_packets() -> None:
 def test_nul_at_is_bytes_find(buf: bytes, a: int, b: int) -> None:
     start, end = sorted((min(a, len(buf)), min(b, len(buf))))
     assert _nul_at(buf, start, end) == buf.find(0, start, end)
+
+
+def test_a_driven_hub_writes_the_usual_turn_itself() -> None:
+    """Not vacuous: the usual turn comes back as None, its bytes written; a close does not."""
+    hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"), log_level=WARNING)  # no accept lines
+    flushes: list[int] = []
+    hub.drive(lambda: 1000.0, lambda: flushes.append(1))
+    written: list[bytes] = []
+    client = hub.open(writer=written.append)
+    hub.read(client, _req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))
+    hub.read(client, b"")  # the same batch: one flush scheduled
+    assert flushes == [1]
+    out = hub.flush_written()
+    assert out is not None and out.close == [client] and written == []
+    assert out.writes == {client: encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:1",))}
+    other = hub.open(writer=written.append)
+    hub.read(other, _req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))
+    assert flushes == [1, 1]
+    assert hub.flush_written() is None
+    assert written == [encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:2",))]
