@@ -24,6 +24,7 @@ COMPILED_MODULES = [
     "gearman_proto/client.py",
     "gearman_proto/worker.py",
     "gearman_proto/server.py",
+    "gearman_proto/lifecycle.py",
     "gearman_proto/broker.py",
     "gearman_proto/hub.py",
     "gearman_proto/session.py",

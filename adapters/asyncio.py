@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import signal
 import socket
 import time
 from collections.abc import Callable
 from typing import Any, cast
+
+from gearman_proto.hub import Flush
 
 from . import _impl
 from ._asyncio_backend import BACKEND
@@ -111,12 +114,13 @@ def _peer_name(transport: asyncio.BaseTransport) -> tuple[bytes, str]:
 class _Peer(asyncio.Protocol):
     """One accepted connection: bytes go to the hub, and what the hub decides is done."""
 
-    __slots__ = ("cid", "server", "transport")
+    __slots__ = ("cid", "read", "server", "transport")
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.cid = 0
         self.transport: asyncio.Transport | None = None
+        self.read = server.hub.read  # the whole of a read (the hub is driven: Server.start)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not isinstance(transport, asyncio.Transport): uvloop's transports
@@ -133,15 +137,14 @@ class _Peer(asyncio.Protocol):
         if sock is not None and server.keepalive:
             apply_keepalive(sock, server.keepalive)
         address, name = _peer_name(transport)
-        self.cid = hub.open(address, name)
+        self.cid = hub.open(address, name, transport.write)
         server.peers[self.cid] = self
         # Past this many unsent bytes pause_writing() tells the hub, which
         # stops reading from this peer (and from the workers feeding it).
         transport.set_write_buffer_limits(high=server.output_limit)
 
     def data_received(self, data: bytes) -> None:
-        self.server.batch_started()
-        self.server.hub.receive(self.cid, data)
+        self.read(self.cid, data)
 
     def eof_received(self) -> bool | None:
         server = self.server
@@ -198,13 +201,16 @@ class Server(ServerBase):
         self._adopting: set[asyncio.Task[None]] = set()
         self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._flush_pending = False
+        # The hub runs the turn (ServerHub.drive): the clock read once per batch,
+        # the flush called at the end of it (once the loop runs, see start()).
+        self.hub.drive(time.time, self._no_loop)
         self._timer: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
 
     async def start(self) -> None:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
         self._loop = loop = asyncio.get_running_loop()
+        self.hub.drive(time.time, functools.partial(loop.call_soon, self._flush))
         self.hub.log_level = _server_log.getEffectiveLevel()
         if self.broker.durable and self.hub.writer is None:
             # Durable writes on the store's thread (storethread.py): it wakes the loop.
@@ -270,17 +276,21 @@ class Server(ServerBase):
 
     def batch_started(self) -> None:
         """Something happened: the hub gets the time now and a flush at the end of the turn."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            # The clock is read once per batch: epoch jobs and timeouts need it.
-            self.hub.advance(time.time())
-            if self._loop is not None:
-                self._loop.call_soon(self._flush)
+        self.hub.batch_started()
+
+    @staticmethod
+    def _no_loop() -> None:
+        """Before start(): no loop to flush from (start() flushes)."""
 
     def _flush(self) -> None:
-        self._flush_pending = False
+        # The usual turn's output is written by the hub itself; anything more
+        # (pauses, closes, log lines, timers, a stop) comes back to do here.
+        out = self.hub.flush_written()
+        if out is not None:
+            self._carry_out(out)
+
+    def _carry_out(self, out: Flush) -> None:
         hub = self.hub
-        out = hub.flush()
         peers = self.peers
         # Pause and resume first: a write below may pause again (pause_writing).
         for cid in out.pause:

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gearman_proto import broker as _broker
+from gearman_proto import lifecycle
 from gearman_proto.broker import JobServer
 from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.events import AdminCommand, ConnectionClosed, Event
@@ -219,7 +219,7 @@ def hub(ops: Sequence[Op], *, durable: bool = False, job_retries: int | None = N
 
 def check_invariants(js: JobServer, store: MemoryStore | None = None) -> None:
     """The JobServer's bookkeeping agrees with itself (reads its private state)."""
-    QUEUED, SCHEDULED, RUNNING = _broker._QUEUED, _broker._SCHEDULED, _broker._RUNNING
+    QUEUED, SCHEDULED, RUNNING = lifecycle.QUEUED, lifecycle.SCHEDULED, lifecycle.RUNNING
     jobs = js._jobs
     conns = js._conns
     functions = js._functions
@@ -281,7 +281,7 @@ def _check_left_alone(js: JobServer, store: MemoryStore) -> None:
     """Everyone left: only background jobs remain, none running, no worker anywhere."""
     assert js.connection_ids == []
     for job in js._jobs.values():
-        assert job.background and job.state != _broker._RUNNING
+        assert job.background and job.state != lifecycle.RUNNING
     for function in js._functions.values():
         assert not function.workers and not function.sleepers and function.running == 0
     assert len(store) == js.job_count

@@ -92,7 +92,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import ipaddress
-import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,9 +161,9 @@ __all__ = ["Output", "JobInfo", "JobServer", "CommitTicket", "UNIQUE_MAX", "CLIE
 Output = tuple[int, Event]
 """``(connection id, event to send to it)``."""
 
-UNIQUE_MAX = 64
+UNIQUE_MAX: Final = 64
 """Longest unique id (and reducer name) accepted; gearmand 1.1.20 refuses 65 bytes."""
-CLIENT_ID_MAX = 127
+CLIENT_ID_MAX: Final = 127
 """SET_CLIENT_ID is cut to this many bytes, as gearmand 1.1.20 does (checked by hand)."""
 
 ShutdownMode = Literal["immediate", "graceful"]
@@ -173,25 +172,30 @@ AdminChanges = Literal["any", "loopback", "none"]
 JobState = Literal["queued", "scheduled", "running"]
 
 # Job states.  A job is in exactly one place: a function's ready deque
-# (_QUEUED), the epoch heap (_SCHEDULED), a worker (_RUNNING), or gone (_DONE);
-# or it waits for its durable row to be written (_PENDING), in no queue at all.
+# (QUEUED), the epoch heap (SCHEDULED), a worker (RUNNING), or gone (DONE);
+# or it waits for its durable row to be written (PENDING), in no queue at all.
 # Deques and heaps are cleaned lazily: an entry whose job changed state is
 # skipped when reached, so cancelling or abandoning a job is O(1).
 # The moves between them are the table of gearman_proto.lifecycle: each one
 # goes through move(), which refuses a move the table does not have.
-_NEW, _QUEUED, _SCHEDULED, _RUNNING, _DONE, _PENDING = NEW, QUEUED, SCHEDULED, RUNNING, DONE, \
-    PENDING
+# The states are lifecycle's Final ints, used by name: compiled code reads them as
+# constants (an alias made here would be a module global, looked up by name).
 _STATE_NAMES: dict[int, JobState] = {
-    _QUEUED: "queued", _SCHEDULED: "scheduled", _RUNNING: "running", _PENDING: "queued"}
+    QUEUED: "queued", SCHEDULED: "scheduled", RUNNING: "running", PENDING: "queued"}
 # Index kinds: how a job can be found by a later submission.
-_NOT_INDEXED, _BY_UNIQUE, _BY_DATA = 0, 1, 2
+# Constants read per job are Final: compiled, they are constants, not globals.
+_NOT_INDEXED: Final = 0
+_BY_UNIQUE: Final = 1
+_BY_DATA: Final = 2
 # Rebuild a deque once this many (and more than half) of its entries are dead.
-_COMPACT_MIN = 64
+_COMPACT_MIN: Final = 64
 
-_NOOP = Noop()
-_NO_JOB = NoJob()
+_NOOP: Final = Noop()
+_NO_JOB: Final = NoJob()
 # The three grabs, by the form of the assignment they ask for (see _assignment).
-ASSIGN_PLAIN, ASSIGN_UNIQ, ASSIGN_ALL = 1, 2, 3
+ASSIGN_PLAIN: Final = 1
+ASSIGN_UNIQ: Final = 2
+ASSIGN_ALL: Final = 3
 _HIGH, _NORMAL, _LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
 # As plain ints (HIGH, NORMAL, LOW): list indexes, which compiled code reads
 # natively (an IntEnum member is indexed with through the generic protocol).
@@ -280,7 +284,7 @@ class _Job:
         # A tuple: most jobs have none, and a shared () costs nothing.
         self.clients: tuple[int, ...] = ()
         self.worker = -1  # connection running it, or -1
-        self.state = _NEW
+        self.state = NEW
         self.seq = 0  # position in the global arrival order of queued jobs
         self.retries = 0
         self.numerator = 0
@@ -398,7 +402,9 @@ class JobServer:
         self._now = now
         self._prefix = handle_prefix + b":"
         self._next_handle = 1
-        self._seq = itertools.count(1)
+        # The global arrival order (queued jobs' seq, heap tie-breaks): a plain int,
+        # which compiled code counts natively.
+        self._seq = 0
         self._conns: dict[int, _Conn] = {}
         self._functions: dict[bytes, _Function] = {}
         self._jobs: dict[bytes, _Job] = {}  # every live job, by handle, in creation order
@@ -563,12 +569,12 @@ class JobServer:
         out: list[Output] = []
         while epochs and epochs[0][0] <= now:
             job = heapq.heappop(epochs)[2]
-            if job.state == _SCHEDULED:
+            if job.state == SCHEDULED:
                 job.function.scheduled.discard(job)
                 self._enqueue(job, out)
         while timers and timers[0][0] <= now:
             _deadline, _tie, job, assign_no = heapq.heappop(timers)
-            if job.state == _RUNNING and job.assign_no == assign_no:
+            if job.state == RUNNING and job.assign_no == assign_no:
                 job.function.counts[5] += 1
                 self._lose(job, out)
         return self._hold(out) if self._holding else out
@@ -576,9 +582,9 @@ class JobServer:
     def next_deadline(self) -> float | None:
         """When :meth:`advance` must next be called, or ``None`` if nothing is timed."""
         epochs, timers = self._epochs, self._timers
-        while epochs and epochs[0][2].state != _SCHEDULED:
+        while epochs and epochs[0][2].state != SCHEDULED:
             heapq.heappop(epochs)
-        while timers and (timers[0][2].state != _RUNNING
+        while timers and (timers[0][2].state != RUNNING
                           or timers[0][2].assign_no != timers[0][3]):
             heapq.heappop(timers)
         # Asked after every batch of reads, and usually both heaps are empty:
@@ -654,7 +660,7 @@ class JobServer:
         if error is None:
             for job, promoted in ticket.jobs:
                 unwritten.pop(job, None)
-                if promoted or job.state != _PENDING:
+                if promoted or job.state != PENDING:
                     continue  # cancelled meanwhile
                 if job.epoch is not None and job.epoch > self._now:
                     self._schedule(job)
@@ -669,12 +675,12 @@ class JobServer:
                 acked = unwritten.pop(job, ())
                 if promoted:
                     refused.update((cid, job.handle) for cid in acked)
-                    if job.store_key is not None and job.state != _DONE:
+                    if job.store_key is not None and job.state != DONE:
                         job.store_key = None
                         job.background = False
-                        if not job.clients and job.state == _QUEUED:
+                        if not job.clients and job.state == QUEUED:
                             self._finish(job)
-                elif job.state == _PENDING:
+                elif job.state == PENDING:
                     job.store_key = None  # never written: nothing to remove
                     gone.add(job.handle)
                     self._finish(job)
@@ -775,7 +781,7 @@ class JobServer:
         return JobInfo(
             handle=job.handle, function=job.function.name, unique=job.unique, data=job.data,
             priority=job.priority, background=job.background, state=_STATE_NAMES[job.state],
-            worker=job.worker if job.state == _RUNNING else None,
+            worker=job.worker if job.state == RUNNING else None,
             clients=job.clients, retries=job.retries, numerator=job.numerator,
             denominator=job.denominator, epoch=job.epoch, reducer=job.reducer,
             stored=job.store_key is not None)
@@ -868,7 +874,8 @@ class JobServer:
         function = self._functions.get(name)
         if function is None:
             function = self._functions[name] = _Function(name)
-        limit = function.max_queue[priority]
+        level: int = priority
+        limit = function.max_queue[level]
         if limit and function.total() >= limit:
             out.append((cid, Error(b"QUEUE_ERROR", b"Job queue is full", request=request)))
             return None
@@ -972,14 +979,16 @@ class JobServer:
         """Park an epoch job until it comes due (§4.13)."""
         job.state = move(job.state, SCHEDULE)
         job.function.scheduled.add(job)
-        heapq.heappush(self._epochs, (float(job.epoch or 0), next(self._seq), job))
+        self._seq += 1
+        heapq.heappush(self._epochs, (float(job.epoch or 0), self._seq, job))
 
     def _enqueue(self, job: _Job, out: list[Output]) -> None:
         """Put a job at the end of its priority queue and wake sleeping workers (§4.5)."""
         function = job.function
-        priority = job.priority
+        priority: int = job.priority  # a plain int indexes natively, compiled
         job.state = move(job.state, QUEUE)
-        job.seq = next(self._seq)
+        self._seq += 1
+        job.seq = self._seq
         function.queues[priority].append(job)
         if not function.ready[priority]:
             self._ready[priority][function] = None
@@ -1122,7 +1131,7 @@ class JobServer:
                     entry = abilities.get(function.name)
                     if entry is not None and entry[0] is function:
                         job = function.queues[priority][0]
-                        if job.state != _QUEUED:
+                        if job.state != QUEUED:
                             job = self._drop_dead_heads(function, priority)
                         if best is None or job.seq < best.seq:
                             best = job
@@ -1130,7 +1139,7 @@ class JobServer:
                 for function, _timeout in abilities.values():
                     if function.ready[priority]:
                         job = function.queues[priority][0]
-                        if job.state != _QUEUED:
+                        if job.state != QUEUED:
                             job = self._drop_dead_heads(function, priority)
                         if best is None or job.seq < best.seq:
                             best = job
@@ -1155,14 +1164,15 @@ class JobServer:
         timeout = abilities[function.name][1]
         if timeout:
             # CAN_DO_TIMEOUT is in milliseconds since gearmand 1.1.19 (§4.7).
-            heapq.heappush(self._timers, (self._now + timeout / 1000.0, next(self._seq), job,
+            self._seq += 1
+            heapq.heappush(self._timers, (self._now + timeout / 1000.0, self._seq, job,
                                           job.assign_no))
         return job
 
     def _drop_dead_heads(self, function: _Function, priority: int) -> _Job:
         """Pop entries of jobs that left the queue; return the live head (one must exist)."""
         queue = function.queues[priority]
-        while queue[0].state != _QUEUED:
+        while queue[0].state != QUEUED:
             queue.popleft()
             function.dead[priority] -= 1
         return queue[0]
@@ -1232,13 +1242,13 @@ class JobServer:
         job.state = move(state, FINISH)
         function = job.function
         handle = job.handle
-        if state == _RUNNING:
+        if state == RUNNING:
             function.running -= 1
             del self._conns[job.worker].jobs[handle]
-        elif state == _QUEUED:
+        elif state == QUEUED:
             # Its deque entry stays behind, dead, until reached or compacted;
             # compacting only when most entries are dead keeps this O(1) amortised.
-            priority = job.priority
+            priority: int = job.priority
             function.ready[priority] -= 1
             if not function.ready[priority]:
                 del self._ready[priority][function]
@@ -1246,9 +1256,9 @@ class JobServer:
             if (function.dead[priority] >= _COMPACT_MIN
                     and function.dead[priority] > function.ready[priority]):
                 function.queues[priority] = deque(
-                    j for j in function.queues[priority] if j.state == _QUEUED)
+                    j for j in function.queues[priority] if j.state == QUEUED)
                 function.dead[priority] = 0
-        elif state == _SCHEDULED:
+        elif state == SCHEDULED:
             function.scheduled.discard(job)
         del self._jobs[handle]
         if job.indexed == _BY_UNIQUE:
@@ -1301,7 +1311,7 @@ class JobServer:
         conn.attached.clear()
         for job in attached:
             job.clients = tuple(c for c in job.clients if c != cid)
-            if not job.clients and not job.background and job.state == _QUEUED:
+            if not job.clients and not job.background and job.state == QUEUED:
                 self._finish(job)
             # A running one finishes into the void; a background one is unaffected.
 
@@ -1312,7 +1322,7 @@ class JobServer:
         if job is None:
             out.append((conn.id, StatusRes(event.handle, False, False)))
         else:
-            out.append((conn.id, StatusRes(event.handle, True, job.state == _RUNNING,
+            out.append((conn.id, StatusRes(event.handle, True, job.state == RUNNING,
                                            job.numerator, job.denominator)))
 
     def _on_get_status_unique(self, conn: _Conn, event: GetStatusUnique,
@@ -1324,7 +1334,7 @@ class JobServer:
             out.append((conn.id, StatusResUnique(event.unique, False, False)))
             return
         job = next(iter(by_function.values()))
-        out.append((conn.id, StatusResUnique(event.unique, True, job.state == _RUNNING,
+        out.append((conn.id, StatusResUnique(event.unique, True, job.state == RUNNING,
                                              job.numerator, job.denominator,
                                              len(job.clients))))
 

@@ -25,12 +25,21 @@ The loop an adapter runs::
     hub.closed(cid)                     # the transport is gone
     hub.stop(graceful)                  # a signal; then stop accepting once
                                         # hub.stopping, end once hub.stopped
+
+An adapter whose loop takes plain callables may instead let the hub run the
+usual turn itself, so that the per-read and per-turn work stays in the
+(compiled) core: :meth:`ServerHub.drive` gives it the clock and a way to
+schedule one call at the end of the turn, :meth:`ServerHub.open` each
+connection's ``write``; then :meth:`ServerHub.read` is the whole of a read,
+:meth:`ServerHub.batch_started` starts a batch for anything else, and the
+scheduled call is :meth:`ServerHub.flush_written`, which writes the usual
+output itself and hands back a :class:`Flush` only when there is more to do.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -65,7 +74,7 @@ from .events import (
     WorkWarning,
 )
 from .packets import (
-    _NARGS,
+    COMPILED,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PACKET_SIZE,
     HEADER_SIZE,
@@ -74,7 +83,7 @@ from .packets import (
     PacketType,
     Role,
     encode_packet,
-    frame,
+    frame_plain,
 )
 from .server import _RECEIVE, ServerConnection
 from .stats import ServerStats
@@ -89,9 +98,9 @@ DEFAULT_MAX_CLIENT_JOBS = 10_000
 """Foreground jobs one connection may wait for before the server stops reading from it."""
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 """Seconds a graceful stop waits for running jobs before stopping anyway."""
-TURN_EVENTS = 4096
+TURN_EVENTS: Final = 4096
 """Messages of one connection handled in one turn; the rest wait for the next."""
-TURN_BYTES = 256 * 1024
+TURN_BYTES: Final = 256 * 1024
 """Output one connection's messages may produce in one turn before the rest wait."""
 LINGER_BYTES = 64 * 1024 * 1024
 """After a protocol error: bytes still read (and dropped) so the peer gets the ERROR."""
@@ -102,7 +111,9 @@ ACCEPT_RETRY = 0.1
 
 # The stdlib logging levels, by value (the core does not import logging: it
 # brings threading).  Notes below ServerHub.log_level are not made at all.
-DEBUG, INFO, WARNING = 10, 20, 30
+DEBUG: Final = 10
+INFO: Final = 20
+WARNING: Final = 30
 
 Note = tuple[int, str, tuple[object, ...]]
 """``(level, message, args)``: a line for ``logging.Logger.log(level, message, *args)``."""
@@ -111,14 +122,17 @@ Note = tuple[int, str, tuple[object, ...]]
 _GRABS = (GrabJob, GrabJobUniq, GrabJobAll)
 _SUBMISSIONS = (SubmitJob, SubmitJobEpoch, SubmitReduceJob)
 # What a worker streams to its job's clients before the result: unbounded in number.
-_STREAMS = (WorkData, WorkWarning, WorkStatus)
-_NO_JOB = NoJob()
+_STREAMS: Final = (WorkData, WorkWarning, WorkStatus)
+_NO_JOB: Final = NoJob()
 # The fast path (ServerHub._fast): what each packet type is to it, 0 for the
 # packets it leaves to the general path.  A grab's kind is the form of the
 # assignment it asks for.
-_FAST_SUBMIT, _FAST_WORK_COMPLETE, _FAST_PRE_SLEEP = 4, 5, 6
-_FAST_GRAB = ASSIGN_PLAIN
-_FAST_GRAB_ALL = ASSIGN_ALL
+# Final, as every constant read per packet: compiled code reads them as constants.
+_FAST_SUBMIT: Final = 4
+_FAST_WORK_COMPLETE: Final = 5
+_FAST_PRE_SLEEP: Final = 6
+_FAST_GRAB: Final = ASSIGN_PLAIN
+_FAST_GRAB_ALL: Final = ASSIGN_ALL
 _FAST_SUBMITS: Final[dict[int, tuple[Priority, bool]]] = {
     int(t): flags for t, flags in _SUBMIT_FLAGS.items()}
 _FAST_TYPES: dict[int, int] = {
@@ -132,7 +146,8 @@ _FAST_TYPES: dict[int, int] = {
 # Only what a server receives, and nothing the connection has a rule for: the
 # fast path skips the connection's event, and so its rules.
 assert all(t in RECEIVABLE[Role.SERVER] and _CLASS_OF[t] not in _RECEIVE for t in _FAST_TYPES)
-_FAST_KIND: Final[tuple[int, ...]] = tuple(_FAST_TYPES.get(t, 0) for t in range(len(_NARGS)))
+# By type byte (packets.frame_plain reads types below 256).
+_FAST_KIND: Final[tuple[int, ...]] = tuple(_FAST_TYPES.get(t, 0) for t in range(256))
 # What ServerHub._fast says: handled, left for the general path, nothing to read.
 _FAST_DONE: Final = 1
 _FAST_NO: Final = 0
@@ -218,6 +233,23 @@ class StoreWriter(Protocol):
         ...
 
 
+def _nul_at(buf: bytes, start: int, end: int) -> int:
+    """Where the first NUL of ``buf[start:end]`` is, or -1: ``buf.find(0, start, end)``
+    for the compiled build.
+
+    Compiled, ``bytes.find`` and ``bytes.split`` are generic method calls (about
+    1,000 instructions each); a loop over the few bytes of a function name,
+    unique or handle is a fraction of that.  Interpreted, the loop would be the
+    slower, so the fast path calls ``find`` and ``split`` there.
+    """
+    i = start
+    while i < end:
+        if buf[i] == 0:
+            return i
+        i += 1
+    return -1
+
+
 class _Unset:
     pass
 
@@ -290,6 +322,12 @@ class ServerHub:
         compare them and for profiling."""
         self._conns: dict[int, ServerConnection] = {}
         self._peers: dict[int, str] = {}
+        # Driven by the hub itself (drive()): the clock, the end-of-turn call, whether
+        # one is scheduled, and each connection's write.
+        self._clock: Callable[[], float] | None = None
+        self._schedule: Callable[[], object] | None = None
+        self._batch_open = False
+        self._writers: dict[int, Callable[[bytes], object]] = {}
         self._out: dict[int, list[bytes]] = {}
         self._close: list[int] = []
         self._shut: list[int] = []
@@ -368,11 +406,15 @@ class ServerHub:
             self._note(WARNING, "accept failed, pausing accepts: %s", reason)
         return ACCEPT_RETRY
 
-    def open(self, address: bytes = b"-", peer: str | None = None) -> int:
+    def open(self, address: bytes = b"-", peer: str | None = None,
+             writer: Callable[[bytes], object] | None = None) -> int:
         """Register a new connection from ``address`` (its IP, as ``workers`` shows it)
-        and return its id; ``peer`` (``ip:port``) names it in the log."""
+        and return its id; ``peer`` (``ip:port``) names it in the log.  ``writer``
+        (the transport's ``write``) lets :meth:`flush_written` write to it."""
         cid = self._next_id
         self._next_id += 1
+        if writer is not None:
+            self._writers[cid] = writer
         self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
                                             max_line_length=self.max_line_length)
         self.broker.connect(cid, address)
@@ -423,7 +465,6 @@ class ServerHub:
         budget, the checks after routing -- is the same for both.
         """
         broker = self.broker
-        handle = broker.receive if self._stop is None else self._receive_stopping
         # The fast path serves an in-memory server that is not stopping: a
         # store's held output and a drain's refusals go the general way.
         bconn = broker._conns.get(cid) if (
@@ -438,14 +479,16 @@ class ServerHub:
                     if self.internal_errors and cid not in self._conns:
                         return  # _route closed it
                 elif done == _FAST_EMPTY:
-                    self._backlog.pop(cid, None)
+                    if self._backlog:  # (a method call, compiled: skipped when empty)
+                        self._backlog.pop(cid, None)
                     break
                 else:
                     if events is None:
                         events = conn.events()
                     event = next(events, None)
                     if event is None:
-                        self._backlog.pop(cid, None)
+                        if self._backlog:
+                            self._backlog.pop(cid, None)
                         break
                     if type(event) is ConnectionClosed:
                         self._backlog.pop(cid, None)
@@ -454,7 +497,10 @@ class ServerHub:
                         self._close.append(cid)
                         self._drop(cid)
                         return
-                    outputs = handle(cid, event)
+                    if self._stop is None:
+                        outputs = broker.receive(cid, event)
+                    else:
+                        outputs = self._receive_stopping(cid, event)
                     self._route(outputs)
                     if self.internal_errors and cid not in self._conns:
                         return  # _route closed it
@@ -538,34 +584,44 @@ class ServerHub:
             return _FAST_NO
         if len(buf) <= pos:
             return _FAST_NO if conn._peer_closed else _FAST_EMPTY
-        if type(buf) is not bytes or len(buf) - pos < HEADER_SIZE or buf[pos] != 0:
+        if type(buf) is not bytes:
             return _FAST_NO
-        try:
-            ptype, end = frame(buf, pos, decoder.magic, decoder.max_packet_size)
-        except RemoteProtocolError:
-            return _FAST_NO  # the general path raises it again, and answers
+        # Anything but a whole, plain header of a hot packet: the general path
+        # frames it with packets.frame() (and raises, and answers, if it is bad).
+        ptype, end = frame_plain(buf, pos, decoder.magic, decoder.max_packet_size)
+        if ptype < 0 or not end:
+            return _FAST_NO
         kind = _FAST_KIND[ptype]
-        if not kind or not end:
+        if not kind:
             return _FAST_NO
         first = pos + HEADER_SIZE
         broker = self.broker
         if kind == _FAST_SUBMIT:
-            args = buf[first:end].split(b"\0", 2)
-            if len(args) != 3:
-                return _FAST_NO  # too few arguments
+            # Function, unique, data: cut at the first two NULs (see _nul_at).
+            if COMPILED:
+                i = _nul_at(buf, first, end)
+                j = _nul_at(buf, i + 1, end) if i >= 0 else -1
+                if j < 0:
+                    return _FAST_NO  # too few arguments
+                name, unique, data = buf[first:i], buf[i + 1:j], buf[j + 1:end]
+            else:
+                args = buf[first:end].split(b"\0", 2)
+                if len(args) != 3:
+                    return _FAST_NO  # too few arguments
+                name, unique, data = args
             decoder._pos = end
             priority, background = _FAST_SUBMITS[ptype]
             outputs: list[Output] = []
-            job = broker._submit(bconn, args[0], args[1], args[2], priority, background, None,
-                                 None, None, outputs)
+            job = broker._submit(bconn, name, unique, data, priority, background, None, None,
+                                 None, outputs)
             if job is not None:
-                self._write(cid, packet_of_one(RES, _JOB_CREATED, job.handle))
+                self._write(cid, packet_of_one(_RES, _JOB_CREATED, job.handle))
                 broker._place(job, outputs)
             if outputs:
                 self._route(outputs)
             return _FAST_DONE
         if kind == _FAST_WORK_COMPLETE:
-            i = buf.find(0, first, end)
+            i = _nul_at(buf, first, end) if COMPILED else buf.find(0, first, end)
             if i < 0:
                 return _FAST_NO
             job = bconn.jobs.get(buf[first:i])
@@ -593,7 +649,7 @@ class ServerHub:
             return _FAST_DONE
         packet = None
         if kind != _FAST_GRAB_ALL or not job.reducer:
-            packet = assign_packet(RES, job.handle, job.function.name,
+            packet = assign_packet(_RES, job.handle, job.function.name,
                                    None if kind == _FAST_GRAB else job.unique, job.data)
         if packet is None:  # JOB_ASSIGN_ALL, or what cannot be framed: the general way
             self._route([(cid, broker._assignment(job, kind))])
@@ -618,6 +674,7 @@ class ServerHub:
     def closed(self, cid: int) -> None:
         """The transport of ``cid`` is gone (reset, timeout, or closed by us)."""
         self._lingering.pop(cid, None)
+        self._writers.pop(cid, None)
         if cid in self._conns:
             self._note(INFO, "connection %d from %s lost", cid, self._peers.get(cid, "-"))
             self._drop(cid)
@@ -848,6 +905,66 @@ class ServerHub:
         if self._backlog:
             out.more = any(not self._waits(cid) for cid in self._backlog)
         return out
+
+    # -- the turn, run by the hub (drive) ------------------------------------------------
+
+    def drive(self, clock: Callable[[], float], schedule: Callable[[], object]) -> None:
+        """Run the adapter's turn here: ``clock()`` is the time (read once per batch)
+        and ``schedule()`` asks the loop to call :meth:`flush_written` once, at the
+        end of the current turn (``functools.partial(loop.call_soon, ...)``).
+
+        The calls are plain callables, made from here: compiled, a read costs
+        no interpreted code but the adapter's one-line callback.
+        """
+        self._clock = clock
+        self._schedule = schedule
+
+    def batch_started(self) -> None:
+        """Something happened (a read, a close, a timer, a store write done): unless
+        a batch is under way, give the hub the time and schedule the flush."""
+        if self._batch_open:
+            return
+        clock = self._clock
+        if clock is None:
+            raise RuntimeError("batch_started() needs drive() first")
+        self._batch_open = True
+        self.advance(clock())
+        schedule = self._schedule
+        if schedule is not None:
+            schedule()
+
+    def read(self, cid: int, data: bytes) -> None:
+        """The whole of a read of a driven hub: :meth:`batch_started`, then :meth:`receive`."""
+        if not self._batch_open:
+            self.batch_started()
+        self.receive(cid, data)
+
+    def flush_written(self) -> Flush | None:
+        """The end of a driven hub's turn: :meth:`flush`, and write its output with the
+        writers :meth:`open` was given.
+
+        When the flush holds nothing but bytes for connections with a writer --
+        no pause or resume, close or half-close, log line, timer, leftover
+        work or stop, the usual turn -- they are written here and ``None`` is
+        returned.  Otherwise nothing is written and the :class:`Flush` is
+        returned, to be carried out whole as :meth:`flush` describes: so the
+        order of pauses, writes and closes is the adapter's, as always.  (A
+        write that fills a transport calls back into :meth:`output_blocked`:
+        at this point that is as safe as after :meth:`flush` returned.)
+        """
+        self._batch_open = False
+        out = self.flush()
+        if (out.close or out.shut or out.pause or out.resume or out.notes or out.rearm
+                or out.more or self._stop is not None):
+            return out
+        writers = self._writers
+        writes = out.writes
+        for cid in writes:
+            if cid not in writers:
+                return out
+        for cid, data in writes.items():
+            writers[cid](data)
+        return None
 
     def _write_aside(self, writer: StoreWriter) -> list[Output]:
         """Collect the writer's finished batch, and hand it the next one."""

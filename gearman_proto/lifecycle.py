@@ -100,15 +100,29 @@ client's disconnect (its queued foreground jobs nobody else waits for end).
 """
 
 
-class InvalidTransition(RuntimeError):
-    """The broker tried a move the table does not allow: a bug in the broker."""
+class InvalidTransition(Exception):
+    """The broker tried a move the table does not allow: a bug in the broker.
+
+    (An Exception, not a RuntimeError: a compiled class may only derive from
+    Exception among the builtin exceptions.)
+    """
+
+
+# TRANSITIONS keyed by one int, (state - NEW) * 16 + kind, for move(), which the
+# broker calls a few times per job: an int key hashes as itself, where a tuple
+# key is built, hashed and compared (and, compiled, allocated) at every call.
+# The moves are 10..14, so with the range check no two pairs share a key; the
+# keys are small ints, which Python never allocates.
+_KEY_MOVES: Final = 16
+_NEXT: Final[dict[int, int]] = {
+    (state - NEW) * _KEY_MOVES + kind: new for (state, kind), new in TRANSITIONS.items()}
 
 
 def move(state: int, kind: int) -> int:
     """The state after ``kind`` from ``state``; InvalidTransition if there is none."""
-    try:
-        return TRANSITIONS[state, kind]
-    except KeyError:
-        raise InvalidTransition(
-            f"a {STATE_NAMES.get(state, state)} job cannot {MOVE_NAMES.get(kind, kind)}"
-        ) from None
+    if QUEUE <= kind <= PERSIST:
+        new = _NEXT.get((state - NEW) * _KEY_MOVES + kind)
+        if new is not None:
+            return new
+    raise InvalidTransition(
+        f"a {STATE_NAMES.get(state, state)} job cannot {MOVE_NAMES.get(kind, kind)}")

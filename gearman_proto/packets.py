@@ -341,6 +341,35 @@ def frame(buf: bytes | bytearray, pos: int, magic: bytes, limit: int) -> tuple[i
     return ptype, (end if end <= len(buf) else 0)
 
 
+def frame_plain(buf: bytes, pos: int, magic: bytes, limit: int) -> tuple[int, int]:
+    """:func:`frame` for a fast path, read byte by byte (no ``struct`` call, which
+    compiled code makes as a generic call): the same ``(type, end)`` for a whole
+    header with ``magic``, a type below 256 and a size within ``limit``; for
+    anything else ``(-1, 0)``, and :func:`frame` says what it is (or raises).
+    The type is not checked against :data:`SPECS`: the caller looks it up.
+    """
+    if len(buf) - pos < 12:  # HEADER_SIZE
+        return -1, 0
+    ptype: int
+    size: int
+    if COMPILED:
+        # Native byte reads; interpreted, the one struct call below is cheaper.
+        if (buf[pos] != magic[0] or buf[pos + 1] != magic[1] or buf[pos + 2] != magic[2]
+                or buf[pos + 3] != magic[3]):
+            return -1, 0
+        ptype = (buf[pos + 4] << 24) | (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
+        size = (buf[pos + 8] << 24) | (buf[pos + 9] << 16) | (buf[pos + 10] << 8) | buf[pos + 11]
+    else:
+        pmagic: bytes
+        pmagic, ptype, size = _unpack_header(buf, pos)
+        if pmagic != magic:
+            return -1, 0
+    if ptype > 255 or (limit and size > limit):
+        return -1, 0
+    end = pos + size + 12
+    return ptype, (end if end <= len(buf) else 0)
+
+
 def split_args(ptype: int, buf: bytes | bytearray, pos: int, end: int,
                leniencies: list[str] | None = None) -> tuple[bytes, ...]:
     """The checked arguments of the whole packet of type ``ptype`` at ``buf[pos:end]``.

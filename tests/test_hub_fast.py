@@ -7,7 +7,10 @@ leaves everything else to the general path (decode to an event,
 forced to the general path (``fast_path = False``), are fed the same byte
 streams from several connections, cut into the same arbitrary reads, and must
 hand out the same :class:`Flush` after every read (bytes per connection,
-closes, half-closes, pauses, log lines), and end in the same broker state.
+closes, half-closes, pauses, log lines), and end in the same broker state;
+and so must a hub that runs the turn itself (``ServerHub.drive``: reads
+through ``read``, output written by ``flush_written`` through each
+connection's writer), as the asyncio server drives it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from hypothesis import strategies as st
 import gearman_proto
 from gearman_proto import strategies as gst
 from gearman_proto.broker import JobServer
+from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.events import (
     CanDo,
     Event,
@@ -34,8 +38,8 @@ from gearman_proto.events import (
     SubmitReduceJob,
     WorkComplete,
 )
-from gearman_proto.hub import Flush, ServerHub
-from gearman_proto.packets import RES, PacketType, Role, encode_packet
+from gearman_proto.hub import WARNING, Flush, ServerHub, _nul_at
+from gearman_proto.packets import REQ, RES, PacketType, Role, encode_packet, frame, frame_plain
 
 CONNECTIONS = 4
 _FUNCTIONS = st.sampled_from([b"f", b"g"])
@@ -124,12 +128,38 @@ def _seen(out: Flush) -> Flush:
     return out
 
 
-def _run(steps: list[tuple[str, int, Any]], fast: bool) -> tuple[list[Any], Any]:
+def _run(steps: list[tuple[str, int, Any]], fast: bool,
+         driven: bool = False) -> tuple[list[Any], Any]:
+    """Feed ``steps`` to a hub; every Flush it hands out, and its end state.
+
+    ``driven``: the hub runs the turn itself (ServerHub.drive, read,
+    flush_written) and writes through the connections' writers; what they were
+    given in a flush that came back as ``None`` is taken as that flush's writes.
+    """
     hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"))
     hub.fast_path = fast
     hub.advance(1000.0)
+    written: dict[int, list[bytes]] = {}
+    if driven:
+        hub.drive(lambda: 1000.0, lambda: None)
+
+    def flush() -> Flush:
+        if not driven:
+            return hub.flush()
+        out = hub.flush_written()
+        if out is None:
+            out = Flush({cid: b"".join(chunks) for cid, chunks in written.items()})
+            assert all(len(chunks) == 1 for chunks in written.values())
+        else:
+            assert not written
+        written.clear()
+        return out
+
+    def writer(cid: int) -> Any:
+        return lambda data: written.setdefault(cid, []).append(data)
+
     for cid in range(1, CONNECTIONS + 1):
-        hub.open(b"127.0.0.1")
+        assert hub.open(b"127.0.0.1", writer=writer(cid) if driven else None) == cid
         # Every connection may work (and submit): so a submitter may be a
         # sleeping worker its own submission wakes.
         hub.receive(cid, _req(CanDo(b"f")) + (_req(CanDo(b"g")) if cid > 2 else b""))
@@ -144,15 +174,18 @@ def _run(steps: list[tuple[str, int, Any]], fast: bool) -> tuple[list[Any], Any]
             hub.receive(cid, b"")
         else:
             for data in _reads(hub, cid, *arg):
-                hub.receive(cid, data)
-                out = hub.flush()
+                if driven:
+                    hub.read(cid, data)
+                else:
+                    hub.receive(cid, data)
+                out = flush()
                 seen.append(_seen(out))
                 gone.update(out.close)
                 if cid in out.close or cid in out.shut:
                     break
             else:
                 continue
-        out = hub.flush()
+        out = flush()
         seen.append(_seen(out))
         for closed in out.close:
             gone.add(closed)
@@ -167,6 +200,10 @@ def test_fast_and_general_paths_answer_alike(steps: list[tuple[str, int, Any]]) 
     slow_out, slow_state = _run(steps, False)
     assert fast_out == slow_out
     assert fast_state == slow_state
+    # The turn run by the hub itself (the asyncio server's) is the same machine too.
+    driven_out, driven_state = _run(steps, True, driven=True)
+    assert driven_out == fast_out
+    assert driven_state == fast_state
 
 
 @pytest.mark.skipif(gearman_proto.COMPILED, reason="a compiled JobServer's methods cannot be "
@@ -195,3 +232,70 @@ def test_the_fast_path_serves_the_hot_packets() -> None:
     # PRE_SLEEP while no job waits: no NOOP.
     assert out[worker] == encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ,
                                         (b"H:fuzz:1", b"f", b"", b"data"))
+
+
+# The fast path's own reads of a packet: its header (packets.frame_plain) and
+# its NULs (hub._nul_at, the compiled build's bytes.find).  Each must agree
+# with the general path's function wherever it answers.
+_headers = st.tuples(
+    st.sampled_from([REQ, RES, b"\0REP", b"xREQ"]) | st.binary(min_size=4, max_size=4),
+    st.sampled_from(list(PacketType)) | st.integers(0, 2**32 - 1),
+    st.integers(0, 40) | st.integers(0, 2**32 - 1),
+    st.binary(max_size=40),
+).map(lambda t: t[0] + t[1].to_bytes(4, "big") + t[2].to_bytes(4, "big") + t[3])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=3), _headers, st.sampled_from([REQ, RES]),
+       st.sampled_from([0, 16, 2**20]))
+def test_the_fast_header_read_agrees_with_frame(lead: bytes, data: bytes, magic: bytes,
+                                                limit: int) -> None:
+    buf = lead + data
+    ptype, end = frame_plain(buf, len(lead), magic, limit)
+    try:
+        expected: tuple[int, int] | None = frame(buf, len(lead), magic, limit)
+    except RemoteProtocolError:
+        expected = None
+    if ptype < 0:
+        assert end == 0
+        # Declined only for what is not a plain, whole-header packet of type < 256.
+        assert expected is None or expected[0] > 255 or len(data) < 12
+    else:
+        assert expected is None or (ptype, end) == expected
+        assert expected is not None or ptype not in set(PacketType)
+
+
+def test_the_fast_header_read_takes_the_hot_packets() -> None:
+    """Not vacuous: a whole hot packet is read the fast way."""
+    packet = encode_packet(REQ, PacketType.SUBMIT_JOB_BG, (b"f", b"", b"x" * 100))
+    assert frame_plain(b"ab" + packet, 2, REQ, 2**20) == (PacketType.SUBMIT_JOB_BG,
+                                                          2 + len(packet))
+    assert frame_plain(packet[:-1], 0, REQ, 0) == (PacketType.SUBMIT_JOB_BG, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"")) | st.binary(max_size=40),
+       st.integers(0, 40), st.integers(0, 40))
+def test_nul_at_is_bytes_find(buf: bytes, a: int, b: int) -> None:
+    start, end = sorted((min(a, len(buf)), min(b, len(buf))))
+    assert _nul_at(buf, start, end) == buf.find(0, start, end)
+
+
+def test_a_driven_hub_writes_the_usual_turn_itself() -> None:
+    """Not vacuous: the usual turn comes back as None, its bytes written; a close does not."""
+    hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"), log_level=WARNING)  # no accept lines
+    flushes: list[int] = []
+    hub.drive(lambda: 1000.0, lambda: flushes.append(1))
+    written: list[bytes] = []
+    client = hub.open(writer=written.append)
+    hub.read(client, _req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))
+    hub.read(client, b"")  # the same batch: one flush scheduled
+    assert flushes == [1]
+    out = hub.flush_written()
+    assert out is not None and out.close == [client] and written == []
+    assert out.writes == {client: encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:1",))}
+    other = hub.open(writer=written.append)
+    hub.read(other, _req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))
+    assert flushes == [1, 1]
+    assert hub.flush_written() is None
+    assert written == [encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:2",))]
