@@ -86,6 +86,12 @@ class Priority(enum.IntEnum):
     LOW = 2
 
 
+# Every event class is acyclic to mypyc: compiled, events carry no GC header and the
+# cyclic collector never walks them (a worker holding many jobs in hand otherwise pays
+# a walk over each, per older-generation collection).  Events are values -- bytes,
+# ints, enums and the request a reply answers, itself an event built before it -- so
+# none can be part of a reference cycle.  Subclasses must be acyclic too (mypyc
+# checks): keep the decorator on each.
 @mypyc_attr(acyclic=True)
 class Event:
     """Base class of every protocol event."""
