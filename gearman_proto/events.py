@@ -90,8 +90,9 @@ class Priority(enum.IntEnum):
 # cyclic collector never walks them (a worker holding many jobs in hand otherwise pays
 # a walk over each, per older-generation collection).  Events are values -- bytes,
 # ints, enums and the request a reply answers, itself an event built before it -- so
-# none can be part of a reference cycle.  Subclasses must be acyclic too (mypyc
-# checks): keep the decorator on each.
+# none can be part of a reference cycle.  A subclass without the decorator would be
+# tracked again, so each carries it (mypyc checks only the other way: an acyclic
+# class's bases must be acyclic).
 @mypyc_attr(acyclic=True)
 class Event:
     """Base class of every protocol event."""
