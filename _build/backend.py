@@ -16,7 +16,9 @@ from setuptools.build_meta import *  # noqa: F403  # every hook not overridden b
 def _requires() -> list[str]:
     # setuptools' own hooks would run setup.py to find its setup_requires (it has
     # none), and setup.py imports mypyc for a compiled build: answer directly.
-    return ["mypy>=1.18"] if os.environ.get("GEARMAN_PROTO_USE_MYPYC") == "1" else []
+    # mypy 2.2 or later: events.py asks mypyc for acyclic classes (mypyc_attr(acyclic=True),
+    # new in 2026), which an older mypyc refuses.
+    return ["mypy>=2.2"] if os.environ.get("GEARMAN_PROTO_USE_MYPYC") == "1" else []
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:

@@ -11,8 +11,9 @@ where each role's rules live.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .codec import DECODERS, HOT_DECODERS, WireEncoder, event_to_packet, wire_encoders
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -35,6 +36,11 @@ from .packets import (
     split_args,
 )
 
+if TYPE_CHECKING:
+    # mypyc's native 64-bit int: unboxed, with no overflow-to-bignum checks.  Only
+    # annotations name it, and the pure-Python build never evaluates those.
+    from mypy_extensions import i64
+
 __all__ = ["NEED_DATA", "NeedData", "ConnectionState", "Connection"]
 
 Receiver = Callable[[Any, Event], "Event | None"]
@@ -51,6 +57,10 @@ _HOT: Final[dict[Role, tuple[Callable[[bytes], Event] | None, ...]]] = {
 }
 _COMPILED: Final = not __file__.endswith(".py")
 _unpack_header: Final = _HEADER.unpack_from
+# Bound once: compiled, ``payload.split(...)`` and ``fifo.popleft()`` are generic
+# method calls, looked up by name per packet, where these are direct calls.
+_split: Final = bytes.split
+_popleft: Final = deque.popleft
 _WIRE: Final[dict[Role, dict[type, WireEncoder]]] = {
     role: wire_encoders(RES if role is Role.SERVER else REQ, SENDABLE[role]) for role in Role
 }
@@ -63,25 +73,41 @@ def whole_res_packet(buf: bytes, pos: int, limit: int) -> int:
     The framing of the client's and worker's fast paths; whatever it refuses,
     :func:`~gearman_proto.packets.frame` reads.
     """
+    if _COMPILED:
+        return _native_res_packet(buf, pos, limit)
     n = len(buf)
     if pos + 12 > n:
         return 0
-    if _COMPILED:
-        # Byte by byte: compiled, each is one load, with no tuple and no bytes
-        # object for the magic (interpreted, each is a dozen bytecodes).
-        if (buf[pos + 1] != 82 or buf[pos + 2] != 69 or buf[pos + 3] != 83 or buf[pos + 4]
-                or buf[pos + 5] or buf[pos + 6]):
-            return 0
-        size = ((buf[pos + 8] << 24) | (buf[pos + 9] << 16) | (buf[pos + 10] << 8)
-                | buf[pos + 11])
-    else:
-        pmagic: bytes
-        ptype: int
-        pmagic, ptype, size = _unpack_header(buf, pos)
-        if pmagic != RES or ptype > 255:
-            return 0
+    pmagic: bytes
+    ptype: int
+    size: int
+    pmagic, ptype, size = _unpack_header(buf, pos)
+    if pmagic != RES or ptype > 255:
+        return 0
     end = pos + 12 + size
     if end > n or (limit and size > limit):
+        return 0
+    return end
+
+
+def _native_res_packet(buf: bytes, p: i64, lim: i64) -> i64:
+    # whole_res_packet compiled: byte by byte, in native ints, each one load, with
+    # no tuple, no bytes object for the magic and no boxed int (interpreted, each
+    # would be a dozen bytecodes; and a function of its own keeps the interpreted
+    # one's frame small).
+    n: i64 = len(buf)
+    if p + 12 > n:
+        return 0
+    if (buf[p + 1] != 82 or buf[p + 2] != 69 or buf[p + 3] != 83 or buf[p + 4]
+            or buf[p + 5] or buf[p + 6]):
+        return 0
+    b8: i64 = buf[p + 8]
+    b9: i64 = buf[p + 9]
+    b10: i64 = buf[p + 10]
+    b11: i64 = buf[p + 11]
+    size: i64 = (b8 << 24) | (b9 << 16) | (b10 << 8) | b11
+    end: i64 = p + 12 + size
+    if end > n or (lim and size > lim):
         return 0
     return end
 

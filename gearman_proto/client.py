@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ._connection import Connection, whole_res_packet
+from ._connection import Connection, _popleft, _split, whole_res_packet
 from .errors import RemoteProtocolError
 from .events import (
     EchoReq,
@@ -132,7 +132,7 @@ class ClientConnection(Connection):
             return None
         ptype = buf[pos + 7]
         if ptype == 13:  # WORK_COMPLETE
-            parts = buf[pos + 12:end].split(b"\0", 1)
+            parts = _split(buf[pos + 12:end], b"\0", 1)
             if len(parts) != 2:
                 return None
             event = WorkComplete(parts[0], parts[1])
@@ -153,7 +153,7 @@ class ClientConnection(Connection):
             raise RemoteProtocolError(
                 f"{name} does not answer the oldest outstanding request ({head})"
             )
-        return pending.popleft()
+        return _popleft(pending)
 
     def _job(self, handle: bytes, event: Event) -> ClientJob:
         job = self.jobs.get(handle)
@@ -166,15 +166,16 @@ class ClientConnection(Connection):
 
     def _job_created(self, event: JobCreated) -> Event:
         request: Submission = self._answer(event, _SUBMISSIONS)  # type: ignore[assignment]
+        handle = event.handle
         if not request.background:
             # A background submitter is never attached to the job, so nothing
             # more will arrive for it on this connection.
-            job = self.jobs.get(event.handle)
+            job = self.jobs.get(handle)
             if job is None:
-                self.jobs[event.handle] = ClientJob(request, event.handle)
+                self.jobs[handle] = ClientJob(request, handle)
             else:
                 job.attached += 1
-        return JobCreated(event.handle, request=request)
+        return JobCreated(handle, request=request)
 
     def _status_res(self, event: StatusRes) -> Event:
         request: GetStatus = self._answer(event, GetStatus)  # type: ignore[assignment]
@@ -213,12 +214,13 @@ class ClientConnection(Connection):
         job.denominator = event.denominator
 
     def _work_final(self, event: WorkComplete | WorkFail | WorkException) -> None:
-        job = self._job(event.handle, event)
+        handle = event.handle
+        job = self._job(handle, event)
         # One final packet arrives per attachment (see ClientJob).
         job.attached -= 1
         if not job.attached:
             job.finished = True
-            del self.jobs[event.handle]
+            del self.jobs[handle]
 
 
 # Dispatch on the exact event class: one dict lookup per received event.

@@ -27,6 +27,13 @@ from typing import Any, ClassVar
 
 from .packets import COMPILED, PacketType
 
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # a pure-Python install without mypy: the options are mypyc's alone
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        """mypyc's class options (read by mypyc at build time): nothing at run time."""
+        return lambda cls: cls
+
 __all__ = [
     "Priority",
     "Event",
@@ -79,6 +86,14 @@ class Priority(enum.IntEnum):
     LOW = 2
 
 
+# Every event class is acyclic to mypyc: compiled, events carry no GC header and the
+# cyclic collector never walks them (a worker holding many jobs in hand otherwise pays
+# a walk over each, per older-generation collection).  Events are values -- bytes,
+# ints, enums and the request a reply answers, itself an event built before it -- so
+# none can be part of a reference cycle.  A subclass without the decorator would be
+# tracked again, so each carries it (mypyc checks only the other way: an acyclic
+# class's bases must be acyclic).
+@mypyc_attr(acyclic=True)
 class Event:
     """Base class of every protocol event."""
 
@@ -89,6 +104,7 @@ class Event:
 # -- worker → server: abilities and the sleep/wake cycle ---------------------
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class CanDo(Event):
     """CAN_DO: the worker can run ``function``."""
@@ -96,6 +112,7 @@ class CanDo(Event):
     function: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class CantDo(Event):
     """CANT_DO: the worker no longer runs ``function``."""
@@ -103,21 +120,25 @@ class CantDo(Event):
     function: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class ResetAbilities(Event):
     """RESET_ABILITIES: forget every function this worker registered."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class PreSleep(Event):
     """PRE_SLEEP: the worker is about to sleep; wake it with NOOP when work arrives."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class Noop(Event):
     """NOOP: wake up, there may be work (it carries no job: GRAB again)."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class CanDoTimeout(Event):
     """CAN_DO_TIMEOUT: like CAN_DO, and a job running longer than ``timeout`` ms is requeued."""
@@ -126,6 +147,7 @@ class CanDoTimeout(Event):
     timeout: int
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class SetClientId(Event):
     """SET_CLIENT_ID: a name for this connection, shown by the admin ``workers`` command."""
@@ -133,6 +155,7 @@ class SetClientId(Event):
     client_id: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class AllYours(Event):
     """ALL_YOURS: reserved by the protocol, never implemented by gearmand."""
@@ -152,6 +175,7 @@ _SUBMIT_TYPES: dict[tuple[Priority, bool], PacketType] = {
 _SUBMIT_FLAGS = {t: k for k, t in _SUBMIT_TYPES.items()}
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True, init=False)
 class SubmitJob(Event):
     """SUBMIT_JOB and its _BG/_HIGH/_HIGH_BG/_LOW/_LOW_BG variants.
@@ -180,6 +204,7 @@ class SubmitJob(Event):
         return _SUBMIT_TYPES[(self.priority, self.background)]
 
 
+@mypyc_attr(acyclic=True)
 class _FixedSubmission(Event):
     """A submission whose priority and background flag its packet type fixes."""
 
@@ -188,6 +213,7 @@ class _FixedSubmission(Event):
     background: ClassVar[bool]
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class SubmitJobEpoch(_FixedSubmission):
     """SUBMIT_JOB_EPOCH: a background job that may not run before ``epoch`` (Unix seconds)."""
@@ -198,6 +224,7 @@ class SubmitJobEpoch(_FixedSubmission):
     unique: bytes = b""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class SubmitJobSched(_FixedSubmission):
     """SUBMIT_JOB_SCHED: a cron-like background job; gearmand refuses it and so do we."""
@@ -212,6 +239,7 @@ class SubmitJobSched(_FixedSubmission):
     data: bytes = b""
 
 
+@mypyc_attr(acyclic=True)
 class _NormalSubmission(Event):
     """A submission that is always of NORMAL priority."""
 
@@ -219,6 +247,7 @@ class _NormalSubmission(Event):
     priority: ClassVar[Priority]
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class SubmitReduceJob(_NormalSubmission):
     """SUBMIT_REDUCE_JOB(_BACKGROUND): a map/reduce job, always NORMAL priority.
@@ -244,6 +273,7 @@ Submission = SubmitJob | SubmitJobEpoch | SubmitJobSched | SubmitReduceJob
 """Any event that asks the job server to create a job."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True, init=False)
 class JobCreated(Event):
     """JOB_CREATED: the server accepted a submission and named it ``handle``."""
@@ -259,26 +289,31 @@ class JobCreated(Event):
 # -- grabbing jobs -------------------------------------------------------------
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class GrabJob(Event):
     """GRAB_JOB: give me a job; answered by JOB_ASSIGN or NO_JOB."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class GrabJobUniq(Event):
     """GRAB_JOB_UNIQ: as GRAB_JOB, answered by JOB_ASSIGN_UNIQ (with the unique id)."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class GrabJobAll(Event):
     """GRAB_JOB_ALL: answered by JOB_ASSIGN_ALL for reduce jobs, JOB_ASSIGN_UNIQ otherwise."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class NoJob(Event):
     """NO_JOB: nothing to do for this worker right now."""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True, init=False)
 class JobAssign(Event):
     """JOB_ASSIGN / JOB_ASSIGN_UNIQ / JOB_ASSIGN_ALL: a job for the worker to run.
@@ -313,6 +348,7 @@ class JobAssign(Event):
 # -- work updates and results (worker → server → clients) ----------------------
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True, init=False)
 class WorkStatus(Event):
     """WORK_STATUS: the job is ``numerator``/``denominator`` done."""
@@ -327,6 +363,7 @@ class WorkStatus(Event):
         object.__setattr__(self, "denominator", denominator)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True, init=False)
 class WorkData(Event):
     """WORK_DATA: a piece of the job's output, sent before it completes."""
@@ -339,6 +376,7 @@ class WorkData(Event):
         object.__setattr__(self, "data", data)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class WorkWarning(Event):
     """WORK_WARNING: like WORK_DATA, but a warning."""
@@ -347,6 +385,7 @@ class WorkWarning(Event):
     data: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True, init=False)
 class WorkComplete(Event):
     """WORK_COMPLETE: the job finished; ``data`` is its result."""
@@ -359,6 +398,7 @@ class WorkComplete(Event):
         object.__setattr__(self, "data", data)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True, init=False)
 class WorkFail(Event):
     """WORK_FAIL: the job failed (final: gearmand never re-runs a reported failure)."""
@@ -369,6 +409,7 @@ class WorkFail(Event):
         object.__setattr__(self, "handle", handle)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class WorkException(Event):
     """WORK_EXCEPTION: the job failed with an exception message in ``data``.
@@ -388,6 +429,7 @@ WorkUpdate = WorkStatus | WorkData | WorkWarning | WorkComplete | WorkFail | Wor
 # -- status, echo, options, errors ---------------------------------------------
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class GetStatus(Event):
     """GET_STATUS: how is the job ``handle`` doing?"""
@@ -395,6 +437,7 @@ class GetStatus(Event):
     handle: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class GetStatusUnique(Event):
     """GET_STATUS_UNIQUE: how is the job with this unique id doing?"""
@@ -402,6 +445,7 @@ class GetStatusUnique(Event):
     unique: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class StatusRes(Event):
     """STATUS_RES: the answer to GET_STATUS.  An unknown job is ``known=False``."""
@@ -414,6 +458,7 @@ class StatusRes(Event):
     request: GetStatus | None = field(default=None, compare=False, repr=False)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class StatusResUnique(Event):
     """STATUS_RES_UNIQUE: the answer to GET_STATUS_UNIQUE.
@@ -431,6 +476,7 @@ class StatusResUnique(Event):
     request: GetStatusUnique | None = field(default=None, compare=False, repr=False)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class EchoReq(Event):
     """ECHO_REQ: send ``data`` back to me."""
@@ -438,6 +484,7 @@ class EchoReq(Event):
     data: bytes = b""
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class EchoRes(Event):
     """ECHO_RES: the bytes of an ECHO_REQ, unchanged."""
@@ -446,6 +493,7 @@ class EchoRes(Event):
     request: EchoReq | None = field(default=None, compare=False, repr=False)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class OptionReq(Event):
     """OPTION_REQ: turn on a connection option; gearmand knows only ``exceptions``."""
@@ -453,6 +501,7 @@ class OptionReq(Event):
     name: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class OptionRes(Event):
     """OPTION_RES: the option ``name`` is now on."""
@@ -461,6 +510,7 @@ class OptionRes(Event):
     request: OptionReq | None = field(default=None, compare=False, repr=False)
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class Error(Event):
     """ERROR: the server refused something; ``code`` is gearmand's name for it.
@@ -477,6 +527,7 @@ class Error(Event):
 # -- the admin text protocol and connection life ---------------------------------
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class AdminCommand(Event):
     """One admin text command line (``status``, ``workers``, ...), without its newline."""
@@ -489,6 +540,7 @@ class AdminCommand(Event):
         return self.line.split()
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class AdminReply(Event):
     """The raw text a job server writes in answer to one admin command."""
@@ -496,6 +548,7 @@ class AdminReply(Event):
     text: bytes
 
 
+@mypyc_attr(acyclic=True)
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed(Event):
     """The peer closed the connection (``receive_data(b"")``)."""

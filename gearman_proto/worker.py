@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from ._connection import Connection, whole_res_packet
+from ._connection import Connection, _popleft, _split, whole_res_packet
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CanDo,
@@ -171,7 +171,8 @@ class WorkerConnection(Connection):
     # -- bytes in -------------------------------------------------------------
 
     def _take_fast(self, buf: bytes | bytearray, pos: int, limit: int) -> Event | None:
-        # JOB_ASSIGN_UNIQ and JOB_ASSIGN: split once, the event built at once.
+        # JOB_ASSIGN_UNIQ and JOB_ASSIGN: the arguments found once, the event
+        # built at once.
         if type(buf) is not bytes:
             return None
         end = whole_res_packet(buf, pos, limit)
@@ -179,12 +180,12 @@ class WorkerConnection(Connection):
             return None
         ptype = buf[pos + 7]
         if ptype == 31:  # JOB_ASSIGN_UNIQ
-            parts = buf[pos + 12:end].split(b"\0", 3)
+            parts = _split(buf[pos + 12:end], b"\0", 3)
             if len(parts) != 4:
                 return None
             event = JobAssign(parts[0], parts[1], parts[3], parts[2])
         elif ptype == 11:  # JOB_ASSIGN
-            parts = buf[pos + 12:end].split(b"\0", 2)
+            parts = _split(buf[pos + 12:end], b"\0", 2)
             if len(parts) != 3:
                 return None
             event = JobAssign(parts[0], parts[1], parts[2])
@@ -195,16 +196,17 @@ class WorkerConnection(Connection):
         return event
 
     def _job_assign(self, event: JobAssign) -> None:
-        if not self._grabs:
+        grabs = self._grabs
+        if not grabs:
             raise RemoteProtocolError(
                 f"{event.packet_type.name} for job handle {event.handle!r} without an "
                 f"outstanding GRAB_JOB"
             )
-        grab = self._grabs.popleft()
-        if grab is GrabJob:
-            fits = event.unique is None
-        elif grab is GrabJobUniq:
+        grab = _popleft(grabs)
+        if grab is GrabJobUniq:  # the usual grab first
             fits = event.unique is not None and event.reducer is None
+        elif grab is GrabJob:
+            fits = event.unique is None
         else:
             # GRAB_JOB_ALL: JOB_ASSIGN_ALL only for jobs with a reducer,
             # JOB_ASSIGN_UNIQ otherwise (§4.6).

@@ -9,6 +9,8 @@ connection is left in, and the bytes it then sends must be the same.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import importlib.machinery
 import itertools
 import os
@@ -169,3 +171,32 @@ def test_compiled_says_which_build_runs() -> None:
     expected = os.environ.get("GEARMAN_PROTO_EXPECT_COMPILED")
     if expected is not None:
         assert compiled is (expected == "1")
+
+
+def test_compiled_events_are_values_the_collector_never_walks() -> None:
+    # Compiled, every event class is acyclic (mypyc_attr(acyclic=True)): its
+    # instances carry no GC header and the cyclic collector never walks them, which
+    # is what a worker holding many jobs in hand pays for otherwise.  They stay
+    # values: equal, hashable, repr'd and frozen as in the pure build, where the
+    # classes are ordinary slotted dataclasses (and tracked).
+    from gearman_proto import events
+
+    job = events.JobAssign(b"H:1", b"f", b"data", b"u")
+    reply = events.JobCreated(b"H:1", request=events.SubmitJob(b"f", b"x"))
+    for event in (job, reply, events.WorkComplete(b"H:1", b"r"), events.Noop()):
+        assert gc.is_tracked(event) is not gearman_proto.COMPILED
+    assert job == events.JobAssign(b"H:1", b"f", b"data", b"u")
+    assert hash(job) == hash(events.JobAssign(b"H:1", b"f", b"data", b"u"))
+    assert repr(job) == "JobAssign(handle=b'H:1', function=b'f', data=b'data', unique=b'u', " \
+        "reducer=None)"
+    assert reply == events.JobCreated(b"H:1") and reply.request == events.SubmitJob(b"f", b"x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.handle = b"H:2"  # type: ignore[misc]
+    # Every event class, not only the hot ones, and the bases they share.
+    names = [n for n in events.__all__ if isinstance(getattr(events, n), type)
+             and issubclass(getattr(events, n), events.Event)]
+    assert len(names) > 30
+    if gearman_proto.COMPILED:
+        for name in names:
+            cls = getattr(events, name)
+            assert not cls.__flags__ & (1 << 14), f"{name} has Py_TPFLAGS_HAVE_GC"

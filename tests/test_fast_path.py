@@ -191,3 +191,25 @@ def test_the_fast_path_is_taken() -> None:
     client = ClientConnection()
     assert client.fast_path
     assert client._take_fast(encode_packet(RES, _P.NOOP, ()), 0, 0) is None
+
+
+@pytest.mark.parametrize("make", [WorkerConnection, ClientConnection],
+                         ids=["worker", "client"])
+def test_a_fast_path_header_with_any_byte_changed_reads_the_same(
+        make: Callable[..., Connection]) -> None:
+    # The fast paths read the 12-byte header byte by byte (compiled: in native ints,
+    # _connection._native_res_packet), not through the decoder's struct: each byte
+    # of the magic, the type and the size, changed in turn -- a type of 256 or more,
+    # a size with a high byte set, over the limit or short of the stream -- must
+    # read as the general path reads it.
+    created = encode_packet(RES, _P.JOB_CREATED, (b"H:1",))
+    for ptype in _FAST_TYPES[make]:
+        nargs = len(SPECS[ptype].args)
+        packet = encode_packet(RES, ptype, (b"\0".join([b"H:1"] * nargs),))
+        for i, value in itertools.product(range(12), (0, 1, 0x52, 0x80, 0xFF)):
+            if packet[i] == value:
+                continue
+            changed = packet[:i] + bytes([value]) + packet[i + 1:]
+            for before in _BEFORE[make]:
+                for stream in (changed, created + changed, changed + packet):
+                    _agree(make, before, stream, _STATES[make])
