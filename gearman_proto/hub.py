@@ -700,13 +700,17 @@ class ServerHub:
         return not self._should_pause(cid)
 
     def _should_pause(self, cid: int) -> bool:
-        if cid in self._blocked or cid in self._backlog:
+        # Asked after every read.  The sets are usually empty and asked only if
+        # not: compiled, len() is read in place (a set's truth is a generic
+        # call), a membership test boxes the key and hashes it.
+        blocked, backlog = self._blocked, self._backlog
+        if (len(blocked) and cid in blocked) or (backlog and cid in backlog):
             return True
-        broker = self.broker
         limit = self.max_client_jobs
-        if limit and broker.waiting_on(cid) >= limit:
+        if limit and self.broker.waiting_on(cid) >= limit:
             return True
-        return cid in self._stalled and self._still_stalled(cid)
+        stalled = self._stalled
+        return len(stalled) > 0 and cid in stalled and self._still_stalled(cid)
 
     def _still_stalled(self, cid: int) -> bool:
         """Whether stalled worker ``cid`` still runs a job for a client over its limit."""
