@@ -139,6 +139,37 @@ def hub_run(jobs: int, setup: Callable[[ServerHub], object] | None = None
     return run
 
 
+def driven_hub_run(jobs: int) -> Callable[[], int]:
+    """:func:`hub_run`'s jobs through a *driven* hub, as the asyncio server runs its
+    turn: ``drive`` gives the clock, each connection has a writer, a read is
+    ``read`` and the turn's end ``flush_written``, which writes through the writers."""
+    submit = _packet(PacketType.SUBMIT_JOB_BG, FUNCTION, b"", b"x" * 100)
+    grab = _packet(PacketType.GRAB_JOB_UNIQ)
+    result = b"y" * 100
+
+    def run() -> int:
+        hub = ServerHub()
+        got: list[bytes] = []
+        hub.drive(time.time, lambda: None)
+        client = hub.open(writer=lambda data: None)
+        worker = hub.open(writer=got.append)
+        hub.read(worker, _packet(PacketType.CAN_DO, FUNCTION))
+        hub.flush_written()
+        read, flush_written = hub.read, hub.flush_written
+        for _ in range(jobs):
+            read(client, submit)
+            flush_written()
+            read(worker, grab)
+            flush_written()
+            out = got.pop()
+            handle = out[12:out.index(b"\0", 12)]
+            read(worker, _packet(PacketType.WORK_COMPLETE, handle, result))
+            flush_written()
+        assert hub.broker.job_count == 0
+        return jobs
+    return run
+
+
 def best(fn: Callable[[], int], repeat: int) -> tuple[int, float]:
     times = []
     count = 0
@@ -224,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         ("fg", broker_run(n, background=False)),
         ("bg unique", broker_run(n, unique=True)),
         ("hub bg (bytes in and out)", hub_run(n)),
+        ("hub bg, driven turn", driven_hub_run(n)),
     ]
     info = machine()
     print(f"# {info['cpu']}, Python {info['python']}; {n} jobs, best of {args.repeat}; "

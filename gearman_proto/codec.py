@@ -39,7 +39,7 @@ from .events import (
     WorkData,
     WorkFail,
 )
-from .packets import _HEADER, SPECS, PacketType, encode_packet
+from .packets import _HEADER, COMPILED, SPECS, PacketType, encode_packet
 
 __all__ = ["event_to_packet", "packet_to_event", "wire_encoders", "WireEncoder", "assign_packet",
            "packet_of_one"]
@@ -284,8 +284,8 @@ def event_to_packet(event: Event) -> tuple[int, tuple[bytes, ...]]:
 WireEncoder = Callable[[Any], "bytes | None"]
 """Bytes of one event, or ``None`` to send it the long way (which raises what is wrong)."""
 
-_NUL = b"\0"
-_pack_header = _HEADER.pack
+_NUL: Final = b"\0"
+_pack_header: Final = _HEADER.pack
 # NUL is looked for as ``0 in arg``: an int needle is a memchr, where ``b"\0" in arg``
 # goes through the buffer protocol and a substring search (~0.35 µs against ~0.02).
 
@@ -311,11 +311,21 @@ def _wire_fields(ptype: int, names: tuple[str, ...], magic: bytes) -> WireEncode
     return many
 
 
-_JOB_ASSIGN, _JOB_ASSIGN_UNIQ = int(_P.JOB_ASSIGN), int(_P.JOB_ASSIGN_UNIQ)
+_JOB_ASSIGN: Final = int(_P.JOB_ASSIGN)
+_JOB_ASSIGN_UNIQ: Final = int(_P.JOB_ASSIGN_UNIQ)
+# Compiled, the packets below are built by ``bytes % tuple`` of ``%b`` only, which
+# mypyc makes one allocation of the parts (``CPyBytes_Build``), and the header's
+# numbers by ``int.to_bytes(4, "big")``, a primitive: ``struct.pack`` and
+# ``b"".join`` are generic calls there.  Interpreted, ``struct`` and ``join`` are
+# the cheaper, so the pure build keeps them.  ``tests/test_codec.py`` holds the
+# two forms to each other.
 
 
 def packet_of_one(magic: bytes, ptype: int, arg: bytes) -> bytes:
     """The bytes of a packet with one argument (which may hold NUL: it is the last)."""
+    if COMPILED:
+        return b"%b%b%b%b" % (magic, ptype.to_bytes(4, "big"), len(arg).to_bytes(4, "big"),
+                              arg)
     return _pack_header(magic, ptype, len(arg)) + arg
 
 
@@ -328,13 +338,17 @@ def assign_packet(magic: bytes, h: bytes, f: bytes, u: bytes | None, d: bytes) -
     if u is None:
         if 0 in h or 0 in f:
             return None
-        return b"".join((_pack_header(magic, _JOB_ASSIGN, len(h) + len(f) + len(d) + 2),
-                         h, _NUL, f, _NUL, d))
+        size = len(h) + len(f) + len(d) + 2
+        if COMPILED:  # JOB_ASSIGN is type 11
+            return b"%b\0\0\0\x0b%b%b\0%b\0%b" % (magic, size.to_bytes(4, "big"), h, f, d)
+        return b"".join((_pack_header(magic, _JOB_ASSIGN, size), h, _NUL, f, _NUL, d))
     if 0 in h or 0 in f or 0 in u:
         return None
-    return b"".join((
-        _pack_header(magic, _JOB_ASSIGN_UNIQ, len(h) + len(f) + len(u) + len(d) + 3),
-        h, _NUL, f, _NUL, u, _NUL, d))
+    size = len(h) + len(f) + len(u) + len(d) + 3
+    if COMPILED:  # JOB_ASSIGN_UNIQ is type 31
+        return b"%b\0\0\0\x1f%b%b\0%b\0%b\0%b" % (magic, size.to_bytes(4, "big"), h, f, u,
+                                                     d)
+    return b"".join((_pack_header(magic, _JOB_ASSIGN_UNIQ, size), h, _NUL, f, _NUL, u, _NUL, d))
 
 
 def _wire_assign(magic: bytes) -> WireEncoder:

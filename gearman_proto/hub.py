@@ -700,13 +700,17 @@ class ServerHub:
         return not self._should_pause(cid)
 
     def _should_pause(self, cid: int) -> bool:
-        if cid in self._blocked or cid in self._backlog:
+        # Asked after every read.  The sets are usually empty and asked only if
+        # not: compiled, len() is read in place (a set's truth is a generic
+        # call), a membership test boxes the key and hashes it.
+        blocked, backlog = self._blocked, self._backlog
+        if (len(blocked) and cid in blocked) or (backlog and cid in backlog):
             return True
-        broker = self.broker
         limit = self.max_client_jobs
-        if limit and broker.waiting_on(cid) >= limit:
+        if limit and self.broker.waiting_on(cid) >= limit:
             return True
-        return cid in self._stalled and self._still_stalled(cid)
+        stalled = self._stalled
+        return len(stalled) > 0 and cid in stalled and self._still_stalled(cid)
 
     def _still_stalled(self, cid: int) -> bool:
         """Whether stalled worker ``cid`` still runs a job for a client over its limit."""
@@ -953,6 +957,30 @@ class ServerHub:
         at this point that is as safe as after :meth:`flush` returned.)
         """
         self._batch_open = False
+        broker = self.broker
+        # The usual turn, told before anything is built: nothing for flush() to
+        # commit, route or decide (no backlog, store, writer, stats; nothing to
+        # close, pause, resume, log, rearm or stop), so its Flush would hold
+        # only the writes.  Then they are written from the buffers, and no Flush,
+        # writes dict or lists are made.  Anything else takes the whole flush().
+        if not (self._backlog or self._close or self._shut or self._pause or self._paused
+                or self._notes or self._stop is not None or self.writer is not None
+                or self.stats is not None or broker._store is not None
+                or broker.shutdown_requested is not None
+                or self.next_deadline() != self._armed):
+            writers = self._writers
+            pending = self._out
+            for cid in pending:
+                if cid not in writers:
+                    break
+            else:
+                # Swapped first: a write that reached back into the hub would
+                # queue into the next turn's buffers, never into these.
+                self._out = {}
+                for cid, chunks in pending.items():
+                    if chunks:
+                        writers[cid](chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                return None
         out = self.flush()
         if (out.close or out.shut or out.pause or out.resume or out.notes or out.rearm
                 or out.more or self._stop is not None):

@@ -38,8 +38,8 @@ from gearman_proto import (
     packets,
 )
 from gearman_proto._connection import Connection
-from gearman_proto.codec import DECODERS, HOT_DECODERS
-from gearman_proto.packets import HEADER_SIZE, REQ, RES, PacketType, split_args
+from gearman_proto.codec import DECODERS, HOT_DECODERS, assign_packet, packet_of_one
+from gearman_proto.packets import HEADER_SIZE, REQ, RES, PacketType, encode_packet, split_args
 
 _P = PacketType
 # Mostly the hot packets, with arguments that make them right, short of an
@@ -200,3 +200,26 @@ def test_compiled_events_are_values_the_collector_never_walks() -> None:
         for name in names:
             cls = getattr(events, name)
             assert not cls.__flags__ & (1 << 14), f"{name} has Py_TPFLAGS_HAVE_GC"
+
+
+# The server's packet builders (codec.assign_packet, packet_of_one): compiled they
+# build the bytes by ``%b`` formatting and ``int.to_bytes``, interpreted by
+# ``struct`` and ``join``.  Whichever this build runs must be encode_packet's bytes.
+@given(magic=st.sampled_from([REQ, RES]), h=st.binary(max_size=40), f=st.binary(max_size=40),
+       u=st.none() | st.binary(max_size=40), d=st.binary(max_size=300))
+def test_assign_packet_is_encode_packet(magic: bytes, h: bytes, f: bytes, u: bytes | None,
+                                        d: bytes) -> None:
+    got = assign_packet(magic, h, f, u, d)
+    leading = (h, f) if u is None else (h, f, u)
+    if any(0 in a for a in leading):
+        assert got is None
+    elif u is None:
+        assert got == encode_packet(magic, PacketType.JOB_ASSIGN, (h, f, d))
+    else:
+        assert got == encode_packet(magic, PacketType.JOB_ASSIGN_UNIQ, (h, f, u, d))
+
+
+@given(magic=st.sampled_from([REQ, RES]), ptype=st.sampled_from(list(PacketType)),
+       arg=st.binary(max_size=300))
+def test_packet_of_one_is_encode_packet(magic: bytes, ptype: PacketType, arg: bytes) -> None:
+    assert packet_of_one(magic, int(ptype), arg) == encode_packet(magic, ptype, (arg,))

@@ -49,6 +49,7 @@ from gearman_proto.packets import (
     frame,
     frame_plain,
 )
+from gearman_proto.stats import ServerStats
 
 CONNECTIONS = 4
 _FUNCTIONS = st.sampled_from([b"f", b"g"])
@@ -311,3 +312,19 @@ def test_a_driven_hub_writes_the_usual_turn_itself() -> None:
     assert flushes == [1, 1]
     assert hub.flush_written() is None
     assert written == [encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:2",))]
+
+
+def test_a_driven_hub_still_counts_bytes_out_with_stats() -> None:
+    """flush_written's own write of the usual turn is skipped when stats are attached:
+    the bytes a peer was handed are counted by flush(), as without drive()."""
+    hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"), log_level=WARNING)
+    hub.stats = ServerStats(hub, clock=lambda: 0.0, now=0.0)
+    hub.drive(lambda: 1000.0, lambda: None)
+    written: list[bytes] = []
+    client = hub.open(writer=written.append)
+    assert hub.flush_written() is not None  # the first turn sets the timer
+    hub.read(client, _req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))
+    out = hub.flush_written()
+    created = encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:1",))
+    assert out is None and written == [created]
+    assert hub.stats.bytes_out == len(created)
