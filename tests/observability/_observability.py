@@ -23,6 +23,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports: held bound all at once while chosen, since
+    ports chosen one after another can come out the same (the job server's and the
+    listener's did, and the server then could not listen on its --http port)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
     """GET ``url``: status, headers, body (error statuses too)."""
     try:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # the test modules import _observability
 
-from _observability import free_port, wait_http
+from _observability import free_ports, wait_http
 
 
 @pytest.fixture
@@ -20,8 +20,9 @@ def http_server(our_server_factory: Callable[..., Any]) -> Callable[..., tuple[A
     as ``(ServerProcess, "http://127.0.0.1:PORT/")``; stopped after the test."""
 
     def factory(loop: str = "asyncio", extra: tuple[str, ...] = ()) -> tuple[Any, str]:
-        port = free_port()
-        server = our_server_factory(extra=("--http", f"127.0.0.1:{port}", *extra), loop=loop)
+        job_port, port = free_ports(2)
+        server = our_server_factory(job_port, extra=("--http", f"127.0.0.1:{port}", *extra),
+                                    loop=loop)
         base = f"http://127.0.0.1:{port}/"
         wait_http(base)
         return server, base
