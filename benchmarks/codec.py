@@ -107,14 +107,15 @@ def ours_events(chunks: list[bytes]) -> int:
     return count
 
 
-def ours_worker_connection(chunks: list[bytes], packets: int, repeat: int
-                           ) -> Callable[[], int]:
-    """A fresh connection per run with ``packets`` grabs outstanding, set up before timing."""
-    def prepare() -> WorkerConnection:
-        conn = WorkerConnection()
-        grab = GrabJobUniq()
-        for _ in range(packets):
-            conn.send(grab)
+def _ours_connection(connect: Callable[[], WorkerConnection | ClientConnection],
+                     request: GrabJobUniq | SubmitJob, sent: int, chunks: list[bytes],
+                     repeat: int) -> Callable[[], int]:
+    """A fresh connection per run with ``request`` sent ``sent`` times, set up before
+    timing; a run feeds it ``chunks`` and counts the events."""
+    def prepare() -> WorkerConnection | ClientConnection:
+        conn = connect()
+        for _ in range(sent):
+            conn.send(request)
         return conn
 
     conns = [prepare() for _ in range(repeat)]
@@ -128,29 +129,19 @@ def ours_worker_connection(chunks: list[bytes], packets: int, repeat: int
                 count += 1
         return count
     return run
+
+
+def ours_worker_connection(chunks: list[bytes], packets: int, repeat: int
+                           ) -> Callable[[], int]:
+    """A fresh connection per run with ``packets`` grabs outstanding, set up before timing."""
+    return _ours_connection(WorkerConnection, GrabJobUniq(), packets, chunks, repeat)
 
 
 def ours_client_connection(chunks: list[bytes], jobs: int, repeat: int) -> Callable[[], int]:
     """A fresh client connection per run with ``jobs`` submissions sent, set up before
     timing; the stream answers each with JOB_CREATED and then WORK_COMPLETE."""
-    def prepare() -> ClientConnection:
-        conn = ClientConnection()
-        submit = SubmitJob(b"reverse", b"x", b"")
-        for _ in range(jobs):
-            conn.send(submit)
-        return conn
-
-    conns = [prepare() for _ in range(repeat)]
-
-    def run() -> int:
-        conn = conns.pop() if conns else prepare()
-        count = 0
-        for chunk in chunks:
-            conn.receive_data(chunk)
-            for _event in conn.events():
-                count += 1
-        return count
-    return run
+    return _ours_connection(ClientConnection, SubmitJob(b"reverse", b"x", b""), jobs, chunks,
+                            repeat)
 
 
 def ours_server_connection(chunks: list[bytes]) -> int:
