@@ -130,25 +130,20 @@ def test_the_fast_path_and_the_general_path_agree(
 ) -> None:
     sent = data.draw(first)
     chunks = _split(b"".join(data.draw(st.lists(_PIECES, max_size=10))), cuts)
-    results = []
-    for how in ("fast", "general", "next_event"):
-        conn = make(max_packet_size=_LIMIT)
-        conn.fast_path = how == "fast"
-        for request in sent:
-            conn.send(request)
-        results.append((_run(conn, chunks, close, how), state(conn)))
-    assert results[0] == results[1] == results[2]
+    _agree(make, sent, chunks, state, close)
 
 
-def _agree(make: Callable[..., Connection], first: list[Event], stream: bytes,
-           state: Callable[[Any], object]) -> list[object]:
+def _agree(make: Callable[..., Connection], first: list[Event], chunks: list[bytes],
+           state: Callable[[Any], object], close: bool = False) -> list[object]:
+    """Fast path on, forced off and ``next_event()``: each connection sent ``first`` and
+    fed ``chunks`` (then closed, if ``close``) must give the same results and end state."""
     results = []
     for how in ("fast", "general", "next_event"):
         conn = make(max_packet_size=_LIMIT)
         conn.fast_path = how == "fast"
         for request in first:
             conn.send(request)
-        results.append([*_run(conn, [stream], False, how), state(conn)])
+        results.append([*_run(conn, chunks, close, how), state(conn)])
     assert results[0] == results[1] == results[2]
     return results[0]
 
@@ -176,7 +171,7 @@ def test_every_shape_of_a_fast_path_packet_reads_the_same(make: Callable[..., Co
             for fields in itertools.product([b"H:1", b""], repeat=count):
                 packet = encode_packet(magic, ptype, (b"\0".join(fields) + tail,))
                 for stream in (packet, created + packet, packet + packet, packet[:-1]):
-                    _agree(make, before, stream, _STATES[make])
+                    _agree(make, before, [stream], _STATES[make])
 
 
 def test_the_fast_path_is_taken() -> None:
@@ -212,4 +207,4 @@ def test_a_fast_path_header_with_any_byte_changed_reads_the_same(
             changed = packet[:i] + bytes([value]) + packet[i + 1:]
             for before in _BEFORE[make]:
                 for stream in (changed, created + changed, changed + packet):
-                    _agree(make, before, stream, _STATES[make])
+                    _agree(make, before, [stream], _STATES[make])
