@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,11 +38,11 @@ from benchmarks._util import ROOT, Server, available, workdir, write_json
 from benchmarks.overhead import _workers_of
 
 
-def _instructions(cmd: list[str]) -> int:
+def _instructions(cmd: list[str], env: dict[str, str] | None = None) -> int:
     with tempfile.NamedTemporaryFile(suffix=".cg") as out:
         done = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
                                f"--cachegrind-out-file={out.name}", *cmd],
-                              cwd=ROOT, capture_output=True, text=True, timeout=1800)
+                              cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
         if done.returncode:
             raise RuntimeError(f"{cmd} failed: {done.stderr[-2000:]}")
         match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
@@ -152,8 +153,10 @@ def drive_worker(jobs: int) -> None:
 def in_process(jobs: int) -> dict[str, Any]:
     """Instructions per job of :func:`drive_worker`, start-up taken out (N and 2N jobs)."""
     cmd = [sys.executable, "-m", "benchmarks.library_instructions", "--drive-worker"]
-    small = _instructions([*cmd, str(jobs)])
-    large = _instructions([*cmd, str(2 * jobs)])
+    # One hash seed: str hashes (and so dict and set probing) the same in every run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    small = _instructions([*cmd, str(jobs)], env)
+    large = _instructions([*cmd, str(2 * jobs)], env)
     return {"lib": "asyncio", "side": "worker", "scenario": "in-process",
             "instructions_per_job": (large - small) / jobs, "small": small, "large": large}
 
