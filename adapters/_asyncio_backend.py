@@ -30,6 +30,7 @@ from ._backend import (
     OnData,
     TaskGroup,
     Watched,
+    _then,
     thread_caller,
 )
 from ._backend import ThreadRunner as _ThreadRunner
@@ -222,6 +223,10 @@ class _Tasks(TaskGroup):
         task.add_done_callback(self._tasks.discard)
 
     def start_now(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        self.run_now(None, fn, *args)
+
+    def run_now(self, then: Callable[[Any], object] | None,
+                fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
         # The coroutine's first step runs here and now, with an idle runner task
         # as the current task (asyncio.current_task(), timeouts, anyio and sniffio
         # need one).  If it then waits, that runner goes on with it from the
@@ -234,23 +239,27 @@ class _Tasks(TaskGroup):
         if not idle or _current_task(loop) is not None:
             if not idle:
                 self._add_runner()
-            self.start_soon(fn, *args)
-            return
+            if then is None:
+                self.start_soon(fn, *args)
+            else:
+                self.start_soon(_then, then, fn, args)
+            return None
         runner = idle[-1]
         coro = fn(*args)
         context = _copy_context()
         _enter_task(loop, runner.task)
         try:
             waiting = context.run(coro.send, None)
-        except StopIteration:
-            return
+        except StopIteration as stop:
+            return stop.value
         except Exception as exc:  # as a task would hold it: for __aexit__ to gather
             self.start_soon(_raise, exc)
-            return
+            return None
         finally:
             _leave_task(loop, runner.task)
         idle.pop()
-        runner.take(context, coro, waiting)
+        runner.take(context, coro, waiting, then)
+        return None
 
     def _add_runner(self) -> None:
         assert self._loop is not None
@@ -290,14 +299,15 @@ class _Runner:
     def __init__(self, idle: list[_Runner]) -> None:
         self._idle = idle
         self._next: asyncio.Future[tuple[contextvars.Context, Coroutine[Any, Any, Any],
-                                         Any]] | None = None
+                                         Any, Callable[[Any], object] | None]] | None = None
         self.task: asyncio.Task[None]
 
     def take(self, context: contextvars.Context, coro: Coroutine[Any, Any, Any],
-             waiting: Any) -> None:
-        """Go on with ``coro``, whose first step (in ``context``) yielded ``waiting``."""
+             waiting: Any, then: Callable[[Any], object] | None) -> None:
+        """Go on with ``coro``, whose first step (in ``context``) yielded ``waiting``;
+        ``then(value)`` is called with its value when it returns."""
         assert self._next is not None
-        self._next.set_result((context, coro, waiting))
+        self._next.set_result((context, coro, waiting, then))
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -305,13 +315,15 @@ class _Runner:
             self._next = loop.create_future()
             self._idle.append(self)
             try:
-                context, coro, waiting = await self._next
+                context, coro, waiting, then = await self._next
             except BaseException:
                 if self in self._idle:
                     self._idle.remove(self)
                 raise
             try:
-                await _resume(context, coro, waiting)
+                value = await _resume(context, coro, waiting)
+                if then is not None:
+                    then(value)
             except Exception:  # ends the coroutine as it would end a task of the group's,
                 pass           # whose error __aexit__ gathers and drops
 

@@ -116,6 +116,17 @@ class TaskGroup(abc.ABC):
         """
         self.start_soon(fn, *args)
 
+    def run_now(self, then: Callable[[Any], object], fn: Callable[..., Coroutine[Any, Any, Any]],
+                *args: Any) -> Any:
+        """Run ``fn(*args)`` as :meth:`start_now` does; returns its value if it finished
+        at once, else ``None``, and ``then(value)`` is called when it finishes later.
+
+        ``then`` is not called for a coroutine that finished at once, nor for one
+        that raised or was cancelled.
+        """
+        self.start_soon(_then, then, fn, args)
+        return None
+
     @abc.abstractmethod
     def cancel(self) -> None: ...
 
@@ -124,6 +135,11 @@ class TaskGroup(abc.ABC):
 
     @abc.abstractmethod
     async def __aexit__(self, *exc: object) -> bool | None: ...
+
+
+async def _then(then: Callable[[Any], object], fn: Callable[..., Coroutine[Any, Any, Any]],
+                args: tuple[Any, ...]) -> None:
+    then(await fn(*args))
 
 
 class ThreadRunner(abc.ABC):

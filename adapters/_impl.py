@@ -12,6 +12,7 @@ asyncio binding on a thread of its own.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections import deque
@@ -62,8 +63,8 @@ from gearman_proto.session import (
     Job,
     JobState,
     Reply,
+    WorkerDriver,
     WorkerSession,
-    WorkerStep,
     check_report,
 )
 
@@ -87,7 +88,6 @@ _LINGER = 5.0
 """How long a graceful stop waits for the last results to be written."""
 
 _FINAL = (WorkComplete, WorkFail, WorkException)
-_FINAL_TYPES = frozenset(_FINAL)
 
 
 # -- client ---------------------------------------------------------------------------
@@ -491,6 +491,10 @@ Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | N
 H = TypeVar("H", bound=Handler)
 
 
+def _no_start(key: int, assign: JobAssign) -> None:
+    raise RuntimeError("a job arrived before the worker's task group started")
+
+
 class Worker:
     """Runs registered functions for jobs from one or more job servers.
 
@@ -532,17 +536,22 @@ class Worker:
         """Grab with GRAB_JOB from a server that refuses GRAB_JOB_UNIQ (Perl's Gearman::Server)."""
         self.handlers: dict[bytes, Handler] = {}
         self.timeouts: dict[bytes, int | None] = {}
-        self.jobs_done = 0
-        """Jobs whose final report was made, over every :meth:`work`."""
+        self._done_before = 0  # jobs_done of the earlier work() calls
         self._session: WorkerSession[int] | None = None
+        self._driver: WorkerDriver[int] | None = None
         self._links: dict[int, Link] = {}
+        self._writers: dict[int, Callable[[bytes], object]] = {}
         self._tg: TaskGroup | None = None
         self._threads: ThreadRunner | None = None
         self._call: Callable[..., None] | None = None
         self._stopping: Event | None = None
         self._graceful = True
-        self._stop_after: int | None = None
-        self._started = 0
+
+    @property
+    def jobs_done(self) -> int:
+        """Jobs whose final report was made, over every :meth:`work`."""
+        driver = self._driver
+        return self._done_before + (0 if driver is None else driver.ended)
 
     def register(self, function: bytes | str, handler: Handler,
                  timeout_ms: int | None = None) -> None:
@@ -586,14 +595,17 @@ class Worker:
         if not self.handlers:
             raise ValueError("register at least one function before work()")
         backend = self.backend
-        self._session = WorkerSession(dict(self.timeouts), max_jobs=self.max_jobs,
-                                      client_id=self.client_id, grab=self.grab,
-                                      grab_fallback=self.grab_fallback,
-                                      max_packet_size=self.max_packet_size)
+        self._done_before = self.jobs_done
+        session: WorkerSession[int] = WorkerSession(
+            dict(self.timeouts), max_jobs=self.max_jobs, client_id=self.client_id,
+            grab=self.grab, grab_fallback=self.grab_fallback,
+            max_packet_size=self.max_packet_size)
+        self._session = session
+        self._driver = driver = WorkerDriver(session, _no_start, self._writers,
+                                             self._server_error, self._refused, self._idle,
+                                             stop_after)
         self._stopping = stopping = backend.event()
         self._graceful = True
-        self._stop_after = stop_after
-        self._started = 0
         self._fatal: BaseException | None = None
         self._threads = backend.thread_runner(self.max_jobs)
         self._call = backend.caller()
@@ -602,6 +614,10 @@ class Worker:
         try:
             async with backend.task_group() as tg:
                 self._tg = tg
+                # A job runs at once where the loop allows it: a handler that returns
+                # without waiting then costs no task, and its result goes out in the
+                # read that brought the job.
+                driver.start = functools.partial(tg.run_now, driver.finish, self._run)
                 for key in range(len(self.servers)):
                     tg.start_soon(self._serve, key)
                 await stopping.wait()
@@ -617,64 +633,29 @@ class Worker:
             for link in self._links.values():
                 link.close()
             self._links.clear()
+            self._writers.clear()
         if self._fatal is not None:
             raise self._fatal
 
     def _post(self, key: int, event: WorkUpdate) -> None:
         """From a handler (any thread): hand a report to the event loop."""
-        call = self._call
-        if call is not None:
-            call(self._send, key, event)
+        call, driver = self._call, self._driver
+        if call is not None and driver is not None:
+            call(driver.report, key, event)
 
-    def _apply(self, step: WorkerStep[int]) -> None:
-        # Once or twice per job: each part is asked before it is walked.
-        writes = step.writes
-        if writes:
-            links = self._links
-            for key, data in writes.items():
-                link = links.get(key)
-                if link is not None:
-                    link.write(data)
-        if step.errors:
-            for key, err in step.errors:
-                worker_log.warning("job server %s: ERROR %s %s", describe(self.servers[key]),
-                                   err.code.decode(errors="replace"),
-                                   err.text.decode(errors="replace"))
-        if step.jobs:
-            tg = self._tg
-            assert tg is not None
-            for key, assign in step.jobs:
-                self._started += 1
-                if self._stop_after is not None and self._started >= self._stop_after:
-                    # Before the job starts: one that ends at once must not grab again.
-                    assert self._session is not None
-                    self._session.drain()
-                # At once where the loop allows it: a handler that returns without
-                # waiting then costs no task, and its result goes out in this turn.
-                tg.start_now(self._run, key, assign)
+    def _server_error(self, key: int, err: Error) -> None:
+        worker_log.warning("job server %s: ERROR %s %s", describe(self.servers[key]),
+                           err.code.decode(errors="replace"), err.text.decode(errors="replace"))
 
-    def _send(self, key: int, event: WorkUpdate) -> None:
-        session = self._session
-        if session is None:
-            return
-        try:
-            step = session.send(key, event)
-        except Exception as exc:  # never given, say: the handler's to lose, not the worker's
-            worker_log.warning("cannot report on job %r: %s", event.handle, exc)
-            return
-        # A report's step only writes (a result, the grab it frees): written here,
-        # not through _apply, which is one call less per job.
-        links = self._links
-        for k, data in step.writes.items():
-            link = links.get(k)
-            if link is not None:
-                link.write(data)
-        if type(event) in _FINAL_TYPES:
-            self.jobs_done += 1
-            if session.draining and session.idle and self._stopping is not None:
-                self._stopping.set()
+    def _refused(self, key: int, event: WorkUpdate, exc: Exception) -> None:
+        worker_log.warning("cannot report on job %r: %s", event.handle, exc)
 
-    async def _run(self, key: int, assign: JobAssign) -> None:
+    def _idle(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _run(self, key: int, assign: JobAssign) -> tuple[int, WorkUpdate] | None:
+        """Run the job's handler; returns its final report, unless the handler made one."""
         job = WorkerJob(self, key, assign)
         handler = self.handlers.get(assign.function)
         result: Any = None
@@ -700,15 +681,15 @@ class Worker:
                 result = self.codec.encode(result)
             except Exception as exc:  # a value the codec cannot carry: the job's error
                 error = exc
-        if not job.ended:
-            outcome = handler_outcome(assign.handle, result, error)
-            job.ended = True
-            self._send(key, outcome)
+        if job.ended:
+            return None
+        job.ended = True
+        return key, handler_outcome(assign.handle, result, error)
 
     async def _serve(self, key: int) -> None:
         """Keep a connection to server ``key``, reconnecting with backoff."""
-        session = self._session
-        assert session is not None
+        session, driver = self._session, self._driver
+        assert session is not None and driver is not None
         backend = self.backend
         address = self.servers[key]
         backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
@@ -717,8 +698,7 @@ class Worker:
                 return
             try:
                 link = await backend.connect(address, self.options,
-                                             lambda data: self._apply(
-                                                 session.receive_data(key, data)))
+                                             functools.partial(driver.receive, key))
             except (OSError, JobTimeout) as exc:
                 wait = backoff.failed(backend.now())
                 worker_log.warning("job server %s unavailable (%s); retrying in %.1fs",
@@ -727,16 +707,18 @@ class Worker:
                 continue
             backoff.succeeded()
             self._links[key] = link
+            self._writers[key] = link.write
             try:
-                self._apply(session.connect(key))
+                driver.write(session.connect(key).writes)
                 await link.run()
             finally:
                 if self._links.get(key) is link:
                     del self._links[key]
+                    del self._writers[key]
                 session.disconnect(key, keep_slots=True)
                 link.close()
                 # The lost connection's grab freed a slot: another server may use it.
-                self._apply(session.pump())
+                driver.write(session.pump().writes)
             if isinstance(link.error, GrabRefused):
                 # This server will never hand us a job: say so, and stop working
                 # rather than reconnect to be refused again.

@@ -64,6 +64,7 @@ __all__ = [
     "ClientSession",
     "WorkerStep",
     "WorkerSession",
+    "WorkerDriver",
     "check_report",
 ]
 
@@ -627,3 +628,105 @@ class WorkerSession(Generic[K]):
             grab = GrabJob if key in self._plain_grab else self.grab
             step.writes[key] = step.writes.get(key, b"") + conn.send(grab())
             free -= 1
+
+
+class WorkerDriver(Generic[K]):
+    """A worker adapter's per-job path: bytes read in, jobs started, bytes written out.
+
+    The adapter binds its read callbacks to :meth:`receive` and its handlers'
+    reports to :meth:`report`; this feeds the :class:`WorkerSession`, writes
+    what it calls for through ``writers`` (each open connection's write
+    function, by key) and hands every job given to ``start(key, assign)``.
+    ``start`` returns ``(key, final report)`` when the job ended at once (an
+    async handler that returned without waiting): the report is sent here, in
+    the read that brought the job, so that such a job costs the adapter one
+    call.  It returns ``None`` when the job goes on in a task or a thread,
+    which reports through :meth:`report` as it goes, and through
+    :meth:`finish` when it ends.
+
+    ``stop_after`` (if set) drains the session once that many jobs were
+    started, before the last one starts (so that one, ending at once, grabs
+    no more).  ``on_error(key, error)`` is told of every ERROR the servers
+    send, ``on_refused(key, report, exc)`` of a report the session refused
+    (the handler's to lose, not the worker's), and ``on_idle()`` when a final
+    report leaves a draining worker with nothing to run.  ``ended`` counts the
+    final reports made.  The driver does no I/O: the functions it is given do.
+    """
+
+    __slots__ = ("ended", "on_error", "on_idle", "on_refused", "session", "start", "started",
+                 "stop_after", "writers")
+
+    def __init__(self, session: WorkerSession[K],
+                 start: Callable[[K, JobAssign], tuple[K, WorkUpdate] | None],
+                 writers: dict[K, Callable[[bytes], object]],
+                 on_error: Callable[[K, Error], object],
+                 on_refused: Callable[[K, WorkUpdate, Exception], object],
+                 on_idle: Callable[[], object], stop_after: int | None = None) -> None:
+        self.session = session
+        self.start = start
+        self.writers = writers
+        self.on_error = on_error
+        self.on_refused = on_refused
+        self.on_idle = on_idle
+        self.stop_after = stop_after
+        self.started = 0
+        self.ended = 0
+
+    def receive(self, key: K, data: bytes) -> None:
+        """Bytes read on connection ``key``: carry out what they call for, in order:
+        the writes, the errors, then the jobs.
+
+        Raises what :meth:`WorkerSession.receive_data` raises (the connection
+        must then close).
+        """
+        session = self.session
+        step = session.receive_data(key, data)
+        if step.writes:
+            self.write(step.writes)
+        if step.errors:
+            for k, error in step.errors:
+                self.on_error(k, error)
+        if step.jobs:
+            start = self.start
+            for k, assign in step.jobs:
+                self.started += 1
+                if self.stop_after is not None and self.started >= self.stop_after:
+                    session.drain()
+                ended = start(k, assign)
+                if ended is not None:
+                    self.report(ended[0], ended[1])
+
+    def write(self, writes: dict[K, bytes]) -> None:
+        """Write a step's bytes (such as those of :meth:`WorkerSession.connect` or
+        :meth:`WorkerSession.pump`, which only write)."""
+        writers = self.writers
+        for key, data in writes.items():
+            write = writers.get(key)
+            if write is not None:
+                write(data)
+
+    def finish(self, ended: tuple[K, WorkUpdate] | None) -> None:
+        """A job that went on in a task ended: its final report, if one is still due."""
+        if ended is not None:
+            self.report(ended[0], ended[1])
+
+    def report(self, key: K, event: WorkUpdate) -> None:
+        """A handler's report on a job in hand (its end included): send it, write it."""
+        session = self.session
+        try:
+            step = session.send(key, event)
+        except Exception as exc:  # never given, say: refused to the handler alone
+            self.on_refused(key, event, exc)
+            return
+        writes = step.writes
+        if writes:
+            # (The loop of write(), written out: once or twice per job.)
+            writers = self.writers
+            for k, data in writes.items():
+                write = writers.get(k)
+                if write is not None:
+                    write(data)
+        if type(event) in _FINAL_STATES:
+            self.ended += 1
+            if session.draining and session.idle:
+                self.on_idle()
