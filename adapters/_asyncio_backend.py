@@ -78,8 +78,10 @@ class _Link(asyncio.Protocol, Link):
             self.close()
             return
         self._reading = False
-        if self._out:
-            self._flush()
+        out = self._out
+        if out:  # _flush(), written out: once per read
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+            out.clear()
         if self._waiters:
             self._wake()
 

@@ -541,6 +541,7 @@ class Worker:
         self._driver: WorkerDriver[int] | None = None
         self._links: dict[int, Link] = {}
         self._writers: dict[int, Callable[[bytes], object]] = {}
+        self._async: dict[Handler, bool] = {}
         self._tg: TaskGroup | None = None
         self._threads: ThreadRunner | None = None
         self._call: Callable[..., None] | None = None
@@ -663,7 +664,13 @@ class Worker:
         try:
             if handler is None:
                 raise LookupError(f"no handler for {assign.function!r}")
-            if is_async_handler(handler):
+            try:  # (is_async_handler's answer, remembered here: a call less per job)
+                is_async = self._async[handler]
+            except KeyError:
+                is_async = self._async[handler] = is_async_handler(handler)
+            except TypeError:  # an unhashable callable object
+                is_async = is_async_handler(handler)
+            if is_async:
                 # (No cast(): at run time it is a function call per job.)
                 result = await handler(job)  # type: ignore[misc]
             else:
