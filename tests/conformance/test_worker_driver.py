@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-
 from gearman_proto.adapters import JobException, JobFailed
+
 from gearman_proto.events import WorkData
 
 if TYPE_CHECKING:
