@@ -28,10 +28,11 @@ COMPILED_MODULES = [
     "gearman_proto/broker.py",
     "gearman_proto/hub.py",
     "gearman_proto/session.py",
+    "gearman_proto/policy.py",
 ]
 # Left as Python: admin.py (the admin text protocol's parsers, off the hot path;
-# AdminError is a dataclass over Exception, which mypyc cannot make native),
-# policy.py (exceptions with two builtin bases) and store.py (a durable server's
+# AdminError is a dataclass over Exception, which mypyc cannot make native)
+# and store.py (a durable server's
 # job store: classes users subclass, which compiled classes refuse, and no cost
 # to the in-memory server).
 

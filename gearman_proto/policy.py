@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .events import (
     WorkComplete,
@@ -24,6 +25,13 @@ from .events import (
     WorkFail,
 )
 from .session import Job, JobState
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # a pure-Python install without mypy: the option is mypyc's alone
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        """mypyc's class options (read by mypyc at build time): nothing at run time."""
+        return lambda cls: cls
 
 __all__ = [
     "GearmanError",
@@ -49,12 +57,16 @@ Address = tuple[str, int]
 
 
 # -- the errors an application sees ---------------------------------------------------
+# Python classes in the compiled build too (native_class=False): mypyc makes no native
+# class with two builtin bases, and users subclass these (adapters/compat.py does).
 
 
+@mypyc_attr(native_class=False)
 class GearmanError(Exception):
     """Base of every error the clients, workers and admin clients raise."""
 
 
+@mypyc_attr(native_class=False)
 class ConnectionLost(GearmanError, ConnectionError):
     """The connection to the job server closed while a job or question was in flight.
 
@@ -62,6 +74,7 @@ class ConnectionLost(GearmanError, ConnectionError):
     """
 
 
+@mypyc_attr(native_class=False)
 class NoServerAvailable(GearmanError, ConnectionError):
     """None of the configured job servers accepted a connection.
 
@@ -70,6 +83,7 @@ class NoServerAvailable(GearmanError, ConnectionError):
     """
 
 
+@mypyc_attr(native_class=False)
 class ServerError(GearmanError):
     """The job server answered ERROR (``code`` is gearmand's name, e.g. ``QUEUE_ERROR``).
 
@@ -87,6 +101,7 @@ class ServerError(GearmanError):
         self.refused = refused
 
 
+@mypyc_attr(native_class=False)
 class JobFailed(GearmanError):
     """The job ended with WORK_FAIL (or was failed by the server)."""
 
@@ -97,6 +112,7 @@ class JobFailed(GearmanError):
         self.function = function
 
 
+@mypyc_attr(native_class=False)
 class JobException(JobFailed):
     """The job ended with WORK_EXCEPTION; ``data`` is the worker's message."""
 
@@ -106,10 +122,12 @@ class JobException(JobFailed):
         self.data = data
 
 
+@mypyc_attr(native_class=False)
 class JobTimeout(GearmanError, TimeoutError):
     """A timeout expired: connecting, waiting for JOB_CREATED, or waiting for the result."""
 
 
+@mypyc_attr(native_class=False)
 class JobEnded(GearmanError, RuntimeError):
     """A worker reported on a job after its final report (complete, fail, exception)."""
 
