@@ -38,8 +38,14 @@ from ._common import Address, apply_keepalive
 
 __all__ = ["AsyncioBackend", "BACKEND"]
 
-# Read once per job by _Tasks.start_now: names, not module attribute lookups.
-_current_task = asyncio.current_task
+# Read once per job by _Tasks.run_now: names, not module attribute lookups.  Python
+# 3.11's asyncio.current_task() is a Python function (a frame per job) over a dict of
+# the C module, whose get(loop) is the same answer.
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    _current_tasks.get if isinstance(_current_tasks, dict)
+    and not isinstance(asyncio.current_task, types.BuiltinFunctionType)
+    else asyncio.current_task)
 _copy_context = contextvars.copy_context
 
 
