@@ -218,7 +218,7 @@ class _Tasks(TaskGroup):
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: list[_Runner] = []  # for start_now
+        self._idle: list[_Runner] = []  # for run_now
 
     async def __aenter__(self) -> _Tasks:
         self._loop = asyncio.get_running_loop()
@@ -230,10 +230,7 @@ class _Tasks(TaskGroup):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def start_now(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        self.run_now(None, fn, *args)
-
-    def run_now(self, then: Callable[[Any], object] | None,
+    def run_now(self, then: Callable[[Any], object],
                 fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
         # The coroutine's first step runs here and now, with an idle runner task
         # as the current task (asyncio.current_task(), timeouts, anyio and sniffio
@@ -247,10 +244,7 @@ class _Tasks(TaskGroup):
         if not idle or _current_task(loop) is not None:
             if not idle:
                 self._add_runner()
-            if then is None:
-                self.start_soon(fn, *args)
-            else:
-                self.start_soon(_then, then, fn, args)
+            self.start_soon(_then, then, fn, args)
             return None
         runner = idle[-1]
         coro = fn(*args)
@@ -295,7 +289,7 @@ async def _raise(exc: Exception) -> None:
 
 
 class _Runner:
-    """A task that goes on with coroutines whose first step ran in :meth:`_Tasks.start_now`.
+    """A task that goes on with coroutines whose first step ran in :meth:`_Tasks.run_now`.
 
     While idle it waits for one and is in the group's idle list; a coroutine's
     first step runs with this task as the current one, so the rest of it must
@@ -307,11 +301,11 @@ class _Runner:
     def __init__(self, idle: list[_Runner]) -> None:
         self._idle = idle
         self._next: asyncio.Future[tuple[contextvars.Context, Coroutine[Any, Any, Any],
-                                         Any, Callable[[Any], object] | None]] | None = None
+                                         Any, Callable[[Any], object]]] | None = None
         self.task: asyncio.Task[None]
 
     def take(self, context: contextvars.Context, coro: Coroutine[Any, Any, Any],
-             waiting: Any, then: Callable[[Any], object] | None) -> None:
+             waiting: Any, then: Callable[[Any], object]) -> None:
         """Go on with ``coro``, whose first step (in ``context``) yielded ``waiting``;
         ``then(value)`` is called with its value when it returns."""
         assert self._next is not None
@@ -329,9 +323,7 @@ class _Runner:
                     self._idle.remove(self)
                 raise
             try:
-                value = await _resume(context, coro, waiting)
-                if then is not None:
-                    then(value)
+                then(await _resume(context, coro, waiting))
             except Exception:  # ends the coroutine as it would end a task of the group's,
                 pass           # whose error __aexit__ gathers and drops
 

@@ -105,21 +105,17 @@ class TaskGroup(abc.ABC):
     @abc.abstractmethod
     def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None: ...
 
-    def start_now(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+    def run_now(self, then: Callable[[Any], object], fn: Callable[..., Coroutine[Any, Any, Any]],
+                *args: Any) -> Any:
         """Start ``fn(*args)`` as :meth:`start_soon` does, or run it at once, up to its
-        first real wait, when the event loop allows that.
+        first real wait, when the event loop allows that; returns its value if it
+        finished at once, else ``None``, and ``then(value)`` is called when it
+        finishes later.
 
         Either way it runs in the group, and a wait, a cancellation or an error
         in it is what it would be in a task.  For a coroutine that finishes
         without waiting (an async handler that returns at once) running it at
         once saves a task and a turn of the event loop.
-        """
-        self.start_soon(fn, *args)
-
-    def run_now(self, then: Callable[[Any], object], fn: Callable[..., Coroutine[Any, Any, Any]],
-                *args: Any) -> Any:
-        """Run ``fn(*args)`` as :meth:`start_now` does; returns its value if it finished
-        at once, else ``None``, and ``then(value)`` is called when it finishes later.
 
         ``then`` is not called for a coroutine that finished at once, nor for one
         that raised or was cancelled.
