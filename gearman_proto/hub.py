@@ -73,6 +73,7 @@ from .events import (
     WorkStatus,
     WorkWarning,
 )
+from .lifecycle import RUNNING
 from .packets import (
     COMPILED,
     DEFAULT_MAX_LINE_LENGTH,
@@ -644,10 +645,22 @@ class ServerHub:
                 self._route(outputs)
             return _FAST_DONE
         if kind == _FAST_WORK_COMPLETE:
-            i = _nul_at(buf, first, end) if COMPILED else buf.find(0, first, end)
-            if i < 0:
-                return _FAST_NO
-            job = bconn.jobs.get(buf[first:i])
+            if COMPILED:
+                i = _nul_at(buf, first, end)
+                if i < 0:
+                    return _FAST_NO
+                # Most often the result of the job last assigned: told by
+                # comparing the handle with it, not by hashing the handle.
+                handle = buf[first:i]
+                job = bconn.recent
+                if job is None or job.state != RUNNING or job.worker != cid or (
+                        job.handle != handle):
+                    job = bconn.jobs.get(handle)
+            else:
+                i = buf.find(0, first, end)
+                if i < 0:
+                    return _FAST_NO
+                job = bconn.jobs.get(buf[first:i])
             if job is None:
                 return _FAST_NO  # JOB_NOT_FOUND, the general way
             decoder._pos = end
