@@ -255,22 +255,28 @@ class _Unset:
     pass
 
 
-class _Out:
-    """One connection's output of the turn, kept for the connection's life.
+class _Link:
+    """One connection as the hub holds it, from :meth:`ServerHub.open` until its
+    transport is gone: the protocol connection, the broker's record of it,
+    and its output of the turn.
 
     The hub's writes append to ``chunks``; the first write of a turn puts the
-    buffer on the hub's list of those with output, in the order the turn
+    link on the hub's list of those with output, in the order the turn
     produced it, so a write costs one lookup and an append (not a new list
-    and a dictionary entry per connection per turn).  ``live`` goes False when
-    the hub drops the connection (what it had queued is still handed out);
-    ``writer`` is the transport's ``write`` given to :meth:`ServerHub.open`,
-    until the transport is gone.
+    and a dictionary entry per connection per turn), and a read one lookup
+    for the connection and the broker's record both.  ``live`` goes False
+    when the hub drops the connection (what it had queued is still handed
+    out); ``writer`` is the transport's ``write`` given to
+    :meth:`ServerHub.open`, until the transport is gone.
     """
 
-    __slots__ = ("chunks", "cid", "live", "writer")
+    __slots__ = ("bconn", "chunks", "cid", "conn", "live", "writer")
 
-    def __init__(self, cid: int, writer: Callable[[bytes], object] | None) -> None:
+    def __init__(self, cid: int, conn: ServerConnection, bconn: _Conn,
+                 writer: Callable[[bytes], object] | None) -> None:
         self.cid = cid
+        self.conn = conn
+        self.bconn = bconn
         self.chunks: list[bytes] = []
         self.live = True
         self.writer = writer
@@ -349,10 +355,10 @@ class ServerHub:
         self._clock: Callable[[], float] | None = None
         self._schedule: Callable[[], object] | None = None
         self._batch_open = False
-        # Each connection's output buffer (from open() until the transport is
-        # gone), and those with output this turn, in the order they got it.
-        self._outs: dict[int, _Out] = {}
-        self._dirty: list[_Out] = []
+        # Each connection's link (from open() until the transport is gone),
+        # and those with output this turn, in the order they got it.
+        self._links: dict[int, _Link] = {}
+        self._dirty: list[_Link] = []
         self._close: list[int] = []
         self._shut: list[int] = []
         self._notes: list[Note] = []
@@ -437,10 +443,10 @@ class ServerHub:
         (the transport's ``write``) lets :meth:`flush_written` write to it."""
         cid = self._next_id
         self._next_id += 1
-        self._outs[cid] = _Out(cid, writer)
-        self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
-                                            max_line_length=self.max_line_length)
+        conn = self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
+                                                   max_line_length=self.max_line_length)
         self.broker.connect(cid, address)
+        self._links[cid] = _Link(cid, conn, self.broker._conns[cid], writer)
         if self.idle_timeout:
             self._seen[cid] = self._now
         if self._accept_failures:
@@ -455,8 +461,8 @@ class ServerHub:
 
     def receive(self, cid: int, data: bytes) -> None:
         """Process bytes read from connection ``cid`` (``b""`` when the peer closed)."""
-        conn = self._conns.get(cid)
-        if conn is None:
+        link = self._links.get(cid)
+        if link is None or not link.live:  # (not in self._conns)
             linger = self._lingering.get(cid)
             if linger is not None:
                 # Read and dropped, so the peer's kernel can take its packet
@@ -468,9 +474,10 @@ class ServerHub:
         stats = self.stats
         if stats is not None:
             stats.bytes_in += len(data)
+        conn = link.conn
         conn.receive_data(data)
         try:
-            self._process(cid, conn)
+            self._process(cid, conn, link.bconn)
         finally:
             notices = conn.notices
             if notices:  # rare: input accepted leniently, as gearmand does
@@ -479,19 +486,23 @@ class ServerHub:
                                self._peers.get(cid, "-"), text)
                 notices.clear()
 
-    def _process(self, cid: int, conn: ServerConnection) -> None:
+    def _process(self, cid: int, conn: ServerConnection, bconn: _Conn | None = None) -> None:
         """Handle the messages buffered for ``cid``, up to one turn's worth.
 
         Each message goes the fast way (:meth:`_fast`) if it can, else the
         general way: decoded to an event by the connection, handed to the
         broker, its outputs routed.  What follows each message -- the turn's
-        budget, the checks after routing -- is the same for both.
+        budget, the checks after routing -- is the same for both.  ``bconn`` is
+        the broker's record of ``cid`` when the caller holds it.
         """
         broker = self.broker
         # The fast path serves an in-memory server that is not stopping: a
         # store's held output and a drain's refusals go the general way.
-        bconn = broker._conns.get(cid) if (
-            self.fast_path and self._stop is None and broker._store is None) else None
+        if self.fast_path and self._stop is None and broker._store is None:
+            if bconn is None:
+                bconn = broker._conns.get(cid)
+        else:
+            bconn = None
         budget = TURN_EVENTS
         start = self._produced
         events: Iterator[Event] | None = None
@@ -695,7 +706,7 @@ class ServerHub:
 
     def _write(self, cid: int, data: bytes) -> None:
         """Queue bytes for ``cid`` as :meth:`_route` does (nothing if it is gone)."""
-        out = self._outs.get(cid)
+        out = self._links.get(cid)
         if out is None or not out.live:
             return
         chunks = out.chunks
@@ -711,7 +722,7 @@ class ServerHub:
     def closed(self, cid: int) -> None:
         """The transport of ``cid`` is gone (reset, timeout, or closed by us)."""
         self._lingering.pop(cid, None)
-        out = self._outs.pop(cid, None)
+        out = self._links.pop(cid, None)
         if out is not None:
             out.writer = None
         if cid in self._conns:
@@ -1033,7 +1044,7 @@ class ServerHub:
         if (out.close or out.shut or out.pause or out.resume or out.notes or out.rearm
                 or out.more or self._stop is not None):
             return out
-        outs = self._outs
+        outs = self._links
         writes = out.writes
         for cid in writes:
             target = outs.get(cid)
@@ -1104,7 +1115,7 @@ class ServerHub:
 
     def _drop(self, cid: int) -> None:
         del self._conns[cid]
-        buf = self._outs.get(cid)
+        buf = self._links.get(cid)
         if buf is not None:
             buf.live = False  # what it has queued still goes out
         self._seen.pop(cid, None)
@@ -1116,7 +1127,7 @@ class ServerHub:
 
     def _route(self, outputs: list[Output]) -> None:
         conns = self._conns
-        outs = self._outs
+        outs = self._links
         produced = 0
         for cid, event in outputs:
             conn = conns.get(cid)
