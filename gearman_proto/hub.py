@@ -1022,7 +1022,11 @@ class ServerHub:
                 or self._notes or self._stop is not None or self.writer is not None
                 or self.stats is not None or broker._store is not None
                 or broker.shutdown_requested is not None
-                or not self._deadline_armed()):
+                # (no rearm due; compiled, != of two optionals is a generic
+                # comparison, and the usual case, no deadline and none armed,
+                # is told by identity)
+                or ((deadline := self.next_deadline()) is not self._armed
+                    and deadline != self._armed)):
             dirty = self._dirty
             for buf in dirty:
                 if buf.writer is None:
@@ -1055,14 +1059,6 @@ class ServerHub:
             if writer is not None:
                 writer(data)
         return None
-
-    def _deadline_armed(self) -> bool:
-        """Whether the timer is set for :meth:`next_deadline` already (no rearm due)."""
-        deadline = self.next_deadline()
-        armed = self._armed
-        # Compiled, != of two optionals is a generic comparison; the usual
-        # case, no deadline and none armed, is told by identity.
-        return deadline is armed or deadline == armed
 
     def _write_aside(self, writer: StoreWriter) -> list[Output]:
         """Collect the writer's finished batch, and hand it the next one."""
