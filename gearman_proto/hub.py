@@ -1018,15 +1018,18 @@ class ServerHub:
         # close, pause, resume, log, rearm or stop), so its Flush would hold
         # only the writes.  Then they are written from the buffers, and no Flush,
         # writes dict or lists are made.  Anything else takes the whole flush().
-        if not (self._backlog or self._close or self._shut or self._pause or self._paused
-                or self._notes or self._stop is not None or self.writer is not None
-                or self.stats is not None or broker._store is not None
-                or broker.shutdown_requested is not None
-                # (no rearm due; compiled, != of two optionals is a generic
-                # comparison, and the usual case, no deadline and none armed,
-                # is told by identity)
-                or ((deadline := self.next_deadline()) is not self._armed
-                    and deadline != self._armed)):
+        usual = not (self._backlog or self._close or self._shut or self._pause
+                     or self._paused or self._notes or self._stop is not None
+                     or self.writer is not None or self.stats is not None
+                     or broker._store is not None or broker.shutdown_requested is not None)
+        if usual:
+            # And no rearm due.  Compiled, != of two optionals is a generic
+            # comparison: the usual case, no deadline and none armed, is told
+            # by identity.
+            deadline = self.next_deadline()
+            armed = self._armed
+            usual = deadline is armed or deadline == armed
+        if usual:
             dirty = self._dirty
             for buf in dirty:
                 if buf.writer is None:
