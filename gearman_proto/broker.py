@@ -297,7 +297,7 @@ class _Conn:
     """One connection: as a worker (abilities, jobs held, sleep) and as a client."""
 
     __slots__ = ("abilities", "address", "asleep", "attached", "client_id", "exceptions",
-                 "id", "jobs", "may_change")
+                 "id", "jobs", "may_change", "recent")
 
     def __init__(self, conn_id: int, address: bytes, exceptions: bool,
                  may_change: bool = True) -> None:
@@ -312,6 +312,10 @@ class _Conn:
         # dropped, so the _Function reference stays the live one.
         self.abilities: dict[bytes, tuple[_Function, int]] = {}
         self.jobs: dict[bytes, _Job] = {}  # running on this worker, by handle
+        # The job last assigned to it: still in `jobs` exactly while it is
+        # RUNNING with this worker.  The server's fast path compares a result's
+        # handle with it before hashing the handle for `jobs`.
+        self.recent: _Job | None = None
         self.attached: dict[bytes, _Job] = {}  # foreground jobs it waits for
         # Asleep after PRE_SLEEP and not yet sent a NOOP: the only state in
         # which it may be NOOPed (PROTOCOL-NOTES §4.5).
@@ -1161,6 +1165,7 @@ class JobServer:
         # an earlier run of a requeued job can never fire on this one.
         job.assign_no += 1
         conn.jobs[job.handle] = job
+        conn.recent = job
         timeout = abilities[function.name][1]
         if timeout:
             # CAN_DO_TIMEOUT is in milliseconds since gearmand 1.1.19 (§4.7).

@@ -73,6 +73,7 @@ from .events import (
     WorkStatus,
     WorkWarning,
 )
+from .lifecycle import RUNNING
 from .packets import (
     COMPILED,
     DEFAULT_MAX_LINE_LENGTH,
@@ -254,6 +255,33 @@ class _Unset:
     pass
 
 
+class _Link:
+    """One connection as the hub holds it, from :meth:`ServerHub.open` until its
+    transport is gone: the protocol connection, the broker's record of it,
+    and its output of the turn.
+
+    The hub's writes append to ``chunks``; the first write of a turn puts the
+    link on the hub's list of those with output, in the order the turn
+    produced it, so a write costs one lookup and an append (not a new list
+    and a dictionary entry per connection per turn), and a read one lookup
+    for the connection and the broker's record both.  ``live`` goes False
+    when the hub drops the connection (what it had queued is still handed
+    out); ``writer`` is the transport's ``write`` given to
+    :meth:`ServerHub.open`, until the transport is gone.
+    """
+
+    __slots__ = ("bconn", "chunks", "cid", "conn", "live", "writer")
+
+    def __init__(self, cid: int, conn: ServerConnection, bconn: _Conn,
+                 writer: Callable[[bytes], object] | None) -> None:
+        self.cid = cid
+        self.conn = conn
+        self.bconn = bconn
+        self.chunks: list[bytes] = []
+        self.live = True
+        self.writer = writer
+
+
 _UNSET = _Unset()
 
 
@@ -327,8 +355,10 @@ class ServerHub:
         self._clock: Callable[[], float] | None = None
         self._schedule: Callable[[], object] | None = None
         self._batch_open = False
-        self._writers: dict[int, Callable[[bytes], object]] = {}
-        self._out: dict[int, list[bytes]] = {}
+        # Each connection's link (from open() until the transport is gone),
+        # and those with output this turn, in the order they got it.
+        self._links: dict[int, _Link] = {}
+        self._dirty: list[_Link] = []
         self._close: list[int] = []
         self._shut: list[int] = []
         self._notes: list[Note] = []
@@ -413,11 +443,10 @@ class ServerHub:
         (the transport's ``write``) lets :meth:`flush_written` write to it."""
         cid = self._next_id
         self._next_id += 1
-        if writer is not None:
-            self._writers[cid] = writer
-        self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
-                                            max_line_length=self.max_line_length)
+        conn = self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
+                                                   max_line_length=self.max_line_length)
         self.broker.connect(cid, address)
+        self._links[cid] = _Link(cid, conn, self.broker._conns[cid], writer)
         if self.idle_timeout:
             self._seen[cid] = self._now
         if self._accept_failures:
@@ -432,8 +461,8 @@ class ServerHub:
 
     def receive(self, cid: int, data: bytes) -> None:
         """Process bytes read from connection ``cid`` (``b""`` when the peer closed)."""
-        conn = self._conns.get(cid)
-        if conn is None:
+        link = self._links.get(cid)
+        if link is None or not link.live:  # (not in self._conns)
             linger = self._lingering.get(cid)
             if linger is not None:
                 # Read and dropped, so the peer's kernel can take its packet
@@ -445,9 +474,10 @@ class ServerHub:
         stats = self.stats
         if stats is not None:
             stats.bytes_in += len(data)
+        conn = link.conn
         conn.receive_data(data)
         try:
-            self._process(cid, conn)
+            self._process(cid, conn, link.bconn)
         finally:
             notices = conn.notices
             if notices:  # rare: input accepted leniently, as gearmand does
@@ -456,19 +486,23 @@ class ServerHub:
                                self._peers.get(cid, "-"), text)
                 notices.clear()
 
-    def _process(self, cid: int, conn: ServerConnection) -> None:
+    def _process(self, cid: int, conn: ServerConnection, bconn: _Conn | None = None) -> None:
         """Handle the messages buffered for ``cid``, up to one turn's worth.
 
         Each message goes the fast way (:meth:`_fast`) if it can, else the
         general way: decoded to an event by the connection, handed to the
         broker, its outputs routed.  What follows each message -- the turn's
-        budget, the checks after routing -- is the same for both.
+        budget, the checks after routing -- is the same for both.  ``bconn`` is
+        the broker's record of ``cid`` when the caller holds it.
         """
         broker = self.broker
         # The fast path serves an in-memory server that is not stopping: a
         # store's held output and a drain's refusals go the general way.
-        bconn = broker._conns.get(cid) if (
-            self.fast_path and self._stop is None and broker._store is None) else None
+        if self.fast_path and self._stop is None and broker._store is None:
+            if bconn is None:
+                bconn = broker._conns.get(cid)
+        else:
+            bconn = None
         budget = TURN_EVENTS
         start = self._produced
         events: Iterator[Event] | None = None
@@ -535,7 +569,7 @@ class ServerHub:
             self._note(INFO, "protocol error on connection %d from %s, closing: %s %s",
                        cid, self._peers.get(cid, "-"), exc.error_code.decode("ascii", "replace"),
                        exc)
-            self._out.setdefault(cid, []).append(conn.error_reply(exc))
+            self._write(cid, conn.error_reply(exc))
             self._backlog.pop(cid, None)
             if conn._peer_closed:  # it sends nothing more: nothing to wait for
                 self._close.append(cid)
@@ -544,7 +578,8 @@ class ServerHub:
                 self._shut.append(cid)
             self._drop(cid)
             return
-        if cid not in self._paused and self._should_pause(cid):
+        paused = self._paused
+        if not (len(paused) and cid in paused) and self._should_pause(cid, bconn):
             self._pause_if_reading(cid)
 
     def _receive_stopping(self, cid: int, event: Event) -> list[Output]:
@@ -621,10 +656,22 @@ class ServerHub:
                 self._route(outputs)
             return _FAST_DONE
         if kind == _FAST_WORK_COMPLETE:
-            i = _nul_at(buf, first, end) if COMPILED else buf.find(0, first, end)
-            if i < 0:
-                return _FAST_NO
-            job = bconn.jobs.get(buf[first:i])
+            if COMPILED:
+                i = _nul_at(buf, first, end)
+                if i < 0:
+                    return _FAST_NO
+                # Most often the result of the job last assigned: told by
+                # comparing the handle with it, not by hashing the handle.
+                handle = buf[first:i]
+                job = bconn.recent
+                if job is None or job.state != RUNNING or job.worker != cid or (
+                        job.handle != handle):
+                    job = bconn.jobs.get(handle)
+            else:
+                i = buf.find(0, first, end)
+                if i < 0:
+                    return _FAST_NO
+                job = bconn.jobs.get(buf[first:i])
             if job is None:
                 return _FAST_NO  # JOB_NOT_FOUND, the general way
             decoder._pos = end
@@ -659,12 +706,13 @@ class ServerHub:
 
     def _write(self, cid: int, data: bytes) -> None:
         """Queue bytes for ``cid`` as :meth:`_route` does (nothing if it is gone)."""
-        buf = self._out.get(cid)
-        if buf is None:
-            if cid not in self._conns:
-                return
-            buf = self._out[cid] = []
-        buf.append(data)
+        out = self._links.get(cid)
+        if out is None or not out.live:
+            return
+        chunks = out.chunks
+        if not chunks:
+            self._dirty.append(out)
+        chunks.append(data)
         self._produced += len(data)
 
     def _end_linger(self, cid: int) -> None:
@@ -674,7 +722,9 @@ class ServerHub:
     def closed(self, cid: int) -> None:
         """The transport of ``cid`` is gone (reset, timeout, or closed by us)."""
         self._lingering.pop(cid, None)
-        self._writers.pop(cid, None)
+        out = self._links.pop(cid, None)
+        if out is not None:
+            out.writer = None
         if cid in self._conns:
             self._note(INFO, "connection %d from %s lost", cid, self._peers.get(cid, "-"))
             self._drop(cid)
@@ -699,15 +749,17 @@ class ServerHub:
         """
         return not self._should_pause(cid)
 
-    def _should_pause(self, cid: int) -> bool:
+    def _should_pause(self, cid: int, bconn: _Conn | None = None) -> bool:
         # Asked after every read.  The sets are usually empty and asked only if
         # not: compiled, len() is read in place (a set's truth is a generic
-        # call), a membership test boxes the key and hashes it.
+        # call), a membership test boxes the key and hashes it.  ``bconn``, the
+        # broker's record of ``cid`` when the caller holds it, saves a lookup.
         blocked, backlog = self._blocked, self._backlog
         if (len(blocked) and cid in blocked) or (backlog and cid in backlog):
             return True
         limit = self.max_client_jobs
-        if limit and self.broker.waiting_on(cid) >= limit:
+        if limit and (len(bconn.attached) if bconn is not None
+                      else self.broker.waiting_on(cid)) >= limit:
             return True
         stalled = self._stalled
         return len(stalled) > 0 and cid in stalled and self._still_stalled(cid)
@@ -873,11 +925,14 @@ class ServerHub:
             held = self.broker.commit()
         if held:
             self._route(held)
-        pending = self._out
-        self._out = {}
-        # One packet is the usual output of a turn: written as it is, not joined.
-        writes = {cid: chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                  for cid, chunks in pending.items() if chunks}
+        dirty = self._dirty
+        self._dirty = []
+        writes: dict[int, bytes] = {}
+        for buf in dirty:
+            # One packet is the usual output of a turn: written as it is, not joined.
+            chunks = buf.chunks
+            writes[buf.cid] = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
         if stats is not None:
             sent = 0
             for data in writes.values():
@@ -902,7 +957,7 @@ class ServerHub:
         if self._notes:
             out.notes, self._notes = self._notes, []
         deadline = self.next_deadline()
-        if deadline != self._armed:
+        if deadline is not self._armed and deadline != self._armed:
             self._armed = deadline
             out.rearm = True
             out.deadline = deadline
@@ -963,35 +1018,49 @@ class ServerHub:
         # close, pause, resume, log, rearm or stop), so its Flush would hold
         # only the writes.  Then they are written from the buffers, and no Flush,
         # writes dict or lists are made.  Anything else takes the whole flush().
-        if not (self._backlog or self._close or self._shut or self._pause or self._paused
-                or self._notes or self._stop is not None or self.writer is not None
-                or self.stats is not None or broker._store is not None
-                or broker.shutdown_requested is not None
-                or self.next_deadline() != self._armed):
-            writers = self._writers
-            pending = self._out
-            for cid in pending:
-                if cid not in writers:
+        usual = not (self._backlog or self._close or self._shut or self._pause
+                     or self._paused or self._notes or self._stop is not None
+                     or self.writer is not None or self.stats is not None
+                     or broker._store is not None or broker.shutdown_requested is not None)
+        if usual:
+            # And no rearm due.  Compiled, != of two optionals is a generic
+            # comparison: the usual case, no deadline and none armed, is told
+            # by identity.
+            deadline = self.next_deadline()
+            armed = self._armed
+            usual = deadline is armed or deadline == armed
+        if usual:
+            dirty = self._dirty
+            for buf in dirty:
+                if buf.writer is None:
                     break
             else:
-                # Swapped first: a write that reached back into the hub would
-                # queue into the next turn's buffers, never into these.
-                self._out = {}
-                for cid, chunks in pending.items():
-                    if chunks:
-                        writers[cid](chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                # Swapped first, and each buffer emptied before its write: a
+                # write that reached back into the hub would queue into the
+                # next turn's output, never into this one.
+                self._dirty = []
+                for buf in dirty:
+                    chunks = buf.chunks
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    chunks.clear()
+                    writer = buf.writer
+                    if writer is not None:
+                        writer(data)
                 return None
         out = self.flush()
         if (out.close or out.shut or out.pause or out.resume or out.notes or out.rearm
                 or out.more or self._stop is not None):
             return out
-        writers = self._writers
+        outs = self._links
         writes = out.writes
         for cid in writes:
-            if cid not in writers:
+            target = outs.get(cid)
+            if target is None or target.writer is None:
                 return out
         for cid, data in writes.items():
-            writers[cid](data)
+            writer = outs[cid].writer
+            if writer is not None:
+                writer(data)
         return None
 
     def _write_aside(self, writer: StoreWriter) -> list[Output]:
@@ -1045,6 +1114,9 @@ class ServerHub:
 
     def _drop(self, cid: int) -> None:
         del self._conns[cid]
+        buf = self._links.get(cid)
+        if buf is not None:
+            buf.live = False  # what it has queued still goes out
         self._seen.pop(cid, None)
         self._blocked.discard(cid)
         self._paused.discard(cid)
@@ -1054,15 +1126,12 @@ class ServerHub:
 
     def _route(self, outputs: list[Output]) -> None:
         conns = self._conns
-        out = self._out
+        outs = self._links
         produced = 0
         for cid, event in outputs:
             conn = conns.get(cid)
             if conn is None:
                 continue
-            buf = out.get(cid)
-            if buf is None:
-                buf = out[cid] = []
             try:
                 data = conn.send(event)
             except LocalProtocolError:
@@ -1074,6 +1143,10 @@ class ServerHub:
                 self._close.append(cid)
                 self._drop(cid)
                 continue
-            buf.append(data)
+            buf = outs[cid]
+            chunks = buf.chunks
+            if not chunks:
+                self._dirty.append(buf)
+            chunks.append(data)
             produced += len(data)
         self._produced += produced

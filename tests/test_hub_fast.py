@@ -28,6 +28,7 @@ from gearman_proto.broker import JobServer
 from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.events import (
     CanDo,
+    CantDo,
     Event,
     GrabJob,
     GrabJobAll,
@@ -214,6 +215,37 @@ def test_fast_and_general_paths_answer_alike(steps: list[tuple[str, int, Any]]) 
     driven_out, driven_state = _run(steps, True, driven=True)
     assert driven_out == fast_out
     assert driven_state == fast_state
+
+
+def test_a_result_is_matched_to_the_job_last_assigned_only_while_it_runs_there() -> None:
+    """The compiled fast path compares a WORK_COMPLETE's handle with the job last
+    assigned to the worker before looking the handle up: a result for an older
+    job it holds, for the one it just finished, and for the last one assigned
+    after another worker took it over (CANT_DO requeued it) answer as the
+    general path answers."""
+    bg = Priority.NORMAL
+    steps: list[tuple[str, int, Any]] = [
+        ("read", 1, ([_req(SubmitJob(b"f", b"a", b"", bg, True)),
+                      _req(SubmitJob(b"f", b"b", b"", bg, True))], [])),
+        ("read", 2, ([_req(GrabJob()), _req(GrabJob())], [])),
+        ("read", 2, ([("complete", 0, b"older")], [])),  # H:fuzz:1, not the last assigned
+        ("read", 2, ([("complete", 0, b"last")], [])),  # H:fuzz:2, the last assigned
+        ("read", 2, ([_req(WorkComplete(b"H:fuzz:2", b"again"))], [])),  # done: not found
+        ("read", 1, ([_req(SubmitJob(b"g", b"c", b"", bg, True))], [])),  # H:fuzz:3
+        ("read", 3, ([_req(GrabJob()), _req(CantDo(b"g"))], [])),  # requeued
+        ("read", 4, ([_req(GrabJob())], [])),  # now 4 runs it
+        ("read", 3, ([_req(WorkComplete(b"H:fuzz:3", b"stale"))], [])),  # not 3's: not found
+        ("read", 4, ([_req(WorkComplete(b"H:fuzz:3", b"done"))], [])),
+    ]
+    fast_out, fast_state = _run(steps, True)
+    slow_out, slow_state = _run(steps, False)
+    assert fast_out == slow_out
+    assert fast_state == slow_state
+    assert _run(steps, True, driven=True) == (fast_out, fast_state)
+    error = encode_packet(RES, PacketType.ERROR, ())[:8]  # magic and type
+    assert [(cid, data[12:25]) for out in fast_out for cid, data in out.writes.items()
+            if data.startswith(error)] == [(2, b"JOB_NOT_FOUND"), (3, b"JOB_NOT_FOUND")]
+    assert fast_state[0] == []  # every job done
 
 
 @pytest.mark.skipif(gearman_proto.COMPILED, reason="a compiled JobServer's methods cannot be "
