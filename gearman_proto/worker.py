@@ -225,9 +225,10 @@ class WorkerConnection(Connection):
                 # sliced from it: no copy of the payload and no list, which
                 # ``split`` makes.  Not all in the text's window: split decides.
                 text, base = self._text_at(buf, start)
-                a = text.find("\0", start - base, end - base)
-                b = text.find("\0", a + 1, end - base) if a >= 0 else -1
-                c = text.find("\0", b + 1, end - base) if b >= 0 else -1
+                stop = end - base
+                a = text.find("\0", start - base, stop)
+                b = text.find("\0", a + 1, stop) if a >= 0 else -1
+                c = text.find("\0", b + 1, stop) if b >= 0 else -1
                 if c >= 0:
                     a += base
                     b += base
