@@ -61,55 +61,66 @@ _unpack_header: Final = _HEADER.unpack_from
 # method calls, looked up by name per packet, where these are direct calls.
 _split: Final = bytes.split
 _popleft: Final = deque.popleft
+_WINDOW: Final = 4096
+"""Bytes of the receive buffer that :meth:`Connection._text_at` decodes at a time."""
 _WIRE: Final[dict[Role, dict[type, WireEncoder]]] = {
     role: wire_encoders(RES if role is Role.SERVER else REQ, SENDABLE[role]) for role in Role
 }
 
 
-def whole_res_packet(buf: bytes, pos: int, limit: int) -> int:
+def whole_res_packet(buf: bytes, pos: i64, limit: i64) -> i64:
     """Where the packet at ``buf[pos]`` ends, if it is a whole ``\\0RES`` packet of a
     type below 256 and at most ``limit`` bytes of payload (0 = no limit); else 0.
 
     The framing of the client's and worker's fast paths; whatever it refuses,
     :func:`~gearman_proto.packets.frame` reads.
     """
-    if _COMPILED:
-        return _native_res_packet(buf, pos, limit)
-    n = len(buf)
-    if pos + 12 > n:
+    if not _COMPILED:
+        # Interpreted, one struct call beats a dozen bytecodes per byte.
+        n = len(buf)
+        if pos + 12 > n:
+            return 0
+        pmagic: bytes
+        ptype: int
+        size: int
+        pmagic, ptype, size = _unpack_header(buf, pos)
+        if pmagic != RES or ptype > 255:
+            return 0
+        end = pos + 12 + size
+        if end > n or (limit and size > limit):
+            return 0
+        return end
+    # Compiled: byte by byte, in native ints, each one load, with no tuple, no
+    # bytes object for the magic and no boxed int.
+    m: i64 = len(buf)
+    if pos + 12 > m:
         return 0
-    pmagic: bytes
-    ptype: int
-    size: int
-    pmagic, ptype, size = _unpack_header(buf, pos)
-    if pmagic != RES or ptype > 255:
+    if (buf[pos] or buf[pos + 1] != 82 or buf[pos + 2] != 69 or buf[pos + 3] != 83
+            or buf[pos + 4] or buf[pos + 5] or buf[pos + 6]):
         return 0
-    end = pos + 12 + size
-    if end > n or (limit and size > limit):
+    b8: i64 = buf[pos + 8]
+    b9: i64 = buf[pos + 9]
+    b10: i64 = buf[pos + 10]
+    b11: i64 = buf[pos + 11]
+    psize: i64 = (b8 << 24) | (b9 << 16) | (b10 << 8) | b11
+    pend: i64 = pos + 12 + psize
+    if pend > m or (limit and psize > limit):
         return 0
-    return end
+    return pend
 
 
-def _native_res_packet(buf: bytes, p: i64, lim: i64) -> i64:
-    # whole_res_packet compiled: byte by byte, in native ints, each one load, with
-    # no tuple, no bytes object for the magic and no boxed int (interpreted, each
-    # would be a dozen bytecodes; and a function of its own keeps the interpreted
-    # one's frame small).
-    n: i64 = len(buf)
-    if p + 12 > n:
-        return 0
-    if (buf[p + 1] != 82 or buf[p + 2] != 69 or buf[p + 3] != 83 or buf[p + 4]
-            or buf[p + 5] or buf[p + 6]):
-        return 0
-    b8: i64 = buf[p + 8]
-    b9: i64 = buf[p + 9]
-    b10: i64 = buf[p + 10]
-    b11: i64 = buf[p + 11]
-    size: i64 = (b8 << 24) | (b9 << 16) | (b10 << 8) | b11
-    end: i64 = p + 12 + size
-    if end > n or (lim and size > lim):
-        return 0
-    return end
+def _native_nul(buf: bytes, i: i64, end: i64) -> int:
+    # Compiled only: where the first NUL of buf[i:end] is, or -1 -- what
+    # ``buf.find(0, i, end)`` says, which compiled is a generic call that parses
+    # a tuple of its arguments (bytes.find takes METH_VARARGS) and boxes the
+    # positions, ~1,400 instructions, where this loop takes ~15 a byte: the
+    # better for one short field (the client's handle); for more, see
+    # Connection._text_at.
+    while i < end:
+        if buf[i] == 0:
+            return i
+        i += 1
+    return -1
 
 
 class NeedData:
@@ -167,6 +178,9 @@ class Connection:
         self._decoder = Decoder(RES if self.role is not Role.SERVER else REQ,
                                 allow_text=allow_text, max_packet_size=max_packet_size)
         self._peer_closed = False
+        self._text = ""
+        self._text_of: object = None
+        self._text_base = 0
         self.state = _OPEN
         self.fast_path = False
         """Whether :meth:`events` tries the role's fast path (:meth:`_take_fast`) first;
@@ -254,16 +268,25 @@ class Connection:
         while True:
             buf = decoder._buf
             pos = decoder._pos
+            if fast and isinstance(buf, bytes) and self.state is _OPEN:
+                # The role's fast path first, on bytes only; it checks every
+                # byte of the header it needs (whole_res_packet), so the first
+                # byte is not read here (compiled, ``buf[pos]`` of a ``bytes |
+                # bytearray`` is a generic call).
+                try:
+                    taken = self._take_fast(buf, pos, limit)
+                except RemoteProtocolError as exc:
+                    self.state = _ERROR
+                    self._on_receive_error(exc, pos)
+                    raise
+                if taken is not None:
+                    yield taken
+                    continue
             if len(buf) <= pos:
                 if not self._peer_closed and self.state is _OPEN:
                     return  # every byte read: next_event() could only say NEED_DATA
             elif buf[pos] == 0 and self.state is _OPEN:
                 try:
-                    if fast:
-                        taken = self._take_fast(buf, pos, limit)
-                        if taken is not None:
-                            yield taken
-                            continue
                     ptype, end = frame(buf, pos, magic, limit)
                     if not end:
                         if not self._peer_closed:
@@ -301,8 +324,8 @@ class Connection:
             if type(item) is ConnectionClosed:
                 return
 
-    def _take_fast(self, buf: bytes | bytearray, pos: int, limit: int) -> Event | None:
-        """The role's fast path for the packet at ``buf[pos]`` (first byte NUL, state OPEN).
+    def _take_fast(self, buf: bytes, pos: int, limit: int) -> Event | None:
+        """The role's fast path for the packet at ``buf[pos]`` (state OPEN; maybe no packet).
 
         For the few packets that are most of a role's traffic: if the packet is
         one of them, whole in ``buf`` and well formed, build its event straight
@@ -313,6 +336,31 @@ class Connection:
         building intermediate objects and never decides anything.
         """
         return None
+
+    def _text_at(self, buf: bytes, pos: int) -> tuple[str, int]:
+        """Compiled only: ``buf`` from ``pos`` on (up to :data:`_WINDOW` bytes, or all of
+        a buffer no longer than that) decoded as Latin-1, and the offset in ``buf`` of
+        its first character, kept until the buffer changes or ``pos`` leaves it.
+
+        For finding NULs: compiled code has no fast search in bytes (``bytes.find``
+        is a generic call that parses a tuple of its arguments, ~1,400 instructions;
+        a loop over the bytes ~15 a byte), where ``str.find`` is mypyc's own
+        primitive and finds one character at ``memchr``'s speed.  Latin-1 maps each
+        byte to the character of the same number, so positions are the same.
+        """
+        text = self._text
+        base = self._text_base
+        if buf is not self._text_of or pos < base or pos >= base + len(text):
+            if len(buf) <= _WINDOW:
+                text = buf.decode("latin-1")
+                base = 0
+            else:
+                text = buf[pos:pos + _WINDOW].decode("latin-1")
+                base = pos
+            self._text = text
+            self._text_of = buf
+            self._text_base = base
+        return text, base
 
     def _not_receivable(self, ptype: int) -> RemoteProtocolError:
         return RemoteProtocolError(

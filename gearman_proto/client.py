@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ._connection import Connection, _popleft, _split, whole_res_packet
+from ._connection import _COMPILED, Connection, _native_nul, _popleft, _split, whole_res_packet
 from .errors import RemoteProtocolError
 from .events import (
     EchoReq,
@@ -123,19 +123,24 @@ class ClientConnection(Connection):
 
     # -- bytes in -------------------------------------------------------------
 
-    def _take_fast(self, buf: bytes | bytearray, pos: int, limit: int) -> Event | None:
+    def _take_fast(self, buf: bytes, pos: int, limit: int) -> Event | None:
         # WORK_COMPLETE and JOB_CREATED: the event built at once from the bytes.
-        if type(buf) is not bytes:
-            return None
         end = whole_res_packet(buf, pos, limit)
         if not end:
             return None
         ptype = buf[pos + 7]
         if ptype == 13:  # WORK_COMPLETE
-            parts = _split(buf[pos + 12:end], b"\0", 1)
-            if len(parts) != 2:
-                return None
-            event = WorkComplete(parts[0], parts[1])
+            if _COMPILED:
+                # Both fields sliced from the buffer: no payload copy, no list.
+                nul = _native_nul(buf, pos + 12, end)
+                if nul < 0:
+                    return None
+                event = WorkComplete(buf[pos + 12:nul], buf[nul + 1:end])
+            else:
+                parts = _split(buf[pos + 12:end], b"\0", 1)
+                if len(parts) != 2:
+                    return None
+                event = WorkComplete(parts[0], parts[1])
             self._decoder._pos = end
             self._work_final(event)
             return event

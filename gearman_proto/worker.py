@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from ._connection import Connection, _popleft, _split, whole_res_packet
+from ._connection import _COMPILED, Connection, _split, whole_res_packet
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     CanDo,
@@ -69,6 +69,46 @@ _EXPECTED = {
 }
 
 
+class _Grabs:
+    """The grabs sent and not yet answered, oldest first, compiled: ``append``,
+    ``popleft``, ``len`` and truth as a deque has them.
+
+    Compiled, a deque's methods are generic calls (~100 instructions a grab
+    answered); this native class's are direct.  Interpreted, a deque is faster,
+    and is what :meth:`WorkerConnection.__init__` uses.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[_Grab] = []
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def __bool__(self) -> bool:
+        return self._head < len(self._items)
+
+    def append(self, grab: _Grab) -> None:
+        self._items.append(grab)
+
+    def popleft(self) -> _Grab:
+        items = self._items
+        head = self._head
+        n = len(items)
+        if head >= n:
+            raise IndexError("pop from an empty deque")
+        grab = items[head]
+        head += 1
+        if head == n:
+            items.clear()
+            head = 0
+        elif head >= 64 and 2 * head >= n:
+            del items[:head]  # answered grabs, dropped in amortised O(1)
+            head = 0
+        self._head = head
+        return grab
+
+
 class WorkerConnection(Connection):
     """A connection seen from a worker: abilities, the grab/sleep cycle and jobs in hand.
 
@@ -92,7 +132,7 @@ class WorkerConnection(Connection):
         self.abilities: dict[bytes, int | None] = {}
         self.jobs: dict[bytes, JobAssign] = {}
         self.options: set[bytes] = set()
-        self._grabs: deque[_Grab] = deque()
+        self._grabs: _Grabs = _Grabs() if _COMPILED else deque()  # type: ignore[assignment]
         self._requests: deque[EchoReq | OptionReq] = deque()
         self._sleeping = False
         self._receive = _RECEIVE
@@ -170,22 +210,38 @@ class WorkerConnection(Connection):
 
     # -- bytes in -------------------------------------------------------------
 
-    def _take_fast(self, buf: bytes | bytearray, pos: int, limit: int) -> Event | None:
+    def _take_fast(self, buf: bytes, pos: int, limit: int) -> Event | None:
         # JOB_ASSIGN_UNIQ and JOB_ASSIGN: the arguments found once, the event
         # built at once.
-        if type(buf) is not bytes:
-            return None
         end = whole_res_packet(buf, pos, limit)
         if not end:
             return None
         ptype = buf[pos + 7]
+        start = pos + 12
         if ptype == 31:  # JOB_ASSIGN_UNIQ
-            parts = _split(buf[pos + 12:end], b"\0", 3)
-            if len(parts) != 4:
-                return None
-            event = JobAssign(parts[0], parts[1], parts[3], parts[2])
+            event: JobAssign | None = None
+            if _COMPILED:
+                # The three NULs found in the buffer (see _text_at) and the fields
+                # sliced from it: no copy of the payload and no list, which
+                # ``split`` makes.  Not all in the text's window: split decides.
+                text, base = self._text_at(buf, start)
+                stop = end - base
+                a = text.find("\0", start - base, stop)
+                b = text.find("\0", a + 1, stop) if a >= 0 else -1
+                c = text.find("\0", b + 1, stop) if b >= 0 else -1
+                if c >= 0:
+                    a += base
+                    b += base
+                    c += base
+                    event = JobAssign(buf[start:a], buf[a + 1:b], buf[c + 1:end],
+                                      buf[b + 1:c])
+            if event is None:
+                parts = _split(buf[start:end], b"\0", 3)
+                if len(parts) != 4:
+                    return None
+                event = JobAssign(parts[0], parts[1], parts[3], parts[2])
         elif ptype == 11:  # JOB_ASSIGN
-            parts = _split(buf[pos + 12:end], b"\0", 2)
+            parts = _split(buf[start:end], b"\0", 2)
             if len(parts) != 3:
                 return None
             event = JobAssign(parts[0], parts[1], parts[2])
@@ -202,7 +258,7 @@ class WorkerConnection(Connection):
                 f"{event.packet_type.name} for job handle {event.handle!r} without an "
                 f"outstanding GRAB_JOB"
             )
-        grab = _popleft(grabs)
+        grab = grabs.popleft()
         if grab is GrabJobUniq:  # the usual grab first
             fits = event.unique is not None and event.reducer is None
         elif grab is GrabJob:

@@ -134,12 +134,13 @@ def test_the_fast_path_and_the_general_path_agree(
 
 
 def _agree(make: Callable[..., Connection], first: list[Event], chunks: list[bytes],
-           state: Callable[[Any], object], close: bool = False) -> list[object]:
+           state: Callable[[Any], object], close: bool = False,
+           limit: int = _LIMIT) -> list[object]:
     """Fast path on, forced off and ``next_event()``: each connection sent ``first`` and
     fed ``chunks`` (then closed, if ``close``) must give the same results and end state."""
     results = []
     for how in ("fast", "general", "next_event"):
-        conn = make(max_packet_size=_LIMIT)
+        conn = make(max_packet_size=limit)
         conn.fast_path = how == "fast"
         for request in first:
             conn.send(request)
@@ -208,3 +209,45 @@ def test_a_fast_path_header_with_any_byte_changed_reads_the_same(
             for before in _BEFORE[make]:
                 for stream in (changed, created + changed, changed + packet):
                     _agree(make, before, [stream], _STATES[make])
+
+
+def test_fields_found_across_the_text_window() -> None:
+    # Compiled, the worker finds a JOB_ASSIGN_UNIQ's NULs in a Latin-1 copy of up to
+    # 4096 bytes of the buffer (Connection._text_at): packets that straddle that
+    # window, fields longer than it, every byte value in a field, and buffers of
+    # one read or many must read as the general path reads them.
+    every = bytes(range(1, 256))
+    args = [(b"H:%d" % i, b"f" * (i % 9 + 1), every[:i * 7 % 60], b"d" * (i % 150))
+            for i in range(200)]
+    args += [(b"H:long-unique", b"f", b"u" * 5000, b"d"), (b"H:" + every * 20, b"f", b"u", b""),
+             (b"H:end", b"f", every, every)]
+    packets = [encode_packet(RES, _P.JOB_ASSIGN_UNIQ, a) for a in args]
+    stream = b"".join(packets)
+    grabs: list[Event] = [GrabJobUniq()] * len(packets)
+    for size in (len(stream), 4096, 5000, 1000):
+        chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
+        seen = _agree(WorkerConnection, grabs, chunks, _worker_state, limit=1 << 20)
+        assert [(e.handle, e.function, e.unique, e.data) for e in seen[:-2]] == args
+
+
+def test_the_compiled_grab_fifo_is_a_deque() -> None:
+    # What WorkerConnection keeps its grabs in when compiled (a deque interpreted):
+    # the same order, length, truth and error, across its compaction.
+    from collections import deque
+
+    from gearman_proto.worker import _Grabs
+
+    kinds = [GrabJob, GrabJobUniq, GrabJobAll]
+    ours, theirs = _Grabs(), deque()  # type: ignore[var-annotated]
+    for step in range(2000):
+        if step % 3 != 2 or not theirs:
+            ours.append(kinds[step % 3])
+            theirs.append(kinds[step % 3])
+        else:
+            assert ours.popleft() is theirs.popleft()
+        assert len(ours) == len(theirs) and bool(ours) == bool(theirs)
+    while theirs:
+        assert ours.popleft() is theirs.popleft()
+    assert not ours and len(ours) == 0
+    with pytest.raises(IndexError):
+        ours.popleft()
