@@ -12,10 +12,9 @@ import pytest
 from benchmarks import decode_ir
 
 
-@pytest.mark.parametrize("side", decode_ir.SIDES)
+# Our two sides; gear's (a peer's parser, in the bench extra) is not ours to test.
+@pytest.mark.parametrize("side", [s for s in decode_ir.SIDES if s != "gear"])
 def test_each_side_decodes_its_whole_stream(side: str) -> None:
-    if side == "gear":
-        pytest.importorskip("gear")
     # _run raises SystemExit naming the side if the events counted are not the packets sent.
     assert decode_ir.main(["--run", side, "300", "1"]) == 0
     assert decode_ir.main(["--run", side, "300", "0"]) == 0
