@@ -945,7 +945,7 @@ class JobServer:
                  background: bool, epoch: int | None, reducer: bytes | None,
                  store_key: StoreKey | None) -> _Job:
         """Create a job with the next handle and make it findable; the caller queues it."""
-        handle = self._prefix + b"%d" % self._next_handle
+        handle = b"%b%d" % (self._prefix, self._next_handle)
         self._next_handle += 1
         job = _Job(handle, function, unique, data, priority, background)
         if epoch is not None:
