@@ -297,7 +297,7 @@ class _Conn:
     """One connection: as a worker (abilities, jobs held, sleep) and as a client."""
 
     __slots__ = ("abilities", "address", "asleep", "attached", "client_id", "exceptions",
-                 "id", "jobs", "may_change", "recent")
+                 "id", "jobs", "may_change", "recent", "submitted")
 
     def __init__(self, conn_id: int, address: bytes, exceptions: bool,
                  may_change: bool = True) -> None:
@@ -316,6 +316,10 @@ class _Conn:
         # RUNNING with this worker.  The server's fast path compares a result's
         # handle with it before hashing the handle for `jobs`.
         self.recent: _Job | None = None
+        # The function it last submitted to (None after that function was
+        # dropped): a submission compares its name with this one's before
+        # hashing the wire's fresh name bytes for the functions' dictionary.
+        self.submitted: _Function | None = None
         self.attached: dict[bytes, _Job] = {}  # foreground jobs it waits for
         # Asleep after PRE_SLEEP and not yet sent a NOOP: the only state in
         # which it may be NOOPed (PROTOCOL-NOTES §4.5).
@@ -875,9 +879,12 @@ class JobServer:
             out.append((cid, JobCreated(job.handle)))
             return None
 
-        function = self._functions.get(name)
-        if function is None:
-            function = self._functions[name] = _Function(name)
+        function = conn.submitted
+        if function is None or function.name != name:
+            function = self._functions.get(name)
+            if function is None:
+                function = self._functions[name] = _Function(name)
+            conn.submitted = function
         level: int = priority
         limit = function.max_queue[level]
         if limit and function.total() >= limit:
@@ -938,7 +945,7 @@ class JobServer:
                  background: bool, epoch: int | None, reducer: bytes | None,
                  store_key: StoreKey | None) -> _Job:
         """Create a job with the next handle and make it findable; the caller queues it."""
-        handle = self._prefix + b"%d" % self._next_handle
+        handle = b"%b%d" % (self._prefix, self._next_handle)
         self._next_handle += 1
         job = _Job(handle, function, unique, data, priority, background)
         if epoch is not None:
@@ -1438,3 +1445,6 @@ class JobServer:
         for job in [job for job in self._jobs.values() if job.function is function]:
             self._fail(job, out)
         del self._functions[name]
+        for conn in self._conns.values():
+            if conn.submitted is function:
+                conn.submitted = None

@@ -248,6 +248,39 @@ def test_a_result_is_matched_to_the_job_last_assigned_only_while_it_runs_there()
     assert fast_state[0] == []  # every job done
 
 
+def test_a_submission_finds_its_function_past_the_one_last_submitted_to() -> None:
+    """A connection remembers the function it last submitted to and compares a
+    submission's name with it before looking the name up: a submission to
+    another function, back to the first, and to a function dropped (``drop
+    function``, which fails its queued job) and then submitted to again, all
+    land on the live function, on either path."""
+    bg = Priority.NORMAL
+    steps: list[tuple[str, int, Any]] = [
+        ("read", 1, ([_req(SubmitJob(b"f", b"a", b"", bg, True)),    # H:fuzz:1
+                      _req(SubmitJob(b"h", b"b", b"", bg, True)),    # H:fuzz:2, no workers
+                      _req(SubmitJob(b"f", b"c", b"", bg, True))], [])),  # H:fuzz:3
+        ("read", 2, ([_req(SubmitJob(b"h", b"d", b"", bg, True))], [])),  # H:fuzz:4
+        ("read", 1, ([_req(SubmitJob(b"h", b"e", b"", bg, True))], [])),  # H:fuzz:5
+        ("read", 3, ([b"drop function h\n"], [])),  # fails H:fuzz:2, 4 and 5
+        ("read", 1, ([_req(SubmitJob(b"h", b"f", b"", bg, True))], [])),  # H:fuzz:6, new h
+        ("read", 2, ([_req(SubmitJob(b"h", b"g", b"", bg, True)),    # H:fuzz:7
+                      _req(SubmitJob(b"g", b"h", b"", bg, True))], [])),  # H:fuzz:8
+        ("read", 2, ([_req(SubmitJob(b"h", b"i", b"", bg, True))], [])),  # H:fuzz:9
+    ]
+    fast_out, fast_state = _run(steps, True)
+    slow_out, slow_state = _run(steps, False)
+    assert fast_out == slow_out
+    assert fast_state == slow_state
+    assert _run(steps, True, driven=True) == (fast_out, fast_state)
+    queued = {name: queues for name, *_, queues in fast_state[1]}
+    assert queued[b"f"][1] == [b"H:fuzz:1", b"H:fuzz:3"]
+    assert queued[b"g"][1] == [b"H:fuzz:8"]
+    # The h made again holds the jobs submitted after the drop, and only those.
+    assert queued[b"h"][1] == [b"H:fuzz:6", b"H:fuzz:7", b"H:fuzz:9"]
+    assert [j.handle for j in fast_state[0]] == [
+        b"H:fuzz:1", b"H:fuzz:3", b"H:fuzz:6", b"H:fuzz:7", b"H:fuzz:8", b"H:fuzz:9"]
+
+
 @pytest.mark.skipif(gearman_proto.COMPILED, reason="a compiled JobServer's methods cannot be "
                     "replaced")
 def test_the_fast_path_serves_the_hot_packets() -> None:
