@@ -64,6 +64,7 @@ class _Link(asyncio.Protocol, Link):
         # at the end of the read that wrote it, else by a callback (tasks woken by
         # one read, each submitting, then cost one system call, not one each).
         self._out: list[bytes] = []
+        self.read_buffer = self._out  # sent at the end of data_received, as write()'s is
         self._reading = False
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[bool]]] = []
         self._drained: asyncio.Future[None] | None = None

@@ -52,6 +52,10 @@ class Link(abc.ABC):
     error: BaseException | None = None
     """What ended the link, once :attr:`closed`."""
 
+    read_buffer: list[bytes] | None = None
+    """Where ``on_data`` may append output instead of calling :meth:`write`, if the
+    link has one: the link sends it when ``on_data`` returns (``None``: it has not)."""
+
     @property
     @abc.abstractmethod
     def closed(self) -> bool:

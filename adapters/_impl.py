@@ -541,6 +541,7 @@ class Worker:
         self._driver: WorkerDriver[int] | None = None
         self._links: dict[int, Link] = {}
         self._writers: dict[int, Callable[[bytes], object]] = {}
+        self._buffers: dict[int, list[bytes]] = {}
         self._async: dict[Handler, bool] = {}
         self._tg: TaskGroup | None = None
         self._threads: ThreadRunner | None = None
@@ -604,7 +605,7 @@ class Worker:
         self._session = session
         self._driver = driver = WorkerDriver(session, _no_start, self._writers,
                                              self._server_error, self._refused, self._idle,
-                                             stop_after)
+                                             stop_after, self._buffers)
         self._stopping = stopping = backend.event()
         self._graceful = True
         self._fatal: BaseException | None = None
@@ -635,6 +636,7 @@ class Worker:
                 link.close()
             self._links.clear()
             self._writers.clear()
+            self._buffers.clear()
         if self._fatal is not None:
             raise self._fatal
 
@@ -715,6 +717,8 @@ class Worker:
             backoff.succeeded()
             self._links[key] = link
             self._writers[key] = link.write
+            if link.read_buffer is not None:
+                self._buffers[key] = link.read_buffer
             try:
                 driver.write(session.connect(key).writes)
                 await link.run()
@@ -722,6 +726,7 @@ class Worker:
                 if self._links.get(key) is link:
                     del self._links[key]
                     del self._writers[key]
+                    self._buffers.pop(key, None)
                 session.disconnect(key, keep_slots=True)
                 link.close()
                 # The lost connection's grab freed a slot: another server may use it.

@@ -653,16 +653,21 @@ class WorkerDriver(Generic[K]):
     final reports made.  The driver does no I/O: the functions it is given do.
     """
 
-    __slots__ = ("ended", "on_error", "on_idle", "on_refused", "session", "start", "started",
-                 "stop_after", "writers")
+    __slots__ = ("buffers", "ended", "on_error", "on_idle", "on_refused", "reading", "session",
+                 "start", "started", "stop_after", "writers")
 
     def __init__(self, session: WorkerSession[K],
                  start: Callable[[K, JobAssign], tuple[K, WorkUpdate] | None],
                  writers: dict[K, Callable[[bytes], object]],
                  on_error: Callable[[K, Error], object],
                  on_refused: Callable[[K, WorkUpdate, Exception], object],
-                 on_idle: Callable[[], object], stop_after: int | None = None) -> None:
+                 on_idle: Callable[[], object], stop_after: int | None = None,
+                 buffers: dict[K, list[bytes]] | None = None) -> None:
         self.session = session
+        # A connection's output during its own read, if its link gives a buffer it
+        # sends when the read's callback returns: an append, not a write call.
+        self.buffers: dict[K, list[bytes]] = {} if buffers is None else buffers
+        self.reading: K | None = None
         self.start = start
         self.writers = writers
         self.on_error = on_error
@@ -681,26 +686,36 @@ class WorkerDriver(Generic[K]):
         """
         session = self.session
         step = session.receive_data(key, data)
-        if step.writes:
-            self.write(step.writes)
-        if step.errors:
-            for k, error in step.errors:
-                self.on_error(k, error)
-        if step.jobs:
-            start = self.start
-            for k, assign in step.jobs:
-                self.started += 1
-                if self.stop_after is not None and self.started >= self.stop_after:
-                    session.drain()
-                ended = start(k, assign)
-                if ended is not None:
-                    self.report(ended[0], ended[1])
+        self.reading = key
+        try:
+            if step.writes:
+                self.write(step.writes)
+            if step.errors:
+                for k, error in step.errors:
+                    self.on_error(k, error)
+            if step.jobs:
+                start = self.start
+                for k, assign in step.jobs:
+                    self.started += 1
+                    if self.stop_after is not None and self.started >= self.stop_after:
+                        session.drain()
+                    ended = start(k, assign)
+                    if ended is not None:
+                        self.report(ended[0], ended[1])
+        finally:
+            self.reading = None
 
     def write(self, writes: dict[K, bytes]) -> None:
         """Write a step's bytes (such as those of :meth:`WorkerSession.connect` or
         :meth:`WorkerSession.pump`, which only write)."""
         writers = self.writers
+        reading = self.reading
         for key, data in writes.items():
+            if reading is not None and key == reading:
+                buffer = self.buffers.get(key)
+                if buffer is not None:
+                    buffer.append(data)
+                    continue
             write = writers.get(key)
             if write is not None:
                 write(data)
@@ -722,7 +737,13 @@ class WorkerDriver(Generic[K]):
         if writes:
             # (The loop of write(), written out: once or twice per job.)
             writers = self.writers
+            reading = self.reading
             for k, data in writes.items():
+                if reading is not None and k == reading:
+                    buffer = self.buffers.get(k)
+                    if buffer is not None:
+                        buffer.append(data)
+                        continue
                 write = writers.get(k)
                 if write is not None:
                     write(data)

@@ -127,3 +127,22 @@ def test_stop_after_counts_jobs_that_end_at_once(gm: GM, our_server: ServerProce
     future.result(20)  # returns by itself after three jobs, the last grabbing no more
     assert worker.obj.jobs_done == 3
     assert gm.status(our_server, f)[0] == 1  # the fourth is still queued
+
+
+def test_jobs_ending_at_once_on_two_servers_each_answer_their_own(
+        gm: GM, our_server_factory: Any, fn: Fn) -> None:
+    # A report made in the read that brought its job goes out with that read's
+    # output; the grab a finished job frees may go to the other server's
+    # connection, written as usual.  Every result must reach its own server.
+    first, second = our_server_factory(), our_server_factory()
+    f, slow = fn("two-at-once"), fn("two-after-wait")
+    worker = gm.worker([first, second], max_jobs=2)
+    worker.register(f, _handler(gm, "return", False))
+    worker.register(slow, _handler(gm, "return", True))
+    worker.start(ready_on=[first, second])
+    clients = [gm.client(first), gm.client(second)]
+    jobs = [(c.submit(name, f"{c is clients[1]}-{i}"), f"{c is clients[1]}-{i}")
+            for i in range(6) for c in clients for name in (f, slow)]
+    for job, data in jobs:
+        assert job.wait() == data.upper().encode()
+    assert worker.obj.jobs_done == len(jobs)
