@@ -733,20 +733,8 @@ class WorkerDriver(Generic[K]):
         except Exception as exc:  # never given, say: refused to the handler alone
             self.on_refused(key, event, exc)
             return
-        writes = step.writes
-        if writes:
-            # (The loop of write(), written out: once or twice per job.)
-            writers = self.writers
-            reading = self.reading
-            for k, data in writes.items():
-                if reading is not None and k == reading:
-                    buffer = self.buffers.get(k)
-                    if buffer is not None:
-                        buffer.append(data)
-                        continue
-                write = writers.get(k)
-                if write is not None:
-                    write(data)
+        if step.writes:
+            self.write(step.writes)
         if type(event) in _FINAL_STATES:
             self.ended += 1
             if session.draining and session.idle:
