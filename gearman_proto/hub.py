@@ -281,6 +281,13 @@ class _Link:
         self.live = True
         self.writer = writer
 
+    def take(self) -> bytes:
+        """The turn's output, emptied: one packet (the usual case) as it is, more joined."""
+        chunks = self.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        return data
+
 
 _UNSET = _Unset()
 
@@ -929,10 +936,7 @@ class ServerHub:
         self._dirty = []
         writes: dict[int, bytes] = {}
         for buf in dirty:
-            # One packet is the usual output of a turn: written as it is, not joined.
-            chunks = buf.chunks
-            writes[buf.cid] = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
+            writes[buf.cid] = buf.take()
         if stats is not None:
             sent = 0
             for data in writes.values():
@@ -1040,9 +1044,7 @@ class ServerHub:
                 # next turn's output, never into this one.
                 self._dirty = []
                 for buf in dirty:
-                    chunks = buf.chunks
-                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                    chunks.clear()
+                    data = buf.take()
                     writer = buf.writer
                     if writer is not None:
                         writer(data)
