@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from gearman_proto.hub import Flush
+from gearman_proto.hub import Flush, Reader
 
 from . import _impl
 from ._asyncio_backend import BACKEND
@@ -114,13 +114,19 @@ def _peer_name(transport: asyncio.BaseTransport) -> tuple[bytes, str]:
 class _Peer(asyncio.Protocol):
     """One accepted connection: bytes go to the hub, and what the hub decides is done."""
 
-    __slots__ = ("cid", "read", "server", "transport")
+    __slots__ = ("cid", "data_received", "server", "transport")
+
+    data_received: Reader
+    """The whole of a read: the hub's compiled :class:`~gearman_proto.hub.Reader` for
+    this connection (the hub is driven: Server.start), in place of a method, so
+    that the loop calls into the core with no interpreted frame between."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.cid = 0
         self.transport: asyncio.Transport | None = None
-        self.read = server.hub.read  # the whole of a read (the hub is driven: Server.start)
+        # Before the transport exists: uvloop takes data_received when it makes it.
+        self.data_received = server.hub.reader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not isinstance(transport, asyncio.Transport): uvloop's transports
@@ -137,14 +143,11 @@ class _Peer(asyncio.Protocol):
         if sock is not None and server.keepalive:
             apply_keepalive(sock, server.keepalive)
         address, name = _peer_name(transport)
-        self.cid = hub.open(address, name, transport.write)
+        self.cid = hub.open(address, name, transport.write, self.data_received)
         server.peers[self.cid] = self
         # Past this many unsent bytes pause_writing() tells the hub, which
         # stops reading from this peer (and from the workers feeding it).
         transport.set_write_buffer_limits(high=server.output_limit)
-
-    def data_received(self, data: bytes) -> None:
-        self.read(self.cid, data)
 
     def eof_received(self) -> bool | None:
         server = self.server
@@ -210,7 +213,10 @@ class Server(ServerBase):
     async def start(self) -> None:
         """Bind and start accepting; ``self.port`` is the real port (useful with port 0)."""
         self._loop = loop = asyncio.get_running_loop()
-        self.hub.drive(time.time, functools.partial(loop.call_soon, self._flush))
+        # The turn's end is the hub's own (compiled) end_turn; only a Flush that
+        # asks for more than writes comes back here, to _carry_out.
+        self.hub.drive(time.time, functools.partial(loop.call_soon, self.hub.end_turn),
+                       self._carry_out)
         self.hub.log_level = _server_log.getEffectiveLevel()
         if self.broker.durable and self.hub.writer is None:
             # Durable writes on the store's thread (storethread.py): it wakes the loop.

@@ -90,7 +90,7 @@ from .server import _RECEIVE, ServerConnection
 from .stats import ServerStats
 from .store import StoreError
 
-__all__ = ["ServerHub", "Flush", "Note", "StoreWriter", "DEFAULT_MAX_CLIENT_JOBS",
+__all__ = ["ServerHub", "Flush", "Note", "Reader", "StoreWriter", "DEFAULT_MAX_CLIENT_JOBS",
            "DEFAULT_GRACEFUL_TIMEOUT",
            "TURN_EVENTS", "TURN_BYTES", "LINGER_BYTES", "LINGER_SECONDS", "ACCEPT_RETRY",
            "DEBUG", "INFO", "WARNING"]
@@ -289,6 +289,37 @@ class _Link:
         return data
 
 
+class Reader:
+    """A connection's read callback, for a loop that calls its protocol's
+    ``data_received(data)``: the protocol's ``data_received`` *is* this object, so
+    that a read runs no interpreted code between the loop and the hub.
+
+    Made by :meth:`ServerHub.reader` before the connection is opened (uvloop takes
+    the protocol's ``data_received`` when it makes the transport, before
+    ``connection_made``), bound to the connection by :meth:`ServerHub.open`; a
+    call is :meth:`ServerHub.read` of that connection, with its link at hand.
+    Bytes before it is bound are not read (there are none: a transport reads
+    only after ``connection_made``).
+    """
+
+    __slots__ = ("hub", "link")
+
+    def __init__(self, hub: ServerHub) -> None:
+        self.hub = hub
+        self.link: _Link | None = None
+
+    def __call__(self, data: bytes) -> None:
+        link = self.link
+        if link is not None:
+            hub = self.hub
+            if not hub._batch_open:
+                hub.batch_started()
+            if link.live:
+                hub._receive(link, data)
+            else:
+                hub.receive(link.cid, data)
+
+
 _UNSET = _Unset()
 
 
@@ -361,6 +392,7 @@ class ServerHub:
         # one is scheduled, and each connection's write.
         self._clock: Callable[[], float] | None = None
         self._schedule: Callable[[], object] | None = None
+        self._carry_out: Callable[[Flush], object] | None = None
         self._batch_open = False
         # Each connection's link (from open() until the transport is gone),
         # and those with output this turn, in the order they got it.
@@ -444,16 +476,20 @@ class ServerHub:
         return ACCEPT_RETRY
 
     def open(self, address: bytes = b"-", peer: str | None = None,
-             writer: Callable[[bytes], object] | None = None) -> int:
+             writer: Callable[[bytes], object] | None = None,
+             reader: Reader | None = None) -> int:
         """Register a new connection from ``address`` (its IP, as ``workers`` shows it)
         and return its id; ``peer`` (``ip:port``) names it in the log.  ``writer``
-        (the transport's ``write``) lets :meth:`flush_written` write to it."""
+        (the transport's ``write``) lets :meth:`flush_written` write to it; ``reader``
+        (from :meth:`reader`) becomes its read callback."""
         cid = self._next_id
         self._next_id += 1
         conn = self._conns[cid] = ServerConnection(max_packet_size=self.max_packet_size,
                                                    max_line_length=self.max_line_length)
         self.broker.connect(cid, address)
-        self._links[cid] = _Link(cid, conn, self.broker._conns[cid], writer)
+        link = self._links[cid] = _Link(cid, conn, self.broker._conns[cid], writer)
+        if reader is not None:
+            reader.link = link
         if self.idle_timeout:
             self._seen[cid] = self._now
         if self._accept_failures:
@@ -478,13 +514,18 @@ class ServerHub:
                 if not data or linger[0] <= 0:
                     self._end_linger(cid)
             return
+        self._receive(link, data)
+
+    def _receive(self, link: _Link, data: bytes) -> None:
+        """:meth:`receive` for a live connection's link."""
+        cid = link.cid
         stats = self.stats
         if stats is not None:
             stats.bytes_in += len(data)
         conn = link.conn
         conn.receive_data(data)
         try:
-            self._process(cid, conn, link.bconn)
+            self._process(cid, conn, link.bconn, link)
         finally:
             notices = conn.notices
             if notices:  # rare: input accepted leniently, as gearmand does
@@ -493,14 +534,16 @@ class ServerHub:
                                self._peers.get(cid, "-"), text)
                 notices.clear()
 
-    def _process(self, cid: int, conn: ServerConnection, bconn: _Conn | None = None) -> None:
+    def _process(self, cid: int, conn: ServerConnection, bconn: _Conn | None = None,
+                 link: _Link | None = None) -> None:
         """Handle the messages buffered for ``cid``, up to one turn's worth.
 
         Each message goes the fast way (:meth:`_fast`) if it can, else the
         general way: decoded to an event by the connection, handed to the
         broker, its outputs routed.  What follows each message -- the turn's
-        budget, the checks after routing -- is the same for both.  ``bconn`` is
-        the broker's record of ``cid`` when the caller holds it.
+        budget, the checks after routing -- is the same for both.  ``bconn`` and
+        ``link`` are the broker's record of ``cid`` and its link when the caller
+        holds them.
         """
         broker = self.broker
         # The fast path serves an in-memory server that is not stopping: a
@@ -508,6 +551,8 @@ class ServerHub:
         if self.fast_path and self._stop is None and broker._store is None:
             if bconn is None:
                 bconn = broker._conns.get(cid)
+            if link is None:
+                link = self._links.get(cid)
         else:
             bconn = None
         budget = TURN_EVENTS
@@ -515,7 +560,8 @@ class ServerHub:
         events: Iterator[Event] | None = None
         try:
             while True:
-                done = self._fast(cid, conn, bconn) if bconn is not None else _FAST_NO
+                done = (self._fast(cid, conn, bconn, link)
+                        if bconn is not None and link is not None else _FAST_NO)
                 if done == _FAST_DONE:
                     if self.internal_errors and cid not in self._conns:
                         return  # _route closed it
@@ -600,7 +646,7 @@ class ServerHub:
             return [(cid, Error(_STOPPING_CODE, _STOPPING_TEXT, request=event))]
         return self.broker.receive(cid, event)
 
-    def _fast(self, cid: int, conn: ServerConnection, bconn: _Conn) -> int:
+    def _fast(self, cid: int, conn: ServerConnection, bconn: _Conn, link: _Link) -> int:
         """Handle the message at the head of ``conn``'s buffer the fast way, if it is
         one of the hot packets in the common case (:data:`_FAST_DONE`); else touch
         nothing and say :data:`_FAST_NO`, or :data:`_FAST_EMPTY` when every byte
@@ -617,7 +663,8 @@ class ServerHub:
         malformed packet, a result for a job the worker does not hold -- is
         left for the general path, which decodes it and answers or raises.
         ``tests/test_hub_fast.py`` holds the two paths to the same bytes,
-        state and errors.
+        state and errors.  ``link`` is ``cid``'s: its own answers are queued
+        there with no lookup (:meth:`_put`).
         """
         decoder = conn._decoder
         buf = decoder._buf
@@ -657,23 +704,31 @@ class ServerHub:
             job = broker._submit(bconn, name, unique, data, priority, background, None, None,
                                  None, outputs)
             if job is not None:
-                self._write(cid, packet_of_one(_RES, _JOB_CREATED, job.handle))
+                self._put(link, packet_of_one(_RES, _JOB_CREATED, job.handle))
                 broker._place(job, outputs)
             if outputs:
                 self._route(outputs)
             return _FAST_DONE
         if kind == _FAST_WORK_COMPLETE:
             if COMPILED:
-                i = _nul_at(buf, first, end)
-                if i < 0:
-                    return _FAST_NO
                 # Most often the result of the job last assigned: told by
-                # comparing the handle with it, not by hashing the handle.
-                handle = buf[first:i]
+                # comparing the packet's first field with that job's handle in
+                # place -- the handle, then a NUL -- with no scan for the NUL
+                # and no hash.  Exact, as no handle a worker holds has a NUL:
+                # its assignment could not be framed (the worker is closed).
                 job = bconn.recent
-                if job is None or job.state != RUNNING or job.worker != cid or (
-                        job.handle != handle):
-                    job = bconn.jobs.get(handle)
+                if job is not None and job.state == RUNNING and job.worker == cid:
+                    handle = job.handle
+                    i = first + len(handle)
+                    if i >= end or buf[i] != 0 or buf[first:i] != handle:
+                        job = None
+                else:
+                    job = None
+                if job is None:
+                    i = _nul_at(buf, first, end)
+                    if i < 0:
+                        return _FAST_NO
+                    job = bconn.jobs.get(buf[first:i])
             else:
                 i = buf.find(0, first, end)
                 if i < 0:
@@ -694,12 +749,12 @@ class ServerHub:
         decoder._pos = end
         if kind == _FAST_PRE_SLEEP:
             if broker._pre_sleep(bconn):
-                self._write(cid, _NOOP_PACKET)
+                self._put(link, _NOOP_PACKET)
             return _FAST_DONE
         # A grab: kind is the JobServer's form of the assignment.
         job = broker._take(bconn)
         if job is None:
-            self._write(cid, _NO_JOB_PACKET)
+            self._put(link, _NO_JOB_PACKET)
             return _FAST_DONE
         packet = None
         if kind != _FAST_GRAB_ALL or not job.reducer:
@@ -708,13 +763,18 @@ class ServerHub:
         if packet is None:  # JOB_ASSIGN_ALL, or what cannot be framed: the general way
             self._route([(cid, broker._assignment(job, kind))])
         else:
-            self._write(cid, packet)
+            self._put(link, packet)
         return _FAST_DONE
 
     def _write(self, cid: int, data: bytes) -> None:
         """Queue bytes for ``cid`` as :meth:`_route` does (nothing if it is gone)."""
         out = self._links.get(cid)
-        if out is None or not out.live:
+        if out is not None:
+            self._put(out, data)
+
+    def _put(self, out: _Link, data: bytes) -> None:
+        """:meth:`_write` to a link at hand."""
+        if not out.live:
             return
         chunks = out.chunks
         if not chunks:
@@ -971,16 +1031,36 @@ class ServerHub:
 
     # -- the turn, run by the hub (drive) ------------------------------------------------
 
-    def drive(self, clock: Callable[[], float], schedule: Callable[[], object]) -> None:
+    def drive(self, clock: Callable[[], float], schedule: Callable[[], object],
+              carry_out: Callable[[Flush], object] | None = None) -> None:
         """Run the adapter's turn here: ``clock()`` is the time (read once per batch)
         and ``schedule()`` asks the loop to call :meth:`flush_written` once, at the
-        end of the current turn (``functools.partial(loop.call_soon, ...)``).
+        end of the current turn (``functools.partial(loop.call_soon, ...)``); or,
+        with ``carry_out``, :meth:`end_turn`, which hands ``carry_out`` the
+        :class:`Flush` whenever :meth:`flush_written` returns one.
 
-        The calls are plain callables, made from here: compiled, a read costs
-        no interpreted code but the adapter's one-line callback.
+        The calls are plain callables, made from here: compiled, with a
+        :meth:`reader` per connection and :meth:`end_turn` scheduled, the usual
+        turn costs no interpreted code at all.
         """
         self._clock = clock
         self._schedule = schedule
+        self._carry_out = carry_out
+
+    def reader(self) -> Reader:
+        """A read callback for a connection about to be opened (see :class:`Reader`):
+        pass it to :meth:`open`."""
+        return Reader(self)
+
+    def end_turn(self) -> None:
+        """The end of a driven hub's turn, as a call with no result: :meth:`flush_written`,
+        and its :class:`Flush`, if any, to the ``carry_out`` given to :meth:`drive`."""
+        out = self.flush_written()
+        if out is not None:
+            carry_out = self._carry_out
+            if carry_out is None:
+                raise RuntimeError("end_turn() needs drive(..., carry_out)")
+            carry_out(out)
 
     def batch_started(self) -> None:
         """Something happened (a read, a close, a timer, a store write done): unless

@@ -39,7 +39,7 @@ from gearman_proto.events import (
     SubmitReduceJob,
     WorkComplete,
 )
-from gearman_proto.hub import WARNING, Flush, ServerHub, _nul_at
+from gearman_proto.hub import WARNING, Flush, Reader, ServerHub, _nul_at
 from gearman_proto.packets import (
     REQ,
     RES,
@@ -146,18 +146,31 @@ def _run(steps: list[tuple[str, int, Any]], fast: bool,
     ``driven``: the hub runs the turn itself (ServerHub.drive, read,
     flush_written) and writes through the connections' writers; what they were
     given in a flush that came back as ``None`` is taken as that flush's writes.
+    The odd connections read through their :class:`Reader` (as the asyncio
+    server's do), the even ones through ``read``; the turns end alternately
+    with ``flush_written`` and with ``end_turn`` (its Flush handed to
+    ``carry_out``).
     """
     hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"))
     hub.fast_path = fast
     hub.advance(1000.0)
     written: dict[int, list[bytes]] = {}
+    carried: list[Flush] = []
+    readers: dict[int, Reader] = {}
+    turns = itertools.count()
     if driven:
-        hub.drive(lambda: 1000.0, lambda: None)
+        hub.drive(lambda: 1000.0, lambda: None, carried.append)
 
     def flush() -> Flush:
         if not driven:
             return hub.flush()
-        out = hub.flush_written()
+        out: Flush | None
+        if next(turns) % 2:
+            hub.end_turn()
+            out = carried.pop() if carried else None
+            assert not carried
+        else:
+            out = hub.flush_written()
         if out is None:
             out = Flush({cid: b"".join(chunks) for cid, chunks in written.items()})
             assert all(len(chunks) == 1 for chunks in written.values())
@@ -170,7 +183,9 @@ def _run(steps: list[tuple[str, int, Any]], fast: bool,
         return lambda data: written.setdefault(cid, []).append(data)
 
     for cid in range(1, CONNECTIONS + 1):
-        assert hub.open(b"127.0.0.1", writer=writer(cid) if driven else None) == cid
+        reader = readers[cid] = hub.reader()
+        assert hub.open(b"127.0.0.1", writer=writer(cid) if driven else None,
+                        reader=reader if driven and cid % 2 else None) == cid
         # Every connection may work (and submit): so a submitter may be a
         # sleeping worker its own submission wakes.
         hub.receive(cid, _req(CanDo(b"f")) + (_req(CanDo(b"g")) if cid > 2 else b""))
@@ -185,7 +200,9 @@ def _run(steps: list[tuple[str, int, Any]], fast: bool,
             hub.receive(cid, b"")
         else:
             for data in _reads(hub, cid, *arg):
-                if driven:
+                if driven and cid % 2:
+                    readers[cid](data)
+                elif driven:
                     hub.read(cid, data)
                 else:
                     hub.receive(cid, data)
@@ -377,6 +394,36 @@ def test_a_driven_hub_writes_the_usual_turn_itself() -> None:
     assert flushes == [1, 1]
     assert hub.flush_written() is None
     assert written == [encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:2",))]
+
+
+def test_a_reader_and_end_turn_run_the_usual_turn_and_hand_out_the_rest() -> None:
+    """Not vacuous: a connection's Reader reads it (one flush scheduled per batch),
+    end_turn writes the usual turn itself and hands anything more (a close) to
+    carry_out; a Reader not yet bound to a connection reads nothing."""
+    hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"), log_level=WARNING)
+    flushes: list[int] = []
+    carried: list[Flush] = []
+    hub.drive(lambda: 1000.0, lambda: flushes.append(1), carried.append)
+    written: list[bytes] = []
+    hub.end_turn()  # the first turn sets the timer (none): that comes back
+    assert [out.rearm for out in carried] == [True]
+    carried.clear()
+    unbound = hub.reader()
+    unbound(_req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))
+    assert flushes == [] and hub.broker.job_count == 0
+    reader = hub.reader()
+    client = hub.open(writer=written.append, reader=reader)
+    reader(_req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))
+    assert flushes == [1]
+    hub.end_turn()
+    assert carried == [] and written == [
+        encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:1",))]
+    reader(b"")  # the peer closed: the flush closes it, so it comes back
+    hub.end_turn()
+    assert flushes == [1, 1] and [out.close for out in carried] == [[client]]
+    hub.closed(client)
+    reader(_req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True)))  # gone: dropped
+    assert hub.broker.job_count == 1
 
 
 def test_a_driven_hub_still_counts_bytes_out_with_stats() -> None:
