@@ -284,7 +284,9 @@ class _Link:
     def take(self) -> bytes:
         """The turn's output, emptied: one packet (the usual case) as it is, more joined."""
         chunks = self.chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(chunks) == 1:
+            return chunks.pop()  # (compiled, a native pop; clear() is a generic call)
+        data = b"".join(chunks)
         chunks.clear()
         return data
 
@@ -607,6 +609,15 @@ class ServerHub:
                         self._backlog[cid] = None
                         self._pause_if_reading(cid)
                     break
+                if done == _FAST_DONE:
+                    decoder = conn._decoder
+                    if len(decoder._buf) <= decoder._pos and conn.state is _OPEN and (
+                            not conn._peer_closed):
+                        # Every byte read was taken: what _fast's next call would
+                        # say (_FAST_EMPTY), told without the call.
+                        if self._backlog:
+                            self._backlog.pop(cid, None)
+                        break
             if budget != TURN_EVENTS and self.idle_timeout:
                 # A whole message came: the idle clock starts again (a packet
                 # trickled in a byte at a time does not restart it).
