@@ -30,10 +30,12 @@ An adapter whose loop takes plain callables may instead let the hub run the
 usual turn itself, so that the per-read and per-turn work stays in the
 (compiled) core: :meth:`ServerHub.drive` gives it the clock and a way to
 schedule one call at the end of the turn, :meth:`ServerHub.open` each
-connection's ``write``; then :meth:`ServerHub.read` is the whole of a read,
+connection's ``write``; then :meth:`ServerHub.read` is the whole of a read (or
+the connection's :class:`Reader`, a compiled ``data_received``),
 :meth:`ServerHub.batch_started` starts a batch for anything else, and the
 scheduled call is :meth:`ServerHub.flush_written`, which writes the usual
-output itself and hands back a :class:`Flush` only when there is more to do.
+output itself and hands back a :class:`Flush` only when there is more to do
+(or :meth:`ServerHub.end_turn`, which hands that to the adapter's callback).
 """
 
 from __future__ import annotations
