@@ -286,9 +286,7 @@ class _Link:
     def take(self) -> bytes:
         """The turn's output, emptied: one packet (the usual case) as it is, more joined."""
         chunks = self.chunks
-        if len(chunks) == 1:
-            return chunks.pop()  # (compiled, a native pop; clear() is a generic call)
-        data = b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         return data
 
