@@ -751,8 +751,11 @@ class ServerHub:
             if job.clients:
                 # Forwarded as it came, under the server's magic.
                 data = _RES + buf[pos + 4:end]
+                links = self._links
                 for client in job.clients:
-                    self._write(client, data)
+                    target = links.get(client)
+                    if target is not None:
+                        self._put(target, data)  # (one call: _write would make two)
             broker._end_work(job, 1)
             return _FAST_DONE
         if end != first:
