@@ -315,17 +315,29 @@ _JOB_ASSIGN: Final = int(_P.JOB_ASSIGN)
 _JOB_ASSIGN_UNIQ: Final = int(_P.JOB_ASSIGN_UNIQ)
 # Compiled, the packets below are built by ``bytes % tuple`` of ``%b`` only, which
 # mypyc makes one allocation of the parts (``CPyBytes_Build``), and the header's
-# numbers by ``int.to_bytes(4, "big")``, a primitive: ``struct.pack`` and
-# ``b"".join`` are generic calls there.  Interpreted, ``struct`` and ``join`` are
-# the cheaper, so the pure build keeps them.  ``tests/test_codec.py`` holds the
-# two forms to each other.
+# numbers by :func:`_word`: ``struct.pack`` and ``b"".join`` are generic calls
+# there.  Interpreted, ``struct`` and ``join`` are the cheaper, so the pure build
+# keeps them.  ``tests/test_codec.py`` holds the two forms to each other.
+
+_WORDS: Final = 1024
+# The four big-endian bytes of every number below _WORDS, made once (~50 KiB):
+# compiled, ``int.to_bytes(4, "big")`` is ~250 instructions (a generic
+# conversion and a new bytes object) and an index into this tuple ~15; the
+# header's type and the sizes of the server's usual packets are all below it.
+_WORD: Final[tuple[bytes, ...]] = tuple(n.to_bytes(4, "big") for n in range(_WORDS))
+
+
+def _word(n: int) -> bytes:
+    """``n.to_bytes(4, "big")``, from :data:`_WORD` when it is there."""
+    if 0 <= n < _WORDS:
+        return _WORD[n]
+    return n.to_bytes(4, "big")
 
 
 def packet_of_one(magic: bytes, ptype: int, arg: bytes) -> bytes:
     """The bytes of a packet with one argument (which may hold NUL: it is the last)."""
     if COMPILED:
-        return b"%b%b%b%b" % (magic, ptype.to_bytes(4, "big"), len(arg).to_bytes(4, "big"),
-                              arg)
+        return b"%b%b%b%b" % (magic, _word(ptype), _word(len(arg)), arg)
     return _pack_header(magic, ptype, len(arg)) + arg
 
 
@@ -340,14 +352,15 @@ def assign_packet(magic: bytes, h: bytes, f: bytes, u: bytes | None, d: bytes) -
             return None
         size = len(h) + len(f) + len(d) + 2
         if COMPILED:  # JOB_ASSIGN is type 11
-            return b"%b\0\0\0\x0b%b%b\0%b\0%b" % (magic, size.to_bytes(4, "big"), h, f, d)
+            return b"%b\0\0\0\x0b%b%b\0%b\0%b" % (magic, _word(size), h, f, d)
         return b"".join((_pack_header(magic, _JOB_ASSIGN, size), h, _NUL, f, _NUL, d))
-    if 0 in h or 0 in f or 0 in u:
+    # An empty unique (the usual one) needs no search: compiled, each `in` is a
+    # generic call (~110 instructions).
+    if 0 in h or 0 in f or (u and 0 in u):
         return None
     size = len(h) + len(f) + len(u) + len(d) + 3
     if COMPILED:  # JOB_ASSIGN_UNIQ is type 31
-        return b"%b\0\0\0\x1f%b%b\0%b\0%b\0%b" % (magic, size.to_bytes(4, "big"), h, f, u,
-                                                     d)
+        return b"%b\0\0\0\x1f%b%b\0%b\0%b\0%b" % (magic, _word(size), h, f, u, d)
     return b"".join((_pack_header(magic, _JOB_ASSIGN_UNIQ, size), h, _NUL, f, _NUL, u, _NUL, d))
 
 

@@ -108,21 +108,24 @@ class InvalidTransition(Exception):
     """
 
 
-# TRANSITIONS keyed by one int, (state - NEW) * 16 + kind, for move(), which the
-# broker calls a few times per job: an int key hashes as itself, where a tuple
-# key is built, hashed and compared (and, compiled, allocated) at every call.
-# The moves are 10..14, so with the range check no two pairs share a key; the
-# keys are small ints, which Python never allocates.
-_KEY_MOVES: Final = 16
-_NEXT: Final[dict[int, int]] = {
-    (state - NEW) * _KEY_MOVES + kind: new for (state, kind), new in TRANSITIONS.items()}
+# TRANSITIONS as a flat table for move(), which the broker calls a few times per
+# job: indexed by (state - NEW) * _MOVES + (kind - QUEUE), each entry the new
+# state or _NONE.  An index into a tuple is a native read, compiled; a dict keyed
+# by the pair (or by one int) was a hash and a probe, and boxed the key (~250
+# instructions a call, compiled, against ~60).  With the range checks in move()
+# no two pairs share an index.
+_MOVES: Final = PERSIST - QUEUE + 1
+_NONE: Final = -100
+_NEXT: Final[tuple[int, ...]] = tuple(
+    TRANSITIONS.get((state, kind), _NONE)
+    for state in range(NEW, PENDING + 1) for kind in range(QUEUE, PERSIST + 1))
 
 
 def move(state: int, kind: int) -> int:
     """The state after ``kind`` from ``state``; InvalidTransition if there is none."""
-    if QUEUE <= kind <= PERSIST:
-        new = _NEXT.get((state - NEW) * _KEY_MOVES + kind)
-        if new is not None:
+    if QUEUE <= kind <= PERSIST and NEW <= state <= PENDING:
+        new = _NEXT[(state - NEW) * _MOVES + kind - QUEUE]
+        if new != _NONE:
             return new
     raise InvalidTransition(
         f"a {STATE_NAMES.get(state, state)} job cannot {MOVE_NAMES.get(kind, kind)}")

@@ -18,9 +18,13 @@ import enum
 import struct
 from dataclasses import dataclass
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from .errors import PacketTooLarge, RemoteProtocolError
+
+if TYPE_CHECKING:
+    # mypyc's native 64-bit int (see _connection.py); only annotations name it.
+    from mypy_extensions import i64
 
 __all__ = [
     "COMPILED",
@@ -341,33 +345,42 @@ def frame(buf: bytes | bytearray, pos: int, magic: bytes, limit: int) -> tuple[i
     return ptype, (end if end <= len(buf) else 0)
 
 
-def frame_plain(buf: bytes, pos: int, magic: bytes, limit: int) -> tuple[int, int]:
+def frame_plain(buf: bytes, pos: i64, magic: bytes, limit: i64) -> tuple[int, int]:
     """:func:`frame` for a fast path, read byte by byte (no ``struct`` call, which
     compiled code makes as a generic call): the same ``(type, end)`` for a whole
     header with ``magic``, a type below 256 and a size within ``limit``; for
     anything else ``(-1, 0)``, and :func:`frame` says what it is (or raises).
     The type is not checked against :data:`SPECS`: the caller looks it up.
     """
-    if len(buf) - pos < 12:  # HEADER_SIZE
+    n: i64 = len(buf)
+    if n - pos < 12:  # HEADER_SIZE
         return -1, 0
-    ptype: int
-    size: int
-    if COMPILED:
-        # Native byte reads; interpreted, the one struct call below is cheaper.
-        if (buf[pos] != magic[0] or buf[pos + 1] != magic[1] or buf[pos + 2] != magic[2]
-                or buf[pos + 3] != magic[3]):
-            return -1, 0
-        ptype = (buf[pos + 4] << 24) | (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
-        size = (buf[pos + 8] << 24) | (buf[pos + 9] << 16) | (buf[pos + 10] << 8) | buf[pos + 11]
-    else:
+    if not COMPILED:
+        # Interpreted, the one struct call is cheaper than a dozen byte reads.
         pmagic: bytes
-        pmagic, ptype, size = _unpack_header(buf, pos)
-        if pmagic != magic:
+        ptype: int
+        psize: int
+        pmagic, ptype, psize = _unpack_header(buf, pos)
+        if pmagic != magic or ptype > 255 or (limit and psize > limit):
             return -1, 0
-    if ptype > 255 or (limit and size > limit):
+        pend = pos + psize + 12
+        return ptype, (pend if pend <= n else 0)
+    # Compiled: in native ints (each byte one load, the arithmetic unboxed and with
+    # no overflow checks; with plain ints each shift and add was a call), a type
+    # above 255 told by its three high bytes.
+    if (buf[pos] != magic[0] or buf[pos + 1] != magic[1] or buf[pos + 2] != magic[2]
+            or buf[pos + 3] != magic[3] or buf[pos + 4] or buf[pos + 5] or buf[pos + 6]):
         return -1, 0
-    end = pos + size + 12
-    return ptype, (end if end <= len(buf) else 0)
+    kind: i64 = buf[pos + 7]
+    b8: i64 = buf[pos + 8]
+    b9: i64 = buf[pos + 9]
+    b10: i64 = buf[pos + 10]
+    b11: i64 = buf[pos + 11]
+    size: i64 = (b8 << 24) | (b9 << 16) | (b10 << 8) | b11
+    if limit and size > limit:
+        return -1, 0
+    end: i64 = pos + size + 12
+    return kind, (end if end <= n else 0)
 
 
 def split_args(ptype: int, buf: bytes | bytearray, pos: int, end: int,

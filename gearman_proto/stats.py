@@ -194,7 +194,7 @@ class ServerStats:
         for n, function in enumerate(functions.values()):
             row = FunctionRow(label(function.name) if n < self.max_functions else OTHER,
                               list(function.ready), len(function.scheduled), function.running,
-                              len(function.workers), list(function.counts))
+                              len(function.workers), function.counts)  # a new list each read
             have = rows.get(row.name)
             if have is None:
                 rows[row.name] = row

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import gearman_proto
@@ -35,6 +35,7 @@ from gearman_proto import (
     SubmitJob,
     WorkComplete,
     WorkerConnection,
+    codec,
     packets,
 )
 from gearman_proto._connection import Connection
@@ -203,10 +204,14 @@ def test_compiled_events_are_values_the_collector_never_walks() -> None:
 
 
 # The server's packet builders (codec.assign_packet, packet_of_one): compiled they
-# build the bytes by ``%b`` formatting and ``int.to_bytes``, interpreted by
+# build the bytes by ``%b`` formatting and ``codec._word``, interpreted by
 # ``struct`` and ``join``.  Whichever this build runs must be encode_packet's bytes.
 @given(magic=st.sampled_from([REQ, RES]), h=st.binary(max_size=40), f=st.binary(max_size=40),
        u=st.none() | st.binary(max_size=40), d=st.binary(max_size=300))
+# Sizes at and past the end of codec._WORD (1024), where the header's size is made anew.
+@example(magic=RES, h=b"H:x:1", f=b"f", u=b"", d=b"d" * (1024 - 5 - 1 - 3))
+@example(magic=RES, h=b"H:x:1", f=b"f", u=b"", d=b"d" * (1024 - 5 - 1 - 3 + 1))
+@example(magic=RES, h=b"H:x:1", f=b"f", u=None, d=b"d" * 70000)
 def test_assign_packet_is_encode_packet(magic: bytes, h: bytes, f: bytes, u: bytes | None,
                                         d: bytes) -> None:
     got = assign_packet(magic, h, f, u, d)
@@ -223,3 +228,13 @@ def test_assign_packet_is_encode_packet(magic: bytes, h: bytes, f: bytes, u: byt
        arg=st.binary(max_size=300))
 def test_packet_of_one_is_encode_packet(magic: bytes, ptype: PacketType, arg: bytes) -> None:
     assert packet_of_one(magic, int(ptype), arg) == encode_packet(magic, ptype, (arg,))
+
+
+def test_the_header_words_are_to_bytes() -> None:
+    """codec._word: the table's words and the ones made anew are int.to_bytes's."""
+    for n in [*range(codec._WORDS + 2), 2**16, 2**32 - 1]:
+        assert codec._word(n) == n.to_bytes(4, "big")
+    with pytest.raises(OverflowError):
+        codec._word(-1)
+    with pytest.raises(OverflowError):
+        codec._word(2**32)

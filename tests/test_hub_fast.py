@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import gearman_proto
+from gearman_proto import packets
 from gearman_proto import strategies as gst
 from gearman_proto.broker import JobServer
 from gearman_proto.errors import RemoteProtocolError
@@ -345,6 +347,11 @@ def test_the_fast_header_read_agrees_with_frame(lead: bytes, data: bytes, magic:
                                                 limit: int) -> None:
     buf = lead + data
     ptype, end = frame_plain(buf, len(lead), magic, limit)
+    # Both of its bodies, the struct read and the compiled build's byte reads, on
+    # the pure build (compiled, the flag is a constant and the byte reads run).
+    for compiled in (False, True):
+        with mock.patch.object(packets, "COMPILED", compiled):
+            assert frame_plain(buf, len(lead), magic, limit) == (ptype, end)
     try:
         expected: tuple[int, int] | None = frame(buf, len(lead), magic, limit)
     except RemoteProtocolError:
