@@ -694,16 +694,20 @@ class WorkerDriver(Generic[K]):
                 for k, error in step.errors:
                     self.on_error(k, error)
             if step.jobs:
-                start = self.start
                 for k, assign in step.jobs:
                     self.started += 1
                     if self.stop_after is not None and self.started >= self.stop_after:
                         session.drain()
-                    ended = start(k, assign)
+                    ended = self.start_job(k, assign)
                     if ended is not None:
                         self.report(ended[0], ended[1])
         finally:
             self.reading = None
+
+    def start_job(self, key: K, assign: JobAssign) -> tuple[K, WorkUpdate] | None:
+        """Start job ``assign`` from connection ``key``: ``start``'s answer (a subclass
+        may start jobs itself, as :class:`~gearman_proto.policy.HandlerDriver` does)."""
+        return self.start(key, assign)
 
     def write(self, writes: dict[K, bytes]) -> None:
         """Write a step's bytes (such as those of :meth:`WorkerSession.connect` or
