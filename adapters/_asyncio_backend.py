@@ -255,13 +255,13 @@ class _Tasks(TaskGroup):
         context = _copy_context()
         _enter_task(loop, runner.task)
         try:
-            waiting = context.run(coro.send, None)  # type: ignore[attr-defined]
+            waiting = context.run(coro.send, None)
         except StopIteration as stop:
             return stop.value
         finally:
             _leave_task(loop, runner.task)
         idle.pop()
-        runner.take(context, coro, waiting, done, job)  # type: ignore[arg-type]
+        runner.take(context, coro, waiting, done, job)
         return PENDING
 
     def _add_runner(self) -> None:

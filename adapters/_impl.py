@@ -30,7 +30,6 @@ from gearman_proto.events import (
     GetStatusUnique,
     GrabJob,
     GrabJobUniq,
-    JobAssign,
     OptionReq,
     Priority,
     StatusRes,

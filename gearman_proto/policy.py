@@ -441,7 +441,7 @@ class HandlerDriver(WorkerDriver[int]):
                  handlers: dict[bytes, Any], job_type: Callable[..., JobInHand],
                  run: Callable[[JobInHand, Any, Callable[[JobInHand, Any, Exception | None],
                                                           None]], Any],
-                 run_sync: Callable[[Any, JobInHand], Any],
+                 run_sync: Callable[[Any, Any], Any],
                  is_async: Callable[[Any], bool],
                  on_failure: Callable[[JobInHand, Exception], object],
                  encode: Callable[[Any], bytes] | None,

@@ -83,7 +83,7 @@ def test_a_handler_whose_call_raises_ends_its_job_and_the_worker_goes_on(
     worker.start()
     client = gm.client(our_server)
     for i in range(3):
-        with pytest.raises(JobException, match="TypeError: .*takes 0 positional arguments"):
+        with pytest.raises(JobException, match=r"TypeError: .*takes 0 positional arguments"):
             client.submit(bad, f"x{i}").wait()
         assert client.submit(good, f"y{i}").wait() == f"Y{i}".encode()
     assert worker.obj.jobs_done == 6
