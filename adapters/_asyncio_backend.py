@@ -16,11 +16,11 @@ import queue
 import threading
 import types
 from asyncio.tasks import _enter_task, _leave_task
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, cast
 
 from gearman_proto.errors import RemoteProtocolError
-from gearman_proto.policy import JobTimeout, describe
+from gearman_proto.policy import PENDING, JobTimeout, describe
 
 from ._backend import (
     Backend,
@@ -30,7 +30,7 @@ from ._backend import (
     OnData,
     TaskGroup,
     Watched,
-    _then,
+    _finish,
     thread_caller,
 )
 from ._backend import ThreadRunner as _ThreadRunner
@@ -38,7 +38,7 @@ from ._common import Address, apply_keepalive
 
 __all__ = ["AsyncioBackend", "BACKEND"]
 
-# Read once per job by _Tasks.run_now: names, not module attribute lookups.  Python
+# Read once per job by _Tasks.run_job: names, not module attribute lookups.  Python
 # 3.11's asyncio.current_task() is a Python function (a frame per job) over a dict of
 # the C module, whose get(loop) is the same answer.
 _current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
@@ -47,6 +47,8 @@ _current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] =
     and not isinstance(asyncio.current_task, types.BuiltinFunctionType)
     else asyncio.current_task)
 _copy_context = contextvars.copy_context
+_Coroutine = types.CoroutineType
+Done = Callable[[Any, Any, "Exception | None"], object]
 
 
 class _Link(asyncio.Protocol, Link):
@@ -219,7 +221,7 @@ class _Tasks(TaskGroup):
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: list[_Runner] = []  # for run_now
+        self._idle: list[_Runner] = []  # for run_job
 
     async def __aenter__(self) -> _Tasks:
         self._loop = asyncio.get_running_loop()
@@ -231,38 +233,36 @@ class _Tasks(TaskGroup):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def run_now(self, then: Callable[[Any], object],
-                fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
-        # The coroutine's first step runs here and now, with an idle runner task
-        # as the current task (asyncio.current_task(), timeouts, anyio and sniffio
+    def run_job(self, job: Any, coro: Awaitable[Any],
+                done: Callable[[Any, Any, Exception | None], object]) -> Any:
+        # The handler's first step runs here and now, with an idle runner task as
+        # the current task (asyncio.current_task(), timeouts, anyio and sniffio
         # need one).  If it then waits, that runner goes on with it from the
         # wait, so everything after the first step happens in the task that was
-        # current during it, as in a task of its own.  Most coroutines a worker
-        # starts finish without waiting: no task, no future, no turn of the loop.
+        # current during it, as in a task of its own.  Most handlers finish
+        # without waiting: no task, no future, no turn of the loop.
         loop = self._loop
         assert loop is not None
         idle = self._idle
         if not idle or _current_task(loop) is not None:
             if not idle:
                 self._add_runner()
-            self.start_soon(_then, then, fn, args)
-            return None
+            self.start_soon(_finish, done, job, coro)
+            return PENDING
+        if type(coro) is not _Coroutine:  # another awaitable: sent through a coroutine
+            coro = _awaited(coro)
         runner = idle[-1]
-        coro = fn(*args)
         context = _copy_context()
         _enter_task(loop, runner.task)
         try:
             waiting = context.run(coro.send, None)
         except StopIteration as stop:
             return stop.value
-        except Exception as exc:  # as a task would hold it: for __aexit__ to gather
-            self.start_soon(_raise, exc)
-            return None
         finally:
             _leave_task(loop, runner.task)
         idle.pop()
-        runner.take(context, coro, waiting, then)
-        return None
+        runner.take(context, coro, waiting, done, job)
+        return PENDING
 
     def _add_runner(self) -> None:
         assert self._loop is not None
@@ -285,12 +285,12 @@ class _Tasks(TaskGroup):
         return None
 
 
-async def _raise(exc: Exception) -> None:
-    raise exc
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class _Runner:
-    """A task that goes on with coroutines whose first step ran in :meth:`_Tasks.run_now`.
+    """A task that goes on with coroutines whose first step ran in :meth:`_Tasks.run_job`.
 
     While idle it waits for one and is in the group's idle list; a coroutine's
     first step runs with this task as the current one, so the rest of it must
@@ -302,15 +302,15 @@ class _Runner:
     def __init__(self, idle: list[_Runner]) -> None:
         self._idle = idle
         self._next: asyncio.Future[tuple[contextvars.Context, Coroutine[Any, Any, Any],
-                                         Any, Callable[[Any], object]]] | None = None
+                                         Any, Done, Any]] | None = None
         self.task: asyncio.Task[None]
 
     def take(self, context: contextvars.Context, coro: Coroutine[Any, Any, Any],
-             waiting: Any, then: Callable[[Any], object]) -> None:
+             waiting: Any, done: Done, job: Any) -> None:
         """Go on with ``coro``, whose first step (in ``context``) yielded ``waiting``;
-        ``then(value)`` is called with its value when it returns."""
+        ``done(job, value, error)`` is called when it returns or raises."""
         assert self._next is not None
-        self._next.set_result((context, coro, waiting, then))
+        self._next.set_result((context, coro, waiting, done, job))
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -318,14 +318,21 @@ class _Runner:
             self._next = loop.create_future()
             self._idle.append(self)
             try:
-                context, coro, waiting, then = await self._next
+                context, coro, waiting, done, job = await self._next
             except BaseException:
                 if self in self._idle:
                     self._idle.remove(self)
                 raise
             try:
-                then(await _resume(context, coro, waiting))
-            except Exception:  # ends the coroutine as it would end a task of the group's,
+                value = await _resume(context, coro, waiting)
+            except Exception as exc:  # the handler's, for done() to report
+                error: Exception | None = exc
+                value = None
+            else:
+                error = None
+            try:
+                done(job, value, error)
+            except Exception:  # ends the job as it would end a task of the group's,
                 pass           # whose error __aexit__ gathers and drops
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import abc
 import ssl as _ssl
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from gearman_proto.policy import PENDING
 
 from ._common import Address, KeepAlive
 
@@ -109,23 +111,22 @@ class TaskGroup(abc.ABC):
     @abc.abstractmethod
     def start_soon(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None: ...
 
-    def run_now(self, then: Callable[[Any], object], fn: Callable[..., Coroutine[Any, Any, Any]],
-                *args: Any) -> Any:
-        """Start ``fn(*args)`` as :meth:`start_soon` does, or run it at once, up to its
-        first real wait, when the event loop allows that; returns its value if it
-        finished at once, else ``None``, and ``then(value)`` is called when it
-        finishes later.
+    def run_job(self, job: Any, coro: Awaitable[Any],
+                done: Callable[[Any, Any, Exception | None], object]) -> Any:
+        """Run a job's handler coroutine ``coro`` in the group: at once, up to its first
+        real wait, when the event loop allows that.
 
-        Either way it runs in the group, and a wait, a cancellation or an error
-        in it is what it would be in a task.  For a coroutine that finishes
-        without waiting (an async handler that returns at once) running it at
-        once saves a task and a turn of the event loop.
-
-        ``then`` is not called for a coroutine that finished at once, nor for one
-        that raised or was cancelled.
+        Returns its value if it finished at once (and raises what it raised
+        then); else returns :data:`~gearman_proto.policy.PENDING`, and
+        ``done(job, value, None)`` or ``done(job, None, error)`` is called in the
+        group when it ends.  Either way a wait, a cancellation or an error in it
+        is what it would be in a task of its own (a cancellation calls no
+        ``done``).  For a handler that returns without waiting, running it at
+        once saves a task and a turn of the event loop; this default always
+        starts a task.
         """
-        self.start_soon(_then, then, fn, args)
-        return None
+        self.start_soon(_finish, done, job, coro)
+        return PENDING
 
     @abc.abstractmethod
     def cancel(self) -> None: ...
@@ -137,9 +138,14 @@ class TaskGroup(abc.ABC):
     async def __aexit__(self, *exc: object) -> bool | None: ...
 
 
-async def _then(then: Callable[[Any], object], fn: Callable[..., Coroutine[Any, Any, Any]],
-                args: tuple[Any, ...]) -> None:
-    then(await fn(*args))
+async def _finish(done: Callable[[Any, Any, Exception | None], object], job: Any,
+                  coro: Awaitable[Any]) -> None:
+    try:
+        value = await coro
+    except Exception as exc:  # the handler's, for done() to report
+        done(job, None, exc)
+    else:
+        done(job, value, None)
 
 
 class ThreadRunner(abc.ABC):

@@ -30,7 +30,6 @@ from gearman_proto.events import (
     GetStatusUnique,
     GrabJob,
     GrabJobUniq,
-    JobAssign,
     OptionReq,
     Priority,
     StatusRes,
@@ -47,13 +46,14 @@ from gearman_proto.packets import DEFAULT_MAX_PACKET_SIZE
 from gearman_proto.policy import (
     Backoff,
     ConnectionLost,
+    HandlerDriver,
     JobEnded,
+    JobInHand,
     JobTimeout,
     NoServerAvailable,
     ServerError,
     ServerPool,
     describe,
-    handler_outcome,
     job_outcome,
     second_try,
     unreachable,
@@ -63,7 +63,6 @@ from gearman_proto.session import (
     Job,
     JobState,
     Reply,
-    WorkerDriver,
     WorkerSession,
     check_report,
 )
@@ -419,9 +418,11 @@ class Client:
 # -- worker ---------------------------------------------------------------------------
 
 
-class WorkerJob:
+class WorkerJob(JobInHand):
     """The job a handler runs: its data, and the means to report on it.
 
+    Its fields (``handle``, ``function``, ``unique``, ``reducer``, ``data``,
+    ``failed``, ``ended``) are the core's :class:`~gearman_proto.policy.JobInHand`'s.
     The reporting methods may be called from a sync handler running in a
     thread as well as from an async handler.  A report the protocol cannot
     carry (a negative WORK_STATUS number) raises LocalProtocolError in the
@@ -429,21 +430,7 @@ class WorkerJob:
     :class:`~gearman_proto.policy.JobEnded`.
     """
 
-    __slots__ = ("_key", "_worker", "data", "ended", "failed", "function", "handle",
-                 "reducer", "unique")
-
-    def __init__(self, worker: Worker, key: int, assign: JobAssign) -> None:
-        self._worker = worker
-        self._key = key
-        self.handle: bytes = assign.handle
-        self.function: bytes = assign.function
-        self.unique: bytes = assign.unique or b""
-        self.reducer: bytes | None = assign.reducer
-        self.data: bytes = assign.data
-        self.failed = False
-        """True once :meth:`fail` was called."""
-        self.ended = False
-        """True once the job's final report was made."""
+    __slots__ = ()
 
     @property
     def value(self) -> Any:
@@ -491,10 +478,6 @@ Handler = Callable[[WorkerJob], "bytes | str | Awaitable[bytes | str | None] | N
 H = TypeVar("H", bound=Handler)
 
 
-def _no_start(key: int, assign: JobAssign) -> None:
-    raise RuntimeError("a job arrived before the worker's task group started")
-
-
 class Worker:
     """Runs registered functions for jobs from one or more job servers.
 
@@ -538,11 +521,10 @@ class Worker:
         self.timeouts: dict[bytes, int | None] = {}
         self._done_before = 0  # jobs_done of the earlier work() calls
         self._session: WorkerSession[int] | None = None
-        self._driver: WorkerDriver[int] | None = None
+        self._driver: HandlerDriver | None = None
         self._links: dict[int, Link] = {}
         self._writers: dict[int, Callable[[bytes], object]] = {}
         self._buffers: dict[int, list[bytes]] = {}
-        self._async: dict[Handler, bool] = {}
         self._tg: TaskGroup | None = None
         self._threads: ThreadRunner | None = None
         self._call: Callable[..., None] | None = None
@@ -603,9 +585,11 @@ class Worker:
             grab=self.grab, grab_fallback=self.grab_fallback,
             max_packet_size=self.max_packet_size)
         self._session = session
-        self._driver = driver = WorkerDriver(session, _no_start, self._writers,
-                                             self._server_error, self._refused, self._idle,
-                                             stop_after, self._buffers)
+        self._driver = driver = HandlerDriver(
+            session, self, self.handlers, WorkerJob, _not_started, self._run_sync,
+            is_async_handler, self._failed, None if self.codec is BYTES else self.codec.encode,
+            self._writers, self._server_error, self._refused, self._idle, stop_after,
+            self._buffers)
         self._stopping = stopping = backend.event()
         self._graceful = True
         self._fatal: BaseException | None = None
@@ -619,7 +603,7 @@ class Worker:
                 # A job runs at once where the loop allows it: a handler that returns
                 # without waiting then costs no task, and its result goes out in the
                 # read that brought the job.
-                driver.start = functools.partial(tg.run_now, driver.finish, self._run)
+                driver.run = tg.run_job
                 for key in range(len(self.servers)):
                     tg.start_soon(self._serve, key)
                 await stopping.wait()
@@ -657,43 +641,18 @@ class Worker:
         if self._stopping is not None:
             self._stopping.set()
 
-    async def _run(self, key: int, assign: JobAssign) -> tuple[int, WorkUpdate] | None:
-        """Run the job's handler; returns its final report, unless the handler made one."""
-        job = WorkerJob(self, key, assign)
-        handler = self.handlers.get(assign.function)
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            if handler is None:
-                raise LookupError(f"no handler for {assign.function!r}")
-            try:  # (is_async_handler's answer, remembered here: a call less per job)
-                is_async = self._async[handler]
-            except KeyError:
-                is_async = self._async[handler] = is_async_handler(handler)
-            except TypeError:  # an unhashable callable object
-                is_async = is_async_handler(handler)
-            if is_async:
-                # (No cast(): at run time it is a function call per job.)
-                result = await handler(job)  # type: ignore[misc]
-            else:
-                assert self._threads is not None
-                result = await self._threads.run(handler, job)
-                if inspect.isawaitable(result):
-                    result = await result
-        except Exception as exc:  # the handler's failure is the job's, not the worker's
-            worker_log.warning("job %s (%s) raised %s", assign.handle.decode(errors="replace"),
-                               assign.function.decode(errors="replace"),
-                               type(exc).__name__, exc_info=exc)
-            error = exc
-        if error is None and self.codec is not BYTES and not job.ended:
-            try:
-                result = self.codec.encode(result)
-            except Exception as exc:  # a value the codec cannot carry: the job's error
-                error = exc
-        if job.ended:
-            return None
-        job.ended = True
-        return key, handler_outcome(assign.handle, result, error)
+    async def _run_sync(self, handler: Handler, job: WorkerJob) -> Any:
+        """A sync handler's run, in one of the worker's threads."""
+        assert self._threads is not None
+        result = await self._threads.run(handler, job)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _failed(self, job: JobInHand, exc: Exception) -> None:
+        worker_log.warning("job %s (%s) raised %s", job.handle.decode(errors="replace"),
+                           job.function.decode(errors="replace"),
+                           type(exc).__name__, exc_info=exc)
 
     async def _serve(self, key: int) -> None:
         """Keep a connection to server ``key``, reconnecting with backoff."""
@@ -750,6 +709,10 @@ class Worker:
 
 
 # -- admin ----------------------------------------------------------------------------
+
+
+def _not_started(job: JobInHand, coro: Any, done: Any) -> Any:
+    raise RuntimeError("a job arrived before the worker's task group started")
 
 
 class AdminClient:

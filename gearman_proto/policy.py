@@ -15,16 +15,18 @@ to raise is part of the policy; :mod:`gearman_proto.adapters` re-exports them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from .events import (
+    JobAssign,
     WorkComplete,
     WorkException,
     WorkFail,
+    WorkUpdate,
 )
-from .session import Job, JobState
+from .session import Job, JobState, WorkerDriver, WorkerSession
 
 try:
     from mypy_extensions import mypyc_attr
@@ -51,6 +53,9 @@ __all__ = [
     "unreachable",
     "second_try",
     "describe",
+    "JobInHand",
+    "HandlerDriver",
+    "PENDING",
 ]
 
 Address = tuple[str, int]
@@ -370,3 +375,134 @@ def handler_outcome(handle: bytes, result: object = None, exc: BaseException | N
     return WorkException(handle, exception_text(TypeError(
         f"a handler returns bytes, str or None, not {type(result).__name__}")))
 
+
+
+# -- a worker's jobs, started and ended -----------------------------------------------
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class JobInHand:
+    """The fields of a job a worker's handler runs, and whether it ended.
+
+    The adapters' ``WorkerJob`` derives from it and adds the reporting methods:
+    the fields are set by compiled code in the compiled build, once per job.
+    """
+
+    __slots__ = ("_key", "_worker", "data", "ended", "failed", "function", "handle",
+                 "reducer", "unique")
+
+    def __init__(self, worker: Any, key: int, assign: JobAssign) -> None:
+        self._worker = worker
+        self._key = key
+        self.handle: bytes = assign.handle
+        self.function: bytes = assign.function
+        unique = assign.unique
+        self.unique: bytes = b"" if unique is None else unique
+        self.reducer: bytes | None = assign.reducer
+        self.data: bytes = assign.data
+        self.failed = False
+        """True once :meth:`fail` was called."""
+        self.ended = False
+        """True once the job's final report was made."""
+
+
+class _Pending:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING: Final = _Pending()
+"""What a task group's ``run_job`` returns for a handler that goes on after its first step."""
+
+
+class HandlerDriver(WorkerDriver[int]):
+    """A worker's per-job path with its handlers: each job's handler started, its end reported.
+
+    For every job the session gives, this builds the job object
+    (``job_type(worker, key, assign)``), finds the handler for its function and
+    hands the handler's coroutine (``handler(job)`` for an async handler,
+    ``run_sync(handler, job)`` for a sync one) to ``run(job, coroutine, done)``:
+    the adapter's task group, which runs it up to its first wait where it can
+    and returns its value, or :data:`PENDING` when it goes on (then
+    :meth:`done` is called with its value or error when it ends).  A handler
+    that raised is told to ``on_failure(job, exc)`` (a log line); the final
+    report is :func:`handler_outcome`'s, unless the handler made one itself.
+    ``encode`` (if given) turns a handler's return value into the payload
+    first; a value it cannot carry is the job's error.  ``is_async(handler)``
+    says whether a handler is a coroutine function (remembered per handler).
+    """
+
+    __slots__ = ("_async", "_done", "encode", "handlers", "is_async", "job_type", "on_failure",
+                 "run", "run_sync", "worker")
+
+    def __init__(self, session: WorkerSession[int], worker: Any,
+                 handlers: dict[bytes, Any], job_type: Callable[..., JobInHand],
+                 run: Callable[[JobInHand, Any, Callable[[JobInHand, Any, Exception | None],
+                                                          None]], Any],
+                 run_sync: Callable[[Any, Any], Any],
+                 is_async: Callable[[Any], bool],
+                 on_failure: Callable[[JobInHand, Exception], object],
+                 encode: Callable[[Any], bytes] | None,
+                 writers: dict[int, Callable[[bytes], object]],
+                 on_error: Callable[[int, Any], object],
+                 on_refused: Callable[[int, WorkUpdate, Exception], object],
+                 on_idle: Callable[[], object], stop_after: int | None = None,
+                 buffers: dict[int, list[bytes]] | None = None) -> None:
+        super().__init__(session, _not_started, writers, on_error, on_refused, on_idle,
+                         stop_after, buffers)
+        self.worker = worker
+        self.handlers = handlers
+        self.job_type = job_type
+        self.run = run
+        self.run_sync = run_sync
+        self.is_async = is_async
+        self.on_failure = on_failure
+        self.encode = encode
+        self._async: dict[Any, bool] = {}
+        self._done = self.done  # one bound method for every job
+
+    def start_job(self, key: int, assign: JobAssign) -> tuple[int, WorkUpdate] | None:
+        job = self.job_type(self.worker, key, assign)
+        handler = self.handlers.get(assign.function)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for {assign.function!r}")
+            try:
+                is_async = self._async[handler]
+            except KeyError:
+                is_async = self._async[handler] = self.is_async(handler)
+            except TypeError:  # an unhashable callable object
+                is_async = self.is_async(handler)
+            coro = handler(job) if is_async else self.run_sync(handler, job)
+            value = self.run(job, coro, self._done)
+        except Exception as exc:  # the handler's failure is the job's, not the worker's
+            self.on_failure(job, exc)
+            return self._outcome(job, None, exc)
+        if value is PENDING:
+            return None
+        return self._outcome(job, value, None)
+
+    def done(self, job: JobInHand, value: Any, error: Exception | None) -> None:
+        """A handler that went on after its first step returned ``value`` or raised ``error``."""
+        if error is not None:
+            self.on_failure(job, error)
+        self.finish(self._outcome(job, value, error))
+
+    def _outcome(self, job: JobInHand, result: Any, error: Exception | None
+                 ) -> tuple[int, WorkUpdate] | None:
+        encode = self.encode
+        if error is None and encode is not None and not job.ended:
+            try:
+                result = encode(result)
+            except Exception as exc:  # a value the codec cannot carry: the job's error
+                error = exc
+        if job.ended:
+            return None
+        job.ended = True
+        return job._key, handler_outcome(job.handle, result, error)
+
+
+def _not_started(key: int, assign: JobAssign) -> None:
+    raise RuntimeError("HandlerDriver starts its jobs itself")

@@ -421,15 +421,19 @@ class WorkerSession(Generic[K]):
         # Connections that may have work for us (new, woken, or just gave a job).
         self._hungry: deque[K] = deque()
         # Runs the program has been given and not yet reported the end of, per
-        # connection and handle: usually one per job in hand, but two when the
-        # server took a job back (its CAN_DO_TIMEOUT passed) and gave it to this
-        # worker again under the same handle while the first run went on.
-        self._runs: dict[tuple[K, bytes], int] = {}
+        # connection (one table per open connection) and handle: usually one per
+        # job in hand, but two when the server took a job back (its
+        # CAN_DO_TIMEOUT passed) and gave it to this worker again under the same
+        # handle while the first run went on.  (By handle within a connection's
+        # table, not by (key, handle): no tuple to build and hash per job, and
+        # the handle's hash is the one its bytes keep.)
+        self._runs: dict[K, dict[bytes, int]] = {}
         # Runs whose connection closed while the program still runs them
         # (disconnect(keep_slots=True)): each holds a slot until its final
-        # report, which goes nowhere, arrives.
-        self._orphans: dict[tuple[K, bytes], int] = {}
-        self._running = 0  # sum(self._runs.values()) + sum(self._orphans.values())
+        # report, which goes nowhere, arrives.  A connection's table goes with
+        # its last run.
+        self._orphans: dict[K, dict[bytes, int]] = {}
+        self._running = 0  # every count in self._runs and self._orphans, summed
 
     @property
     def running(self) -> int:
@@ -453,6 +457,7 @@ class WorkerSession(Generic[K]):
     def connect(self, key: K) -> WorkerStep[K]:
         """Register on a new connection and start grabbing there."""
         conn = self.connections[key] = WorkerConnection(max_packet_size=self.max_packet_size)
+        self._runs[key] = {}
         out = []
         for function, timeout in self.abilities.items():
             out.append(conn.send(CanDo(function) if timeout is None
@@ -483,13 +488,15 @@ class WorkerSession(Generic[K]):
             self._hungry.remove(key)
         if conn is None:
             return []
-        runs = self._runs
-        for run in [run for run in runs if run[0] == key]:
-            count = runs.pop(run)
+        runs = self._runs.pop(key, None)
+        if runs:
             if keep_slots:
-                self._orphans[run] = self._orphans.get(run, 0) + count
+                orphans = self._orphans.setdefault(key, {})
+                for handle, count in runs.items():
+                    orphans[handle] = orphans.get(handle, 0) + count
             else:
-                self._running -= count
+                for count in runs.values():
+                    self._running -= count
         return list(conn.jobs.values())
 
     def pump(self) -> WorkerStep[K]:
@@ -513,13 +520,14 @@ class WorkerSession(Generic[K]):
         conn = self.connections[key]
         conn.receive_data(data)
         step: WorkerStep[K] = WorkerStep()
+        runs = self._runs[key]
         out = []
         for event in conn.events():
             kind = type(event)
             if kind is JobAssign:
                 step.jobs.append((key, event))  # type: ignore[arg-type]
-                run = (key, event.handle)  # type: ignore[attr-defined]
-                self._runs[run] = self._runs.get(run, 0) + 1
+                handle: bytes = event.handle  # type: ignore[attr-defined]
+                runs[handle] = runs.get(handle, 0) + 1
                 self._running += 1
                 self._want(key)
                 if self._unverified:
@@ -553,21 +561,26 @@ class WorkerSession(Generic[K]):
         The step returned only writes (the report, and the grabs a freed slot calls for).
         """
         final = type(event) in _FINAL_STATES
-        run = (key, event.handle)
+        handle = event.handle
         step: WorkerStep[K] = WorkerStep()
-        if self._orphans and run in self._orphans:
-            if final:
-                self._end(self._orphans, run)
-                self._pump(step)
-            return step
+        if self._orphans:
+            orphans = self._orphans.get(key)
+            if orphans is not None and handle in orphans:
+                if final:
+                    self._end(orphans, handle)
+                    if not orphans:
+                        del self._orphans[key]
+                    self._pump(step)
+                return step
         conn = self.connections.get(key)
         if conn is None:
             return step
-        if event.handle in conn.jobs:
+        runs = self._runs[key]
+        if handle in conn.jobs:
             if type(event) is WorkStatus:  # the only report with numbers to check
                 check_report(event)
             step.writes[key] = conn.send(event)
-        elif run not in self._runs:
+        elif handle not in runs:
             # Refused here, before the connection sees it: a refused send would
             # put the connection in its ERROR state, and this is not worth it.
             raise LocalProtocolError(
@@ -575,17 +588,17 @@ class WorkerSession(Generic[K]):
                 f"no such job in hand")
         # (else: the other run of a job whose result went out: written nowhere)
         if final:
-            self._end(self._runs, run)
+            self._end(runs, handle)
             self._pump(step)
         return step
 
-    def _end(self, runs: dict[tuple[K, bytes], int], run: tuple[K, bytes]) -> None:
-        """One run of ``run`` reported its end: its slot is free."""
-        left = runs[run] - 1
+    def _end(self, runs: dict[bytes, int], handle: bytes) -> None:
+        """One run of ``handle`` (in a connection's table) reported its end: its slot is free."""
+        left = runs[handle] - 1
         if left:
-            runs[run] = left
+            runs[handle] = left
         else:
-            del runs[run]
+            del runs[handle]
         self._running -= 1
 
     def _grab_refused(self, key: K, conn: WorkerConnection, error: Error) -> None:
@@ -694,16 +707,20 @@ class WorkerDriver(Generic[K]):
                 for k, error in step.errors:
                     self.on_error(k, error)
             if step.jobs:
-                start = self.start
                 for k, assign in step.jobs:
                     self.started += 1
                     if self.stop_after is not None and self.started >= self.stop_after:
                         session.drain()
-                    ended = start(k, assign)
+                    ended = self.start_job(k, assign)
                     if ended is not None:
                         self.report(ended[0], ended[1])
         finally:
             self.reading = None
+
+    def start_job(self, key: K, assign: JobAssign) -> tuple[K, WorkUpdate] | None:
+        """Start job ``assign`` from connection ``key``: ``start``'s answer (a subclass
+        may start jobs itself, as :class:`~gearman_proto.policy.HandlerDriver` does)."""
+        return self.start(key, assign)
 
     def write(self, writes: dict[K, bytes]) -> None:
         """Write a step's bytes (such as those of :meth:`WorkerSession.connect` or

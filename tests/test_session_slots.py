@@ -108,3 +108,26 @@ def test_both_runs_of_a_job_given_twice_keep_their_slots_when_the_connection_is_
     assert session.running == 1
     assert session.send("a", WorkComplete(b"H:1", b"two")).writes == {}
     assert session.idle and session.free_slots == 1  # one slot free, one grab out
+
+
+def test_a_reconnected_connection_keeps_its_orphans_apart_from_its_new_jobs() -> None:
+    # A server restarted under the same key may hand out a handle its first run
+    # used: the lost run's end frees the orphan's slot (written nowhere), the new
+    # run's end is written, and each is counted once.
+    session: WorkerSession[str] = WorkerSession({b"f": None}, max_jobs=2)
+    session.connect("a")
+    assign = encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"f", b"", b"x"))
+    session.receive_data("a", assign)
+    session.disconnect("a", keep_slots=True)
+    session.connect("a")
+    session.receive_data("a", assign)
+    assert session.running == 2 and session.free_slots == 0
+    lost = session.send("a", WorkComplete(b"H:1", b"old"))
+    assert lost.writes == {"a": GRAB}  # the orphan's end: only the grab its slot frees
+    assert session.running == 1
+    new = session.send("a", WorkComplete(b"H:1", b"new"))
+    assert new.writes["a"].startswith(encode_packet(b"\0REQ", PacketType.WORK_COMPLETE,
+                                                    (b"H:1", b"new")))
+    assert session.idle
+    with pytest.raises(LocalProtocolError):
+        session.send("a", WorkComplete(b"H:1", b"third"))

@@ -2,7 +2,7 @@
 
 The asyncio flavour runs a handler's first step at once, in the read that
 brought the job, and only lends it a task if it then waits
-(``_Tasks.run_now``).  What a handler can observe must not change: it has a
+(``_Tasks.run_job``).  What a handler can observe must not change: it has a
 current task from the start, the same one after every wait, its context
 variables carry across waits, and a timeout around a wait cancels the handler,
 not the worker.
