@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._connection import _COMPILED, Connection, _native_nul, _popleft, _split, whole_res_packet
 from .errors import RemoteProtocolError
@@ -48,6 +48,9 @@ from .events import (
     WorkWarning,
 )
 from .packets import DEFAULT_MAX_PACKET_SIZE, Role
+
+if TYPE_CHECKING:
+    from mypy_extensions import i64
 
 __all__ = ["ClientJob", "ClientConnection"]
 
@@ -123,21 +126,22 @@ class ClientConnection(Connection):
 
     # -- bytes in -------------------------------------------------------------
 
-    def _take_fast(self, buf: bytes, pos: int, limit: int) -> Event | None:
+    def _take_fast(self, buf: bytes, pos: i64, limit: i64) -> Event | None:
         # WORK_COMPLETE and JOB_CREATED: the event built at once from the bytes.
         end = whole_res_packet(buf, pos, limit)
         if not end:
             return None
         ptype = buf[pos + 7]
+        start: int = pos + 12  # compiled, a slice's int bounds are native, i64 ones boxed
         if ptype == 13:  # WORK_COMPLETE
             if _COMPILED:
                 # Both fields sliced from the buffer: no payload copy, no list.
-                nul = _native_nul(buf, pos + 12, end)
+                nul = _native_nul(buf, start, end)
                 if nul < 0:
                     return None
-                event = WorkComplete(buf[pos + 12:nul], buf[nul + 1:end])
+                event = WorkComplete(buf[start:nul], buf[nul + 1:end])
             else:
-                parts = _split(buf[pos + 12:end], b"\0", 1)
+                parts = _split(buf[start:end], b"\0", 1)
                 if len(parts) != 2:
                     return None
                 event = WorkComplete(parts[0], parts[1])
@@ -146,7 +150,7 @@ class ClientConnection(Connection):
             return event
         if ptype == 8:  # JOB_CREATED
             self._decoder._pos = end
-            return self._job_created(JobCreated(buf[pos + 12:end]))
+            return self._job_created(JobCreated(buf[start:end]))
         return None
 
     def _answer(self, event: Event, expected: type | tuple[type, ...]) -> Event:
