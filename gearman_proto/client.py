@@ -132,16 +132,15 @@ class ClientConnection(Connection):
         if not end:
             return None
         ptype = buf[pos + 7]
-        start: int = pos + 12  # compiled, a slice's int bounds are native, i64 ones boxed
         if ptype == 13:  # WORK_COMPLETE
             if _COMPILED:
                 # Both fields sliced from the buffer: no payload copy, no list.
-                nul = _native_nul(buf, start, end)
+                nul = _native_nul(buf, pos + 12, end)
                 if nul < 0:
                     return None
-                event = WorkComplete(buf[start:nul], buf[nul + 1:end])
+                event = WorkComplete(buf[pos + 12:nul], buf[nul + 1:end])
             else:
-                parts = _split(buf[start:end], b"\0", 1)
+                parts = _split(buf[pos + 12:end], b"\0", 1)
                 if len(parts) != 2:
                     return None
                 event = WorkComplete(parts[0], parts[1])
@@ -150,7 +149,7 @@ class ClientConnection(Connection):
             return event
         if ptype == 8:  # JOB_CREATED
             self._decoder._pos = end
-            return self._job_created(JobCreated(buf[start:end]))
+            return self._job_created(JobCreated(buf[pos + 12:end]))
         return None
 
     def _answer(self, event: Event, expected: type | tuple[type, ...]) -> Event:
