@@ -180,7 +180,7 @@ class Connection:
         self._peer_closed = False
         self._text = ""
         self._text_of: object = None
-        self._text_base = 0
+        self._text_base: i64 = 0
         self.state = _OPEN
         self.fast_path = False
         """Whether :meth:`events` tries the role's fast path (:meth:`_take_fast`) first;
@@ -324,7 +324,7 @@ class Connection:
             if type(item) is ConnectionClosed:
                 return
 
-    def _take_fast(self, buf: bytes, pos: int, limit: int) -> Event | None:
+    def _take_fast(self, buf: bytes, pos: i64, limit: i64) -> Event | None:
         """The role's fast path for the packet at ``buf[pos]`` (state OPEN; maybe no packet).
 
         For the few packets that are most of a role's traffic: if the packet is
@@ -337,7 +337,7 @@ class Connection:
         """
         return None
 
-    def _text_at(self, buf: bytes, pos: int) -> tuple[str, int]:
+    def _text_at(self, buf: bytes, pos: i64) -> tuple[str, i64]:
         """Compiled only: ``buf`` from ``pos`` on (up to :data:`_WINDOW` bytes, or all of
         a buffer no longer than that) decoded as Latin-1, and the offset in ``buf`` of
         its first character, kept until the buffer changes or ``pos`` leaves it.
@@ -355,7 +355,8 @@ class Connection:
                 text = buf.decode("latin-1")
                 base = 0
             else:
-                text = buf[pos:pos + _WINDOW].decode("latin-1")
+                start: int = pos  # a slice's int bounds are native, i64 ones boxed
+                text = buf[start:start + _WINDOW].decode("latin-1")
                 base = pos
             self._text = text
             self._text_of = buf

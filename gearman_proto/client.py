@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._connection import _COMPILED, Connection, _native_nul, _popleft, _split, whole_res_packet
 from .errors import RemoteProtocolError
@@ -48,6 +48,9 @@ from .events import (
     WorkWarning,
 )
 from .packets import DEFAULT_MAX_PACKET_SIZE, Role
+
+if TYPE_CHECKING:
+    from mypy_extensions import i64
 
 __all__ = ["ClientJob", "ClientConnection"]
 
@@ -123,7 +126,7 @@ class ClientConnection(Connection):
 
     # -- bytes in -------------------------------------------------------------
 
-    def _take_fast(self, buf: bytes, pos: int, limit: int) -> Event | None:
+    def _take_fast(self, buf: bytes, pos: i64, limit: i64) -> Event | None:
         # WORK_COMPLETE and JOB_CREATED: the event built at once from the bytes.
         end = whole_res_packet(buf, pos, limit)
         if not end:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._connection import _COMPILED, Connection, _split, whole_res_packet
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -57,6 +57,9 @@ from .events import (
 )
 from .packets import DEFAULT_MAX_PACKET_SIZE, Role
 
+if TYPE_CHECKING:
+    from mypy_extensions import i64
+
 __all__ = ["WorkerConnection"]
 
 _Grab = type[GrabJob] | type[GrabJobUniq] | type[GrabJobAll]
@@ -80,7 +83,7 @@ class _Grabs:
 
     def __init__(self) -> None:
         self._items: list[_Grab] = []
-        self._head = 0
+        self._head: i64 = 0
 
     def __len__(self) -> int:
         return len(self._items) - self._head
@@ -94,7 +97,7 @@ class _Grabs:
     def popleft(self) -> _Grab:
         items = self._items
         head = self._head
-        n = len(items)
+        n: i64 = len(items)
         if head >= n:
             raise IndexError("pop from an empty deque")
         grab = items[head]
@@ -135,6 +138,9 @@ class WorkerConnection(Connection):
         self._grabs: _Grabs = _Grabs() if _COMPILED else deque()  # type: ignore[assignment]
         self._requests: deque[EchoReq | OptionReq] = deque()
         self._sleeping = False
+        self._function = b""
+        """The function name of the last JOB_ASSIGN_UNIQ the fast path read (see
+        ``_assign_uniq``)."""
         self._receive = _RECEIVE
         self.fast_path = True
 
@@ -210,36 +216,23 @@ class WorkerConnection(Connection):
 
     # -- bytes in -------------------------------------------------------------
 
-    def _take_fast(self, buf: bytes, pos: int, limit: int) -> Event | None:
+    def _take_fast(self, buf: bytes, pos: i64, limit: i64) -> Event | None:
         # JOB_ASSIGN_UNIQ and JOB_ASSIGN: the arguments found once, the event
         # built at once.
+        if _COMPILED:
+            taken = _assign_uniq(self, buf, pos, limit)
+            if taken is not None:
+                return taken
         end = whole_res_packet(buf, pos, limit)
         if not end:
             return None
         ptype = buf[pos + 7]
-        start = pos + 12
+        start: int = pos + 12
         if ptype == 31:  # JOB_ASSIGN_UNIQ
-            event: JobAssign | None = None
-            if _COMPILED:
-                # The three NULs found in the buffer (see _text_at) and the fields
-                # sliced from it: no copy of the payload and no list, which
-                # ``split`` makes.  Not all in the text's window: split decides.
-                text, base = self._text_at(buf, start)
-                stop = end - base
-                a = text.find("\0", start - base, stop)
-                b = text.find("\0", a + 1, stop) if a >= 0 else -1
-                c = text.find("\0", b + 1, stop) if b >= 0 else -1
-                if c >= 0:
-                    a += base
-                    b += base
-                    c += base
-                    event = JobAssign(buf[start:a], buf[a + 1:b], buf[c + 1:end],
-                                      buf[b + 1:c])
-            if event is None:
-                parts = _split(buf[start:end], b"\0", 3)
-                if len(parts) != 4:
-                    return None
-                event = JobAssign(parts[0], parts[1], parts[3], parts[2])
+            parts = _split(buf[start:end], b"\0", 3)
+            if len(parts) != 4:
+                return None
+            event = JobAssign(parts[0], parts[1], parts[3], parts[2])
         elif ptype == 11:  # JOB_ASSIGN
             parts = _split(buf[start:end], b"\0", 2)
             if len(parts) != 3:
@@ -252,13 +245,13 @@ class WorkerConnection(Connection):
         return event
 
     def _job_assign(self, event: JobAssign) -> None:
-        grabs = self._grabs
-        if not grabs:
+        try:
+            grab = self._grabs.popleft()
+        except IndexError:
             raise RemoteProtocolError(
                 f"{event.packet_type.name} for job handle {event.handle!r} without an "
                 f"outstanding GRAB_JOB"
-            )
-        grab = grabs.popleft()
+            ) from None
         if grab is GrabJobUniq:  # the usual grab first
             fits = event.unique is not None and event.reducer is None
         elif grab is GrabJob:
@@ -316,6 +309,80 @@ class WorkerConnection(Connection):
                 self._requests.remove(request)
                 return Error(event.code, event.text, request=request)
         return None
+
+
+def _assign_uniq(conn: WorkerConnection, buf: bytes, pos: i64, limit: i64) -> JobAssign | None:
+    """Compiled only: :meth:`WorkerConnection._take_fast` for a JOB_ASSIGN_UNIQ, in
+    native ints: the header read byte by byte and the fields sliced straight from
+    the buffer; ``None`` (nothing changed) for anything else, which the general
+    ``_take_fast`` reads.
+
+    The NULs are found by ``str.find`` in the Latin-1 text of the buffer
+    (``Connection._text_at``): no copy of the payload and no list, which
+    ``split`` makes.  The function name is most often the one of the job
+    before: if the bytes after the handle are that name and a NUL, compared
+    byte by byte, the same bytes object is used again, which saves a search
+    and an allocation.  A NUL outside the text's window: ``None``.
+    """
+    n: i64 = len(buf)
+    if pos + 12 > n or buf[pos + 7] != 31:
+        return None
+    if (buf[pos] or buf[pos + 1] != 82 or buf[pos + 2] != 69 or buf[pos + 3] != 83
+            or buf[pos + 4] or buf[pos + 5] or buf[pos + 6]):
+        return None
+    b8: i64 = buf[pos + 8]
+    b9: i64 = buf[pos + 9]
+    b10: i64 = buf[pos + 10]
+    b11: i64 = buf[pos + 11]
+    size: i64 = (b8 << 24) | (b9 << 16) | (b10 << 8) | b11
+    if pos + 12 + size > n or (limit and size > limit):
+        return None
+    start: i64 = pos + 12
+    end: i64 = start + size
+    text, tbase = conn._text_at(buf, start)
+    # Positions in native ints; each made a plain int where a slice or find
+    # takes it (compiled, those are native for int bounds and box i64 ones).
+    base: i64 = tbase
+    stop: int = end - base
+    found: i64 = text.find("\0", int(start - base), stop)
+    if found < 0:
+        return None
+    a: i64 = found + base
+    function = conn._function
+    m: i64 = len(function)
+    j: i64 = a + 1 + m
+    if j < end and buf[j] == 0:
+        k: i64 = 0
+        i: i64 = a + 1
+        while k < m:
+            if buf[i + k] != function[k]:
+                break
+            k += 1
+        else:
+            found = text.find("\0", int(j + 1 - base), stop)
+            if found < 0:
+                return None
+            c: i64 = found + base
+            event = JobAssign(buf[int(start):int(a)], function, buf[int(c + 1):int(end)],
+                              buf[int(j + 1):int(c)])
+            conn._decoder._pos = end
+            conn._job_assign(event)
+            return event
+    found = text.find("\0", int(a + 1 - base), stop)
+    if found < 0:
+        return None
+    b: i64 = found + base
+    found = text.find("\0", int(b + 1 - base), stop)
+    if found < 0:
+        return None
+    c = found + base
+    function = buf[int(a + 1):int(b)]
+    event = JobAssign(buf[int(start):int(a)], function, buf[int(c + 1):int(end)],
+                      buf[int(b + 1):int(c)])
+    conn._function = function
+    conn._decoder._pos = end
+    conn._job_assign(event)
+    return event
 
 
 # Dispatch on the exact event class: one dict lookup per event.

@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gearman_proto import (
+    COMPILED,
     NEED_DATA,
     ClientConnection,
     ConnectionClosed,
@@ -228,6 +229,40 @@ def test_fields_found_across_the_text_window() -> None:
         chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
         seen = _agree(WorkerConnection, grabs, chunks, _worker_state, limit=1 << 20)
         assert [(e.handle, e.function, e.unique, e.data) for e in seen[:-2]] == args
+
+
+def test_the_function_name_read_again_reads_the_same() -> None:
+    # Compiled, the worker uses the last JOB_ASSIGN_UNIQ's function bytes again when
+    # the bytes after the handle are that name and a NUL (worker._assign_uniq): the
+    # same name again, a prefix of the last one or longer than it, the empty name,
+    # one that differs in its last byte, and a packet that ends right after the
+    # name (its NUL would be the next header's first byte) must read as the
+    # general path reads them.
+    names = [b"reverse", b"reverse", b"rev", b"reverse", b"reversed", b"reverse", b"",
+             b"", b"r", b"reversf", b"reverse", b"reverse"]
+    args: list[tuple[bytes, ...]] = []
+    for name in names:
+        for unique, data in ((b"u", b"d"), (b"", b"\0reverse\0"), (name, b""),
+                             (b"reverse", name)):
+            args.append((b"H:%d" % len(args), name, unique, data))
+    packets = [encode_packet(RES, _P.JOB_ASSIGN_UNIQ, a) for a in args]
+    stream = b"".join(packets)
+    grabs: list[Event] = [GrabJobUniq()] * len(packets)
+    for size in (len(stream), 4096, 31, 7):
+        chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
+        seen = _agree(WorkerConnection, grabs, chunks, _worker_state, limit=1 << 20)
+        assert [(e.handle, e.function, e.unique, e.data) for e in seen[:-2]] == args
+    short = encode_packet(RES, _P.JOB_ASSIGN_UNIQ, (b"H:x", b"reverse"))
+    for tail in (b"", packets[0], short):
+        _agree(WorkerConnection, grabs[:3], [packets[0] + short + tail], _worker_state)
+    if COMPILED:
+        # Not vacuous: compiled, the same name is the same object.
+        worker = WorkerConnection()
+        for _ in range(2):
+            worker.send(GrabJobUniq())
+        worker.receive_data(packets[0] + packets[4])
+        first, second = worker.events()
+        assert first.function == b"reverse" and second.function is first.function  # type: ignore[attr-defined]
 
 
 def test_the_compiled_grab_fifo_is_a_deque() -> None:
