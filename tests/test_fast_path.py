@@ -212,6 +212,21 @@ def test_a_fast_path_header_with_any_byte_changed_reads_the_same(
                     _agree(make, before, [stream], _STATES[make])
 
 
+def _assigns_read_alike(args: list[tuple[bytes, ...]], sizes: tuple[int, ...]
+                        ) -> tuple[list[bytes], list[Event]]:
+    """Each JOB_ASSIGN_UNIQ of ``args``, the whole stream cut into reads of each of
+    ``sizes`` (0: one read), reads the same on every path and as its fields."""
+    packets = [encode_packet(RES, _P.JOB_ASSIGN_UNIQ, a) for a in args]
+    stream = b"".join(packets)
+    grabs: list[Event] = [GrabJobUniq()] * len(packets)
+    for size in sizes:
+        size = size or len(stream)
+        chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
+        seen = _agree(WorkerConnection, grabs, chunks, _worker_state, limit=1 << 20)
+        assert [(e.handle, e.function, e.unique, e.data) for e in seen[:-2]] == args
+    return packets, grabs
+
+
 def test_fields_found_across_the_text_window() -> None:
     # Compiled, the worker finds a JOB_ASSIGN_UNIQ's NULs in a Latin-1 copy of up to
     # 4096 bytes of the buffer (Connection._text_at): packets that straddle that
@@ -222,13 +237,7 @@ def test_fields_found_across_the_text_window() -> None:
             for i in range(200)]
     args += [(b"H:long-unique", b"f", b"u" * 5000, b"d"), (b"H:" + every * 20, b"f", b"u", b""),
              (b"H:end", b"f", every, every)]
-    packets = [encode_packet(RES, _P.JOB_ASSIGN_UNIQ, a) for a in args]
-    stream = b"".join(packets)
-    grabs: list[Event] = [GrabJobUniq()] * len(packets)
-    for size in (len(stream), 4096, 5000, 1000):
-        chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
-        seen = _agree(WorkerConnection, grabs, chunks, _worker_state, limit=1 << 20)
-        assert [(e.handle, e.function, e.unique, e.data) for e in seen[:-2]] == args
+    _assigns_read_alike(args, (0, 4096, 5000, 1000))
 
 
 def test_the_function_name_read_again_reads_the_same() -> None:
@@ -245,13 +254,7 @@ def test_the_function_name_read_again_reads_the_same() -> None:
         for unique, data in ((b"u", b"d"), (b"", b"\0reverse\0"), (name, b""),
                              (b"reverse", name)):
             args.append((b"H:%d" % len(args), name, unique, data))
-    packets = [encode_packet(RES, _P.JOB_ASSIGN_UNIQ, a) for a in args]
-    stream = b"".join(packets)
-    grabs: list[Event] = [GrabJobUniq()] * len(packets)
-    for size in (len(stream), 4096, 31, 7):
-        chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
-        seen = _agree(WorkerConnection, grabs, chunks, _worker_state, limit=1 << 20)
-        assert [(e.handle, e.function, e.unique, e.data) for e in seen[:-2]] == args
+    packets, grabs = _assigns_read_alike(args, (0, 4096, 31, 7))
     short = encode_packet(RES, _P.JOB_ASSIGN_UNIQ, (b"H:x", b"reverse"))
     for tail in (b"", packets[0], short):
         _agree(WorkerConnection, grabs[:3], [packets[0] + short + tail], _worker_state)
