@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ._connection import _OPEN
 from .broker import (
@@ -91,6 +91,10 @@ from .packets import (
 from .server import _RECEIVE, ServerConnection
 from .stats import ServerStats
 from .store import StoreError
+
+if TYPE_CHECKING:
+    # mypyc's native 64-bit int (see _connection.py); only annotations name it.
+    from mypy_extensions import i64
 
 __all__ = ["ServerHub", "Flush", "Note", "Reader", "StoreWriter", "DEFAULT_MAX_CLIENT_JOBS",
            "DEFAULT_GRACEFUL_TIMEOUT",
@@ -236,16 +240,18 @@ class StoreWriter(Protocol):
         ...
 
 
-def _nul_at(buf: bytes, start: int, end: int) -> int:
+def _nul_at(buf: bytes, start: i64, end: i64) -> i64:
     """Where the first NUL of ``buf[start:end]`` is, or -1: ``buf.find(0, start, end)``
     for the compiled build.
 
     Compiled, ``bytes.find`` and ``bytes.split`` are generic method calls (about
     1,000 instructions each); a loop over the few bytes of a function name,
     unique or handle is a fraction of that.  Interpreted, the loop would be the
-    slower, so the fast path calls ``find`` and ``split`` there.
+    slower, so the fast path calls ``find`` and ``split`` there.  The positions
+    are native ints (as in ``packets.frame_plain``): with plain ints each step
+    and compare of the loop is a tagged-int operation with its overflow check.
     """
-    i = start
+    i: i64 = start
     while i < end:
         if buf[i] == 0:
             return i
@@ -699,8 +705,12 @@ class ServerHub:
         if kind == _FAST_SUBMIT:
             # Function, unique, data: cut at the first two NULs (see _nul_at).
             if COMPILED:
-                i = _nul_at(buf, first, end)
-                j = _nul_at(buf, i + 1, end) if i >= 0 else -1
+                # Native ints, and an if rather than a conditional expression,
+                # whose two branches mypyc joins into a boxed object.
+                i: i64 = _nul_at(buf, first, end)
+                j: i64 = -1
+                if i >= 0:
+                    j = _nul_at(buf, i + 1, end)
                 if j < 0:
                     return _FAST_NO  # too few arguments
                 name, unique, data = buf[first:i], buf[i + 1:j], buf[j + 1:end]
