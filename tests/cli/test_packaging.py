@@ -8,6 +8,7 @@ import sys
 import sysconfig
 import tarfile
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,12 @@ def test_the_sdist_carries_the_tests_and_runs_them_from_a_clone(tmp_path: Path) 
         tar.extractall(tmp_path / "unpacked", filter="data")
     python = plain_venv(tmp_path / "env")
     wheel = next(dist.glob("gearman_proto-*.whl"))
+    # The dashboard's files are package data, not modules: a packaging change can
+    # drop them with no import failing.
+    with zipfile.ZipFile(wheel) as whl:
+        shipped = set(whl.namelist())
+    for page in ("index.html", "app.js", "style.css"):
+        assert f"gearman_proto/adapters/dashboard/{page}" in shipped, page
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
                    check=True, capture_output=True, timeout=300)
     tree = tmp_path / "unpacked" / top
