@@ -109,13 +109,13 @@ def whole_res_packet(buf: bytes, pos: i64, limit: i64) -> i64:
     return pend
 
 
-def _native_nul(buf: bytes, i: i64, end: i64) -> int:
+def _native_nul(buf: bytes, i: i64, end: i64) -> i64:
     # Compiled only: where the first NUL of buf[i:end] is, or -1 -- what
     # ``buf.find(0, i, end)`` says, which compiled is a generic call that parses
     # a tuple of its arguments (bytes.find takes METH_VARARGS) and boxes the
     # positions, ~1,400 instructions, where this loop takes ~15 a byte: the
-    # better for one short field (the client's handle); for more, see
-    # Connection._text_at.
+    # better for one short field (the client's handle, the server's function
+    # name and unique); for more, see Connection._text_at.
     while i < end:
         if buf[i] == 0:
             return i

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ._connection import _OPEN
+from ._connection import _OPEN, _native_nul
 from .broker import (
     ASSIGN_ALL,
     ASSIGN_PLAIN,
@@ -238,25 +238,6 @@ class StoreWriter(Protocol):
     def close(self) -> tuple[CommitTicket, StoreError | None] | None:
         """Wait for the write in flight, stop, and hand back its outcome (if any)."""
         ...
-
-
-def _nul_at(buf: bytes, start: i64, end: i64) -> i64:
-    """Where the first NUL of ``buf[start:end]`` is, or -1: ``buf.find(0, start, end)``
-    for the compiled build.
-
-    Compiled, ``bytes.find`` and ``bytes.split`` are generic method calls (about
-    1,000 instructions each); a loop over the few bytes of a function name,
-    unique or handle is a fraction of that.  Interpreted, the loop would be the
-    slower, so the fast path calls ``find`` and ``split`` there.  The positions
-    are native ints (as in ``packets.frame_plain``): with plain ints each step
-    and compare of the loop is a tagged-int operation with its overflow check.
-    """
-    i: i64 = start
-    while i < end:
-        if buf[i] == 0:
-            return i
-        i += 1
-    return -1
 
 
 class _Unset:
@@ -703,14 +684,17 @@ class ServerHub:
         first = pos + HEADER_SIZE
         broker = self.broker
         if kind == _FAST_SUBMIT:
-            # Function, unique, data: cut at the first two NULs (see _nul_at).
+            # Function, unique, data: cut at the first two NULs.  Compiled,
+            # bytes.find and bytes.split are generic calls (~1,000 instructions
+            # each), so the few bytes are walked (_native_nul); interpreted,
+            # the walk would be the slower.  Native ints, and an if rather than
+            # a conditional expression, whose branches mypyc joins into a
+            # boxed object.
             if COMPILED:
-                # Native ints, and an if rather than a conditional expression,
-                # whose two branches mypyc joins into a boxed object.
-                i: i64 = _nul_at(buf, first, end)
+                i: i64 = _native_nul(buf, first, end)
                 j: i64 = -1
                 if i >= 0:
-                    j = _nul_at(buf, i + 1, end)
+                    j = _native_nul(buf, i + 1, end)
                 if j < 0:
                     return _FAST_NO  # too few arguments
                 name, unique, data = buf[first:i], buf[i + 1:j], buf[j + 1:end]
@@ -746,7 +730,7 @@ class ServerHub:
                 else:
                     job = None
                 if job is None:
-                    i = _nul_at(buf, first, end)
+                    i = _native_nul(buf, first, end)
                     if i < 0:
                         return _FAST_NO
                     job = bconn.jobs.get(buf[first:i])

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import gearman_proto
 from gearman_proto import packets
 from gearman_proto import strategies as gst
+from gearman_proto._connection import _native_nul
 from gearman_proto.broker import JobServer
 from gearman_proto.errors import RemoteProtocolError
 from gearman_proto.events import (
@@ -41,7 +42,7 @@ from gearman_proto.events import (
     SubmitReduceJob,
     WorkComplete,
 )
-from gearman_proto.hub import WARNING, Flush, Reader, ServerHub, _nul_at
+from gearman_proto.hub import WARNING, Flush, Reader, ServerHub
 from gearman_proto.packets import (
     REQ,
     RES,
@@ -329,7 +330,7 @@ def test_the_fast_path_serves_the_hot_packets() -> None:
 
 
 # The fast path's own reads of a packet: its header (packets.frame_plain) and
-# its NULs (hub._nul_at, the compiled build's bytes.find).  Each must agree
+# its NULs (_connection._native_nul, the compiled build's bytes.find).  Each must agree
 # with the general path's function wherever it answers.
 _headers = st.tuples(
     st.sampled_from([REQ, RES, b"\0REP", b"xREQ"]) | st.binary(min_size=4, max_size=4),
@@ -378,9 +379,9 @@ def test_the_fast_header_read_takes_the_hot_packets() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"")) | st.binary(max_size=40),
        st.integers(0, 40), st.integers(0, 40))
-def test_nul_at_is_bytes_find(buf: bytes, a: int, b: int) -> None:
+def test_native_nul_is_bytes_find(buf: bytes, a: int, b: int) -> None:
     start, end = sorted((min(a, len(buf)), min(b, len(buf))))
-    assert _nul_at(buf, start, end) == buf.find(0, start, end)
+    assert _native_nul(buf, start, end) == buf.find(0, start, end)
 
 
 def test_a_driven_hub_writes_the_usual_turn_itself() -> None:
