@@ -378,8 +378,7 @@ class Connection:
         Raises :class:`LocalProtocolError` if this role may not send it now; the
         connection then moves to the ``ERROR`` state.
         """
-        if self.state is _ERROR:
-            raise LocalProtocolError("connection is in the error state after a protocol error")
+        self._check_sendable()
         try:
             data = self._encode(event)
             self._on_send(event)
@@ -387,6 +386,11 @@ class Connection:
             self.state = _ERROR
             raise
         return data
+
+    def _check_sendable(self) -> None:
+        """Raise LocalProtocolError if nothing may be sent: the connection is in ERROR."""
+        if self.state is _ERROR:
+            raise LocalProtocolError("connection is in the error state after a protocol error")
 
     def _encode(self, event: Event) -> bytes:
         wire = self._wire.get(type(event))

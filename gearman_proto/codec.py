@@ -42,7 +42,7 @@ from .events import (
 from .packets import _HEADER, COMPILED, SPECS, PacketType, encode_packet
 
 __all__ = ["event_to_packet", "packet_to_event", "wire_encoders", "WireEncoder", "assign_packet",
-           "packet_of_one"]
+           "packet_of_one", "packet_of_two"]
 
 _P = PacketType
 
@@ -301,6 +301,14 @@ def _wire_fields(ptype: int, names: tuple[str, ...], magic: bytes) -> WireEncode
         def one(e: Any) -> bytes:
             return packet_of_one(magic, ptype, get_one(e))
         return one
+    if len(names) == 2:
+        # WORK_COMPLETE, WORK_DATA, WORK_WARNING, WORK_EXCEPTION: a worker's
+        # reports, the result once per job.
+        first, second = names
+
+        def two(e: Any) -> bytes | None:
+            return packet_of_two(magic, ptype, getattr(e, first), getattr(e, second))
+        return two
     get: Callable[[Any], tuple[bytes, ...]] = attrgetter(*names)
 
     def many(e: Any) -> bytes | None:
@@ -339,6 +347,16 @@ def packet_of_one(magic: bytes, ptype: int, arg: bytes) -> bytes:
     if COMPILED:
         return b"%b%b%b%b" % (magic, _word(ptype), _word(len(arg)), arg)
     return _pack_header(magic, ptype, len(arg)) + arg
+
+
+def packet_of_two(magic: bytes, ptype: int, a: bytes, b: bytes) -> bytes | None:
+    """The bytes of a packet with two arguments; ``None`` if ``a`` holds NUL (the long
+    way says why)."""
+    if 0 in a:
+        return None
+    if COMPILED:
+        return b"%b%b%b%b\0%b" % (magic, _word(ptype), _word(len(a) + len(b) + 1), a, b)
+    return b"".join((_pack_header(magic, ptype, len(a) + len(b) + 1), a, _NUL, b))
 
 
 def assign_packet(magic: bytes, h: bytes, f: bytes, u: bytes | None, d: bytes) -> bytes | None:

@@ -639,7 +639,7 @@ class WorkerSession(Generic[K]):
                 hungry.append(key)
                 continue
             grab = GrabJob if key in self._plain_grab else self.grab
-            step.writes[key] = step.writes.get(key, b"") + conn.send(grab())
+            step.writes[key] = step.writes.get(key, b"") + conn.grab(grab)
             free -= 1
 
 

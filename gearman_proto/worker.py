@@ -55,7 +55,7 @@ from .events import (
     WorkStatus,
     WorkWarning,
 )
-from .packets import DEFAULT_MAX_PACKET_SIZE, Role
+from .packets import DEFAULT_MAX_PACKET_SIZE, REQ, Role, encode_packet
 
 if TYPE_CHECKING:
     from mypy_extensions import i64
@@ -184,8 +184,23 @@ class WorkerConnection(Connection):
                 f"no such job in hand"
             )
 
+    def grab(self, kind: _Grab) -> bytes:
+        """The bytes of a grab of ``kind`` (``GrabJob``, ``GrabJobUniq`` or ``GrabJobAll``):
+        what ``send(kind())`` returns and records, without an event to build.
+
+        A worker sends one for each free slot, so once per job: the bytes never
+        change, and are made once.
+        """
+        self._check_sendable()
+        packet = _GRAB_PACKETS[kind]
+        self._grabbed(kind)
+        return packet
+
     def _grab(self, event: GrabJob | GrabJobUniq | GrabJobAll) -> None:
-        self._grabs.append(type(event))
+        self._grabbed(type(event))
+
+    def _grabbed(self, kind: _Grab) -> None:
+        self._grabs.append(kind)
         self._sleeping = False
 
     def _pre_sleep(self, event: PreSleep) -> None:
@@ -386,6 +401,9 @@ def _assign_uniq(conn: WorkerConnection, buf: bytes, pos: i64, limit: i64) -> Jo
 
 
 # Dispatch on the exact event class: one dict lookup per event.
+_GRAB_PACKETS: Final[dict[type, bytes]] = {
+    kind: encode_packet(REQ, kind.packet_type, ()) for kind in (GrabJob, GrabJobUniq, GrabJobAll)
+}
 _SEND: Final[dict[type, Callable[[WorkerConnection, Event], None]]] = {
     WorkData: WorkerConnection._in_hand,  # type: ignore[dict-item]
     WorkWarning: WorkerConnection._in_hand,  # type: ignore[dict-item]

@@ -39,7 +39,13 @@ from gearman_proto import (
     packets,
 )
 from gearman_proto._connection import Connection
-from gearman_proto.codec import DECODERS, HOT_DECODERS, assign_packet, packet_of_one
+from gearman_proto.codec import (
+    DECODERS,
+    HOT_DECODERS,
+    assign_packet,
+    packet_of_one,
+    packet_of_two,
+)
 from gearman_proto.packets import HEADER_SIZE, REQ, RES, PacketType, encode_packet, split_args
 
 _P = PacketType
@@ -203,7 +209,7 @@ def test_compiled_events_are_values_the_collector_never_walks() -> None:
             assert not cls.__flags__ & (1 << 14), f"{name} has Py_TPFLAGS_HAVE_GC"
 
 
-# The server's packet builders (codec.assign_packet, packet_of_one): compiled they
+# The packet builders (codec.assign_packet, packet_of_one, packet_of_two): compiled they
 # build the bytes by ``%b`` formatting and ``codec._word``, interpreted by
 # ``struct`` and ``join``.  Whichever this build runs must be encode_packet's bytes.
 @given(magic=st.sampled_from([REQ, RES]), h=st.binary(max_size=40), f=st.binary(max_size=40),
@@ -228,6 +234,19 @@ def test_assign_packet_is_encode_packet(magic: bytes, h: bytes, f: bytes, u: byt
        arg=st.binary(max_size=300))
 def test_packet_of_one_is_encode_packet(magic: bytes, ptype: PacketType, arg: bytes) -> None:
     assert packet_of_one(magic, int(ptype), arg) == encode_packet(magic, ptype, (arg,))
+
+
+@given(magic=st.sampled_from([REQ, RES]), ptype=st.sampled_from(list(PacketType)),
+       a=st.binary(max_size=40), b=st.binary(max_size=300))
+@example(magic=REQ, ptype=PacketType.WORK_COMPLETE, a=b"H:x:1", b=b"d" * (1024 - 6))
+@example(magic=REQ, ptype=PacketType.WORK_COMPLETE, a=b"H:x:1", b=b"d" * (1024 - 5))
+def test_packet_of_two_is_encode_packet(magic: bytes, ptype: PacketType, a: bytes,
+                                        b: bytes) -> None:
+    got = packet_of_two(magic, int(ptype), a, b)
+    if 0 in a:
+        assert got is None
+    else:
+        assert got == encode_packet(magic, ptype, (a, b))
 
 
 def test_the_header_words_are_to_bytes() -> None:

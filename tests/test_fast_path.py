@@ -3,7 +3,8 @@
 ``WorkerConnection`` reads JOB_ASSIGN_UNIQ and JOB_ASSIGN, ``ClientConnection``
 WORK_COMPLETE and JOB_CREATED, straight from the bytes (``_take_fast``) and
 hands the event to the same rule as every other packet; anything unusual is
-left to the general path.  So with the fast path on or forced off
+left to the general path.  A worker's grabs go out by ``grab(kind)``, bytes
+made once, where the general path sends ``kind()``.  So with the fast path on or forced off
 (``fast_path = False``), and through ``next_event()``, the same byte stream in
 the same reads must give the same events, the same errors, the same state and
 the same bytes sent afterwards.  The streams mix well-formed server packets
@@ -33,6 +34,7 @@ from gearman_proto import (
     GrabJobAll,
     GrabJobUniq,
     LocalProtocolError,
+    PreSleep,
     RemoteProtocolError,
     SubmitJob,
     WorkComplete,
@@ -113,6 +115,7 @@ def _client_state(conn: ClientConnection) -> object:
              for h, j in conn.jobs.items()}, conn.pending_requests, sent)
 
 
+_GRAB_KINDS = (GrabJob, GrabJobUniq, GrabJobAll)
 _GRABS = st.lists(st.sampled_from([GrabJob(), GrabJobUniq(), GrabJobAll()]), max_size=8)
 _SUBMITS = st.lists(st.sampled_from([SubmitJob(b"f"), SubmitJob(b"f", background=True),
                                      SubmitJob(b"f", unique=b"u"), GetStatus(b"H:1")]),
@@ -143,11 +146,12 @@ def _agree(make: Callable[..., Connection], first: list[Event], chunks: list[byt
     for how in ("fast", "general", "next_event"):
         conn = make(max_packet_size=limit)
         conn.fast_path = how == "fast"
-        for request in first:
-            conn.send(request)
-        results.append([*_run(conn, chunks, close, how), state(conn)])
+        # The fast way grabs by WorkerConnection.grab(kind), the others by send(kind()).
+        out = [conn.grab(type(r)) if how == "fast" and type(r) in _GRAB_KINDS  # type: ignore[attr-defined]
+               else conn.send(r) for r in first]
+        results.append([*_run(conn, chunks, close, how), state(conn), out])
     assert results[0] == results[1] == results[2]
-    return results[0]
+    return results[0][:-1]
 
 
 _FAST_TYPES = {WorkerConnection: [_P.JOB_ASSIGN_UNIQ, _P.JOB_ASSIGN],
@@ -289,3 +293,27 @@ def test_the_compiled_grab_fifo_is_a_deque() -> None:
     assert not ours and len(ours) == 0
     with pytest.raises(IndexError):
         ours.popleft()
+
+
+def test_a_grab_is_what_sending_its_event_is() -> None:
+    # WorkerConnection.grab(kind): send(kind())'s bytes and record, and its refusal
+    # once the connection is in ERROR (the state left as it was).
+    for kind in _GRAB_KINDS:
+        fast, general = WorkerConnection(), WorkerConnection()
+        for conn in (fast, general):
+            conn.send(PreSleep())
+        assert fast.grab(kind) == general.send(kind()) == encode_packet(
+            REQ, kind.packet_type, ())
+        assert (fast.outstanding_grabs, fast.sleeping) == (
+            general.outstanding_grabs, general.sleeping) == (1, False)
+        for conn in (fast, general):
+            with pytest.raises(RemoteProtocolError):
+                conn.receive_data(b"\0RES\xff\xff\xff\xff\0\0\0\0")
+                list(conn.events())
+        with pytest.raises(LocalProtocolError, match="error state") as refused_fast:
+            fast.grab(kind)
+        with pytest.raises(LocalProtocolError, match="error state") as refused_general:
+            general.send(kind())
+        assert str(refused_fast.value) == str(refused_general.value)
+        assert fast.outstanding_grabs == general.outstanding_grabs == 1
+        assert fast._grabs.popleft() is general._grabs.popleft() is kind
