@@ -166,7 +166,13 @@ class WorkerConnection(Connection):
     # -- bytes out ------------------------------------------------------------
 
     def _on_send(self, event: Event) -> None:
-        handler = _SEND.get(type(event))
+        kind = type(event)
+        if kind is WorkComplete:
+            # A job's usual end, once per job: compiled, a direct call, where the
+            # table's entry is a generic one (~500 instructions).
+            self._finish(event)  # type: ignore[arg-type]
+            return
+        handler = _SEND.get(kind)
         if handler is not None:
             handler(self, event)
 
