@@ -522,6 +522,27 @@ class ServerHub:
                     self._note(WARNING, "connection %d from %s: %s", cid,
                                self._peers.get(cid, "-"), text)
                 notices.clear()
+        if link.chunks and link.bconn.abilities:
+            self._answer_worker(link)
+
+    def _answer_worker(self, link: _Link) -> None:
+        """Write a worker's output at the end of its own read: the answer to its grab,
+        most often (its next job, or NO_JOB).
+
+        A worker waits on that answer to do anything more, where the rest of
+        the turn's output can wait for the turn's end: written now, the job is
+        on its way (or the worker goes to sleep) while the turn reads the other
+        connections.  Only in memory, with nothing the flush decides first: a
+        store's commit, a writer thread's batch, the stats' byte count or a
+        stop would have to see it.  (A client's JOB_CREATED waits: its
+        WORK_COMPLETE often comes in the same turn, and the two then make one
+        write.)
+        """
+        writer = link.writer
+        if (writer is None or self.writer is not None or self.stats is not None
+                or self._stop is not None or self.broker._store is not None):
+            return
+        writer(link.take())
 
     def _process(self, cid: int, conn: ServerConnection, bconn: _Conn | None = None,
                  link: _Link | None = None) -> None:
@@ -1004,7 +1025,8 @@ class ServerHub:
         self._dirty = []
         writes: dict[int, bytes] = {}
         for buf in dirty:
-            writes[buf.cid] = buf.take()
+            if buf.chunks:  # (empty: written early, see _answer_worker)
+                writes[buf.cid] = buf.take()
         if stats is not None:
             sent = 0
             for data in writes.values():
@@ -1132,10 +1154,11 @@ class ServerHub:
                 # next turn's output, never into this one.
                 self._dirty = []
                 for buf in dirty:
-                    data = buf.take()
-                    writer = buf.writer
-                    if writer is not None:
-                        writer(data)
+                    if buf.chunks:  # (empty: written early, see _answer_worker)
+                        data = buf.take()
+                        writer = buf.writer
+                        if writer is not None:
+                            writer(data)
                 return None
         out = self.flush()
         if (out.close or out.shut or out.pause or out.resume or out.notes or out.rearm

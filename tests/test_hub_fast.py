@@ -174,11 +174,16 @@ def _run(steps: list[tuple[str, int, Any]], fast: bool,
             assert not carried
         else:
             out = hub.flush_written()
+        # A worker's answers may go out at the end of its own read
+        # (ServerHub._answer_worker), ahead of the turn's other bytes for it: at
+        # most two writes per connection per turn, together the turn's output.
+        assert all(len(chunks) <= 2 for chunks in written.values())
         if out is None:
             out = Flush({cid: b"".join(chunks) for cid, chunks in written.items()})
-            assert all(len(chunks) == 1 for chunks in written.values())
         else:
-            assert not written
+            assert all(len(chunks) == 1 for chunks in written.values())
+            for cid, chunks in written.items():
+                out.writes[cid] = chunks[0] + out.writes.get(cid, b"")
         written.clear()
         return out
 
@@ -448,3 +453,41 @@ def test_a_driven_hub_still_counts_bytes_out_with_stats() -> None:
     created = encode_packet(RES, PacketType.JOB_CREATED, (b"H:fuzz:1",))
     assert out is None and written == [created]
     assert hub.stats.bytes_out == len(created)
+
+
+def test_a_worker_given_a_job_has_it_written_at_the_end_of_its_own_read() -> None:
+    """A worker's answer to its grab (JOB_ASSIGN_UNIQ, NO_JOB) goes out at the end of the
+    read that grabbed, before the turn ends; a client's JOB_CREATED, and a grab from a
+    connection that registered no function, wait for the turn's end, and so does
+    everything when the flush must see the bytes first (stats attached)."""
+    def assign(n: int) -> bytes:
+        return encode_packet(RES, PacketType.JOB_ASSIGN_UNIQ,
+                             (b"H:fuzz:%d" % n, b"f", b"", b"data"))
+
+    no_job = encode_packet(RES, PacketType.NO_JOB, ())
+    for stats in (False, True):
+        hub = ServerHub(JobServer(handle_prefix=b"H:fuzz"), log_level=WARNING)
+        if stats:
+            hub.stats = ServerStats(hub, clock=lambda: 0.0, now=0.0)
+        hub.drive(lambda: 1000.0, lambda: None)
+        written: dict[int, list[bytes]] = {}
+        cids = [hub.open(writer=written.setdefault(n, []).append) for n in range(4)]
+        client, busy, idle, stranger = cids
+        hub.flush_written()  # the first turn sets the timer
+        submit = _req(SubmitJob(b"f", b"data", b"", Priority.NORMAL, True))
+        hub.read(client, submit + submit)
+        assert written[0] == []  # JOB_CREATED waits for the turn's end
+        hub.flush_written()
+        hub.read(busy, _req(CanDo(b"f")) + _req(GrabJobUniq()))
+        hub.read(idle, _req(CanDo(b"g")) + _req(GrabJobUniq()))  # nothing for g: NO_JOB
+        hub.read(stranger, _req(GrabJobUniq()))  # no CAN_DO: not a worker yet
+        assert written[1] == ([] if stats else [assign(1)])
+        assert written[2] == ([] if stats else [no_job])
+        assert written[3] == []
+        hub.flush_written()
+        assert written[1] == [assign(1)] and written[2] == written[3] == [no_job]
+        # The next job, asked for with the result of the first, the same way.
+        hub.read(busy, _req(WorkComplete(b"H:fuzz:1", b"r")) + _req(GrabJobUniq()))
+        assert written[1] == [assign(1)] + ([] if stats else [assign(2)])
+        hub.flush_written()
+        assert written[1] == [assign(1), assign(2)]
