@@ -539,10 +539,16 @@ class ServerHub:
         write.)
         """
         writer = link.writer
-        if (writer is None or self.writer is not None or self.stats is not None
-                or self._stop is not None or self.broker._store is not None):
+        if writer is None or self._flush_sees_output():
             return
         writer(link.take())
+
+    def _flush_sees_output(self) -> bool:
+        """True when the turn's bytes must go through :meth:`flush` before they are
+        written: a store's commit (the JOB_CREATED it holds), a writer thread's
+        batch, the stats' byte count, a stop."""
+        return (self.writer is not None or self.stats is not None
+                or self._stop is not None or self.broker._store is not None)
 
     def _process(self, cid: int, conn: ServerConnection, bconn: _Conn | None = None,
                  link: _Link | None = None) -> None:
@@ -1133,9 +1139,8 @@ class ServerHub:
         # only the writes.  Then they are written from the buffers, and no Flush,
         # writes dict or lists are made.  Anything else takes the whole flush().
         usual = not (self._backlog or self._close or self._shut or self._pause
-                     or self._paused or self._notes or self._stop is not None
-                     or self.writer is not None or self.stats is not None
-                     or broker._store is not None or broker.shutdown_requested is not None)
+                     or self._paused or self._notes or self._flush_sees_output()
+                     or broker.shutdown_requested is not None)
         if usual:
             # And no rearm due.  Compiled, != of two optionals is a generic
             # comparison: the usual case, no deadline and none armed, is told

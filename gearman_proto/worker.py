@@ -406,15 +406,16 @@ def _assign_uniq(conn: WorkerConnection, buf: bytes, pos: i64, limit: i64) -> Jo
     return event
 
 
-# Dispatch on the exact event class: one dict lookup per event.
+# WorkerConnection.grab's bytes: a grab has no arguments.
 _GRAB_PACKETS: Final[dict[type, bytes]] = {
     kind: encode_packet(REQ, kind.packet_type, ()) for kind in (GrabJob, GrabJobUniq, GrabJobAll)
 }
+# Dispatch on the exact event class: one dict lookup per event.  (WorkComplete is
+# not here: _on_send calls _finish for it directly.)
 _SEND: Final[dict[type, Callable[[WorkerConnection, Event], None]]] = {
     WorkData: WorkerConnection._in_hand,  # type: ignore[dict-item]
     WorkWarning: WorkerConnection._in_hand,  # type: ignore[dict-item]
     WorkStatus: WorkerConnection._in_hand,  # type: ignore[dict-item]
-    WorkComplete: WorkerConnection._finish,  # type: ignore[dict-item]
     WorkFail: WorkerConnection._finish,  # type: ignore[dict-item]
     WorkException: WorkerConnection._finish,  # type: ignore[dict-item]
     GrabJob: WorkerConnection._grab,  # type: ignore[dict-item]

@@ -455,7 +455,7 @@ def test_a_driven_hub_still_counts_bytes_out_with_stats() -> None:
     assert hub.stats.bytes_out == len(created)
 
 
-def test_a_worker_given_a_job_has_it_written_at_the_end_of_its_own_read() -> None:
+def test_a_workers_answer_is_written_at_the_end_of_its_own_read() -> None:
     """A worker's answer to its grab (JOB_ASSIGN_UNIQ, NO_JOB) goes out at the end of the
     read that grabbed, before the turn ends; a client's JOB_CREATED, and a grab from a
     connection that registered no function, wait for the turn's end, and so does
