@@ -11,6 +11,12 @@ start-up and shutdown taken out.  Every thread of the server is counted.
     GEARMAN_BENCH_COMPILED_ROOT=../compiled python -m benchmarks.perjob \\
         --servers gearmand,gearmand-t0,uvloop,uvloop-mypyc
     python -m benchmarks.perjob --smoke                  # tiny: does it still work?
+    python -m benchmarks.perjob --tools callgrind --servers uvloop-mypyc --scenarios fg1
+
+``--tools callgrind`` counts as ``instructions`` does, under callgrind, and keeps
+the two profiles in the work directory it names: :mod:`benchmarks.profile_diff`
+takes the small run's from the large run's, function by function, for where the
+instructions of one job go.
 """
 
 from __future__ import annotations
@@ -26,18 +32,21 @@ from benchmarks._util import available, machine, workdir, write_json
 from benchmarks.e2e import SCENARIOS, measure
 
 TOOLS = ("instructions", "syscalls")
+"""What is counted by default; ``callgrind`` is the third, asked for by name."""
 
 
 def _prefix(tool: str, out: Path) -> list[str]:
     if tool == "instructions":
         return ["valgrind", "--tool=cachegrind", "--cache-sim=no",
                 f"--cachegrind-out-file={out}"]
+    if tool == "callgrind":
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     return ["strace", "-f", "-c", "-o", str(out)]
 
 
 def _total(tool: str, out: Path) -> int:
     text = out.read_text()
-    if tool == "instructions":
+    if tool in ("instructions", "callgrind"):
         match = re.search(r"^summary:\s+(\d+)", text, re.M)
     else:
         # strace -c's last line: "100.00  seconds  usecs/call  calls  [errors]  total"
@@ -65,6 +74,12 @@ def per_job(tool: str, kind: str, scenario: str, small: int, large: int,
             "totals": counts, "per_job": (counts[1] - counts[0]) / (jobs[1] - jobs[0])}
 
 
+def large_jobs(row: dict[str, Any]) -> int:
+    """The jobs the large run made beyond the small one's: what a profile diff divides by."""
+    small, large = row["jobs"]
+    return int(large - small)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default="gearmand,gearmand-t0,uvloop,uvloop-mypyc")
@@ -79,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.small, args.large, args.warmup, args.scenarios = 50, 150, 20, "bg"
     tools = [t for t in args.tools.split(",") if t]
-    for tool, binary in (("instructions", "valgrind"), ("syscalls", "strace")):
+    unknown = [t for t in tools if t not in (*TOOLS, "callgrind")]
+    if unknown:
+        p.error(f"unknown tool {unknown[0]!r}: choose from instructions, syscalls, callgrind")
+    for tool, binary in (("instructions", "valgrind"), ("callgrind", "valgrind"),
+                         ("syscalls", "strace")):
         if tool in tools and shutil.which(binary) is None:
             p.error(f"{tool} needs {binary}, which is not installed")
     servers = [s for s in args.servers.split(",") if s and available(s)]
@@ -98,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{tool:12s} {sc:4s} {kind:14s} {row['per_job']:12,.1f} per job",
                       flush=True)
+                if tool == "callgrind":
+                    small, large = (wd / f"callgrind-{kind}-{sc}-{n}.out"
+                                    for n in (args.small, args.large))
+                    print(f"    python -m benchmarks.profile_diff {small} {large} "
+                          f"{large_jobs(row)}", flush=True)
     print()
     for tool in tools:
         print(f"| {tool} per job | " + " | ".join(scenarios) + " |")
@@ -106,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = [next(r["per_job"] for r in rows
                           if r["tool"] == tool and r["server"] == kind and r["scenario"] == sc)
                      for sc in scenarios]
-            fmt = "{:,.0f}" if tool == "instructions" else "{:.1f}"
+            fmt = "{:.1f}" if tool == "syscalls" else "{:,.0f}"
             print(f"| {kind} | " + " | ".join(fmt.format(c) for c in cells) + " |")
         print()
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows})

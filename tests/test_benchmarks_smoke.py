@@ -95,19 +95,56 @@ def test_overhead(smoke: dict[str, Any]) -> None:
         assert row["jobs"] == 100 and _positive(row["jobs_per_s"]), row
 
 
-def test_perjob_counts_system_calls_per_job(tmp_path: Path) -> None:
-    """benchmarks.perjob under strace: gearmand and ours each make some system calls per job."""
-    if shutil.which("strace") is None or not HAVE_GEARMAND:
+def _perjob(tmp_path: Path, tool: str, binary: str, servers: str) -> tuple[list[Any], str]:
+    """Run benchmarks.perjob --smoke with one tool: its JSON rows and what it printed."""
+    if shutil.which(binary) is None or not HAVE_GEARMAND:
         if os.environ.get("CI"):
-            pytest.fail("strace and gearmand are needed (.ci/apt-packages lists them)")
-        pytest.skip("strace or gearmand is not installed")
+            pytest.fail(f"{binary} and gearmand are needed (.ci/apt-packages lists them)")
+        pytest.skip(f"{binary} or gearmand is not installed")
     out = tmp_path / "perjob.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.perjob", "--smoke", "--tools", "syscalls",
-         "--servers", "gearmand,asyncio", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.perjob", "--smoke", "--tools", tool,
+         "--servers", servers, "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    rows = json.loads(out.read_text())["rows"]
+    return json.loads(out.read_text())["rows"], run.stdout
+
+
+def test_perjob_counts_system_calls_per_job(tmp_path: Path) -> None:
+    """benchmarks.perjob under strace: gearmand and ours each make some system calls per job."""
+    rows, _ = _perjob(tmp_path, "syscalls", "strace", "gearmand,asyncio")
     assert {row["server"] for row in rows} == {"gearmand", "asyncio"}
     for row in rows:
         assert row["jobs"] == [50, 150] and _positive(row["per_job"]), row
+
+
+def test_perjob_profiles_a_job_with_callgrind(tmp_path: Path) -> None:
+    """benchmarks.perjob --tools callgrind keeps gearmand's two profiles and prints the
+    benchmarks.profile_diff command for them, whose per-job total is the row's figure
+    and whose rows show the system calls gearmand makes for each background job."""
+    (row,), stdout = _perjob(tmp_path, "callgrind", "valgrind", "gearmand")
+    assert row["tool"] == "callgrind" and _positive(row["per_job"]), row
+    command = next(line.split() for line in stdout.splitlines()
+                   if "benchmarks.profile_diff" in line)
+    assert command[:3] == ["python", "-m", "benchmarks.profile_diff"]
+    diff = subprocess.run(
+        [sys.executable, *command[1:], "--sort", "calls", "--match", "^(read|recv|write|send)$"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    head, _, *rows = diff.stdout.splitlines()
+    assert f"{round(row['per_job']):,} instructions" in head, (head, row)
+    calls = {line.split()[-1]: float(line.split()[2]) for line in rows}
+    # A background job: its SUBMIT_JOB_BG and its worker's grab and result come in,
+    # JOB_CREATED, the assignment and NO_JOB/NOOP go out.
+    assert calls and all(count >= 0.5 for count in calls.values()), diff.stdout
+
+
+def test_profile_diff_names_a_bad_argument() -> None:
+    """A missing profile or a bad expression: one line naming it, no traceback."""
+    for args in (["/nonexistent/a.out", "/nonexistent/b.out", "10"],
+                 [__file__, __file__, "10", "--match", "("],
+                 [__file__, __file__, "0"]):
+        run = subprocess.run([sys.executable, "-m", "benchmarks.profile_diff", *args],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert run.stderr.splitlines()[-1].startswith("profile_diff.py: error: "), run.stderr
