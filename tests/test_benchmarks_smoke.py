@@ -121,7 +121,7 @@ def test_perjob_counts_system_calls_per_job(tmp_path: Path) -> None:
 def test_perjob_profiles_a_job_with_callgrind(tmp_path: Path) -> None:
     """benchmarks.perjob --tools callgrind keeps gearmand's two profiles and prints the
     benchmarks.profile_diff command for them, whose per-job total is the row's figure
-    and whose rows show the system calls gearmand makes for each background job."""
+    and whose rows count the receives and sends gearmand makes for the jobs."""
     (row,), stdout = _perjob(tmp_path, "callgrind", "valgrind", "gearmand")
     assert row["tool"] == "callgrind" and _positive(row["per_job"]), row
     command = next(line.split() for line in stdout.splitlines()
@@ -134,9 +134,11 @@ def test_perjob_profiles_a_job_with_callgrind(tmp_path: Path) -> None:
     head, _, *rows = diff.stdout.splitlines()
     assert f"{round(row['per_job']):,} instructions" in head, (head, row)
     calls = {line.split()[-1]: float(line.split()[2]) for line in rows}
-    # A background job: its SUBMIT_JOB_BG and its worker's grab and result come in,
-    # JOB_CREATED, the assignment and NO_JOB/NOOP go out.
-    assert calls and all(count >= 0.5 for count in calls.values()), diff.stdout
+    # A background job's packets come in by recv and go out by send or write;
+    # how many a call carries depends on the timing (gearmand reads until EAGAIN,
+    # and its threads wake each other through a pipe), so only that there are some.
+    assert calls.get("recv", 0) > 0, diff.stdout
+    assert calls.get("send", 0) + calls.get("write", 0) > 0, diff.stdout
 
 
 def test_profile_diff_names_a_bad_argument() -> None:
