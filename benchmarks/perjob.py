@@ -33,6 +33,8 @@ from benchmarks.e2e import SCENARIOS, measure
 
 TOOLS = ("instructions", "syscalls")
 """What is counted by default; ``callgrind`` is the third, asked for by name."""
+_BINARIES = {"instructions": "valgrind", "callgrind": "valgrind", "syscalls": "strace"}
+"""Every tool, and the program it runs the server under."""
 
 
 def _prefix(tool: str, out: Path) -> list[str]:
@@ -61,8 +63,10 @@ def per_job(tool: str, kind: str, scenario: str, small: int, large: int,
     """The tool's count per job for ``kind`` in ``scenario``: (large run - small run) / jobs."""
     counts = []
     jobs = []
+    outputs = []
     for n in (small, large):
         out = wd / f"{tool}-{kind}-{scenario}-{n}.out"
+        outputs.append(str(out))
         r = measure(kind, scenario, n, prefix=_prefix(tool, out), start_timeout=600.0,
                     wd=wd, **load)
         if r["jobs"] != n or r["errors"]:
@@ -71,13 +75,8 @@ def per_job(tool: str, kind: str, scenario: str, small: int, large: int,
         counts.append(_total(tool, out))
         jobs.append(r["jobs"])
     return {"tool": tool, "server": kind, "scenario": scenario, "jobs": jobs,
-            "totals": counts, "per_job": (counts[1] - counts[0]) / (jobs[1] - jobs[0])}
-
-
-def large_jobs(row: dict[str, Any]) -> int:
-    """The jobs the large run made beyond the small one's: what a profile diff divides by."""
-    small, large = row["jobs"]
-    return int(large - small)
+            "totals": counts, "per_job": (counts[1] - counts[0]) / (jobs[1] - jobs[0]),
+            "outputs": outputs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,13 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.small, args.large, args.warmup, args.scenarios = 50, 150, 20, "bg"
     tools = [t for t in args.tools.split(",") if t]
-    unknown = [t for t in tools if t not in (*TOOLS, "callgrind")]
-    if unknown:
-        p.error(f"unknown tool {unknown[0]!r}: choose from instructions, syscalls, callgrind")
-    for tool, binary in (("instructions", "valgrind"), ("callgrind", "valgrind"),
-                         ("syscalls", "strace")):
-        if tool in tools and shutil.which(binary) is None:
-            p.error(f"{tool} needs {binary}, which is not installed")
+    for tool in tools:
+        if tool not in _BINARIES:
+            p.error(f"unknown tool {tool!r}: choose from {', '.join(_BINARIES)}")
+        if shutil.which(_BINARIES[tool]) is None:
+            p.error(f"{tool} needs {_BINARIES[tool]}, which is not installed")
     servers = [s for s in args.servers.split(",") if s and available(s)]
     scenarios = [s for s in args.scenarios.split(",") if s]
     wd = workdir("perjob")
@@ -118,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{tool:12s} {sc:4s} {kind:14s} {row['per_job']:12,.1f} per job",
                       flush=True)
                 if tool == "callgrind":
-                    small, large = (wd / f"callgrind-{kind}-{sc}-{n}.out"
-                                    for n in (args.small, args.large))
+                    small, large = row["outputs"]
                     print(f"    python -m benchmarks.profile_diff {small} {large} "
-                          f"{large_jobs(row)}", flush=True)
+                          f"{row['jobs'][1] - row['jobs'][0]}", flush=True)
     print()
     for tool in tools:
         print(f"| {tool} per job | " + " | ".join(scenarios) + " |")

@@ -59,7 +59,7 @@ def load(path: Path) -> Profile:
     with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             head = line[:1]
-            if head.isdigit() or head in "+-*":
+            if head and (head.isdigit() or head in "+-*"):
                 cost = _cost(line)
                 if call_pending:
                     profile.callees[fn] += cost
