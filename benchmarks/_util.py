@@ -40,6 +40,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening_inode(port: int, host: str = HOST) -> str | None:
+    """The inode of the listening TCP socket on ``host:port``, if one listens (Linux)."""
+    wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"  # /proc/net/tcp's form
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            return fields[9]
+    return None
+
+
+def holds_socket(pids: Iterable[int], inode: str) -> bool:
+    """Whether one of ``pids`` has the socket ``inode`` open."""
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            if any(os.readlink(fd) == target for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return True
+        except OSError:  # gone meanwhile
+            continue
+    return False
+
+
+def _family(pid: int) -> set[int]:
+    """``pid`` and its descendants (a server under strace is strace's child)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(child) for child in children)
+    return found
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """The ``p``-th percentile (0-100) of ``values`` by nearest rank; NaN if empty."""
     if not values:
@@ -160,6 +197,12 @@ WITH_HTTP = ("asyncio+http", "uvloop+http", "trio+http")
 """Ours with ``--http`` on, its /metrics scraped once a second (e2e.py): what metrics cost."""
 
 
+_PORT_TAKEN = ("Address already in use", "calling bind()")
+"""What a server's log says when its port was taken: ours and Python's, gearmand's
+(which retries its bind for a while instead of exiting; a stranger seen listening on
+the port ends the wait sooner)."""
+
+
 class Server:
     """A job server in a child process on 127.0.0.1; :meth:`stop` ends it by its pid."""
 
@@ -198,7 +241,24 @@ class Server:
         return cmd
 
     def start(self, timeout: float = 15.0) -> Server:
-        """Start it and wait until it accepts connections."""
+        """Start it and wait until it listens; on another port if its own was taken.
+
+        :func:`free_port` can only say a port is free now: a test or server
+        running beside this one may bind it before the child does.  So a port
+        counts as ready only when the child holds the listening socket (not when
+        something there accepts: the load would then go to a stranger, as a CI
+        run once saw), and a child that could not bind, or whose port a
+        stranger holds, is started again on a fresh port.
+        """
+        for _attempt in range(3):
+            if self._start_once(timeout):
+                return self
+            self.port = free_port()
+            self.log = self.workdir / f"{self.kind.replace('+', '-')}-{self.port}.log"
+        raise RuntimeError(f"{self.kind}: three ports in a row were taken before it bound one")
+
+    def _start_once(self, timeout: float) -> bool:
+        """Start the child on :attr:`port`; False if it exited because the port was taken."""
         log = open(self.log, "ab")  # the child keeps it open
         # Our server runs from SERVER_ROOT: another checkout may be measured
         # against this one (``python -m`` imports from the working directory).
@@ -208,17 +268,24 @@ class Server:
         log.close()
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
+            exited = self.proc.poll() is not None
+            text = self.log.read_text(errors="replace")
+            if any(sign in text for sign in _PORT_TAKEN):
+                self.stop()
+                return False
+            if exited:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                socket.create_connection((HOST, self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{self.kind} did not listen on {self.port}") from None
-                time.sleep(0.05)
+                                   f"{text[-2000:]}")
+            inode = listening_inode(self.port)
+            if inode is not None:
+                if holds_socket(_family(self.proc.pid), inode):
+                    return True
+                self.stop()  # a stranger listens there: the child can never bind it
+                return False
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.kind} did not listen on {self.port}")
+            time.sleep(0.05)
 
     @property
     def pid(self) -> int:

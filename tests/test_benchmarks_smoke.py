@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from benchmarks import _util
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("codec", "core", "e2e", "overhead")
@@ -150,3 +153,23 @@ def test_profile_diff_names_a_bad_argument() -> None:
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
         assert run.stderr.splitlines()[-1].startswith("profile_diff.py: error: "), run.stderr
+
+
+@pytest.mark.parametrize("kind", ["uvloop", pytest.param("gearmand", marks=pytest.mark.skipif(
+    not HAVE_GEARMAND, reason="gearmand is not installed"))])
+def test_a_benchmark_server_whose_port_was_taken_moves_to_another(kind: str,
+                                                                 tmp_path: Path) -> None:
+    """A port that free_port() gave out can be bound by a neighbour before the server binds it;
+    the load must then go to the server, not to the neighbour that accepts there."""
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        taken = stranger.getsockname()[1]
+        server = _util.Server(kind, tmp_path)
+        server.port = taken
+        with server:
+            assert server.port != taken
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+                conn.sendall(b"version\n")
+                answer = conn.recv(100)
+    assert answer.startswith(b"OK ") or answer[:1].isdigit(), answer
