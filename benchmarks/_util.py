@@ -208,14 +208,18 @@ class Server:
 
     def __init__(self, kind: str, workdir: Path) -> None:
         self.kind = kind
-        self.port = free_port()
         self.workdir = workdir
-        self.log = workdir / f"{kind.replace('+', '-')}-{self.port}.log"
-        self.http_port = free_port() if kind.endswith("+http") else None
+        self._take_ports()
         self.proc: subprocess.Popen[bytes] | None = None
         self.compiled = kind.endswith("-mypyc")
         self.prefix: list[str] = []
         """Run the server under this (``valgrind ...``, ``strace ...``)."""
+
+    def _take_ports(self) -> None:
+        """Free ports for the server (and its ``--http``), and the log named by the first."""
+        self.port = free_port()
+        self.log = self.workdir / f"{self.kind.replace('+', '-')}-{self.port}.log"
+        self.http_port = free_port() if self.kind.endswith("+http") else None
 
     def command(self) -> list[str]:
         port = str(self.port)
@@ -253,12 +257,12 @@ class Server:
         for _attempt in range(3):
             if self._start_once(timeout):
                 return self
-            self.port = free_port()
-            self.log = self.workdir / f"{self.kind.replace('+', '-')}-{self.port}.log"
+            self._take_ports()
         raise RuntimeError(f"{self.kind}: three ports in a row were taken before it bound one")
 
     def _start_once(self, timeout: float) -> bool:
-        """Start the child on :attr:`port`; False if it exited because the port was taken."""
+        """Start the child on :attr:`port`; False (the child stopped) if a port of its was
+        taken: its log says so, or a stranger listens on :attr:`port`."""
         log = open(self.log, "ab")  # the child keeps it open
         # Our server runs from SERVER_ROOT: another checkout may be measured
         # against this one (``python -m`` imports from the working directory).
