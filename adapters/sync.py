@@ -80,9 +80,28 @@ class _Loop:
             raise
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop the loop and its thread, cancelling what still runs on it first.
+
+        A task still there (one that Ctrl-C left, say, handed over but not yet
+        started) ends through its own cleanup instead of being destroyed while
+        pending; the wait for that is bounded by ``_STOP_BOUND``.
+        """
+        loop = self.loop
+
+        def stop() -> None:
+            tasks = asyncio.all_tasks(loop)
+            if not tasks:
+                loop.stop()
+                return
+            for task in tasks:
+                task.cancel()
+            asyncio.gather(*tasks, return_exceptions=True).add_done_callback(
+                lambda _: loop.stop())
+            loop.call_later(_STOP_BOUND, loop.stop)
+
+        loop.call_soon_threadsafe(stop)
         self.thread.join()
-        self.loop.close()
+        loop.close()
 
 
 _shared: _Loop | None = None
@@ -240,22 +259,29 @@ class Worker(_aio.Worker):
         """Serve jobs from every server until :meth:`stop`, or after ``stop_after`` jobs."""
         if not self.handlers:
             raise ValueError("register at least one function before work()")
-        loop = _Loop("gearman-worker-io")
-        future = loop.submit(super().work(stop_after))
+        # Ctrl-C may come at any point, even while the loop's thread starts or the
+        # work is handed to it (the work may then run with no future here to wait
+        # on): so everything from the thread's start on is inside the try.
+        loop: _Loop | None = None
+        future: concurrent.futures.Future[None] | None = None
         try:
+            loop = _Loop("gearman-worker-io")
+            future = loop.submit(super().work(stop_after))
             future.result()
         except KeyboardInterrupt:
             # Hand the jobs in hand back (the servers requeue them), within a bound.
             self.stop(graceful=False)
-            try:
-                future.result(_STOP_BOUND)
-            except BaseException:  # whatever it ended with, Ctrl-C wins
-                pass
+            if future is not None:
+                try:
+                    future.result(_STOP_BOUND)
+                except BaseException:  # whatever it ended with, Ctrl-C wins
+                    pass
             # A fresh one: the caller's traceback ends at work(), not in the
             # thread machinery it was waiting in.
             raise KeyboardInterrupt from None
         finally:
-            loop.close()
+            if loop is not None:
+                loop.close()
 
 
 # -- admin ----------------------------------------------------------------------------------

@@ -6,10 +6,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
+from gearman_proto.adapters import sync
 from gearman_proto.adapters.sync import AdminClient, Client
 
 if TYPE_CHECKING:
@@ -73,3 +77,26 @@ def test_ctrl_c_hands_the_jobs_back_and_ends_with_a_short_traceback(
             break
         assert time.monotonic() < deadline, f"the jobs were not requeued: {row}"
         time.sleep(0.05)
+
+
+def test_ctrl_c_while_work_is_handed_to_its_thread_ends_as_short_and_leaves_no_thread(
+        our_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C that lands while work() hands the worker to its I/O thread (a CI run caught
+    it there, with both jobs already started): the same short KeyboardInterrupt from
+    work(), and the I/O thread is stopped, not left running the worker."""
+    submit = sync._Loop.submit
+
+    def interrupted(loop: Any, coro: Any) -> Any:
+        future = submit(loop, coro)  # the work is on its way to the thread ...
+        signal.raise_signal(signal.SIGINT)  # ... and Ctrl-C comes before work() has it
+        return future
+
+    monkeypatch.setattr(sync._Loop, "submit", interrupted)
+    worker = sync.Worker(our_server.address)
+    worker.register(f"interrupt-{time.monotonic_ns()}", lambda job: job.data)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        worker.work()
+    innermost = traceback.extract_tb(raised.value.__traceback__)[-1]
+    assert (Path(innermost.filename).name, innermost.name) == ("sync.py", "work")
+    assert raised.value.__suppress_context__
+    assert not [t for t in threading.enumerate() if t.name == "gearman-worker-io"]
